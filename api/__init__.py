@@ -1,0 +1,1 @@
+"""The HTTP API: upload, status, download, media and health."""

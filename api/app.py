@@ -1,0 +1,82 @@
+"""The FastAPI application: lifespan-owned clients, routers and the one exception handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure, PyMongoError
+from redis.asyncio import Redis
+
+from api import health, media, requests, uploads
+from api.deps import AppState
+from api.limits import UploadSizeLimit
+from models.db import database, ensure_indexes, mongo_client
+from models.errors import ImgbatchError
+from models.logs import configure_logging, log_event
+from models.media import MediaStore
+from models.settings import Settings, get_settings
+from worker.app import create_celery
+from worker.queues import TaskQueue
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        mongo = mongo_client(settings)
+        db = database(mongo, settings)
+        redis = Redis.from_url(settings.require_redis_url())
+        try:
+            await ensure_indexes(db)
+        except PyMongoError as exc:
+            # Start anyway: health says 503 and requests get 503 until MongoDB answers.
+            log_event(logger, "api.indexes_deferred", logging.WARNING, error=type(exc).__name__)
+        app.state.imgbatch = AppState(
+            settings=settings,
+            mongo=mongo,
+            db=db,
+            redis=redis,
+            queue=TaskQueue(create_celery(settings)),
+            media=MediaStore(settings.media_dir),
+        )
+        log_event(logger, "api.started", public_base_url=settings.public_base_url)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await mongo.close()
+
+    app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
+    for module in (uploads, requests, media, health):
+        app.include_router(module.router)
+
+    @app.exception_handler(ImgbatchError)
+    async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(ConnectionFailure)
+    async def database_unavailable(_: Request, exc: ConnectionFailure) -> JSONResponse:
+        log_event(logger, "api.database_unavailable", logging.WARNING, error=type(exc).__name__)
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("api.unexpected_error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

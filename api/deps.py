@@ -1,0 +1,77 @@
+"""Typed dependency aliases: route signatures say what they need, the app state provides it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from models.db import Database, Document
+from models.media import MediaStore
+from models.products import ProductRepository
+from models.requests import RequestRepository
+from models.settings import Settings
+from models.staging import StagedChunkRepository
+from worker.queues import TaskQueue
+
+
+@dataclass
+class AppState:
+    """Everything the API holds for its lifetime, built once in the lifespan."""
+
+    settings: Settings
+    mongo: AsyncMongoClient[Document]
+    db: Database
+    redis: Redis
+    queue: TaskQueue
+    media: MediaStore
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.imgbatch
+    return state
+
+
+StateDep = Annotated[AppState, Depends(app_state)]
+
+
+def _settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def _db(state: StateDep) -> Database:
+    return state.db
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DatabaseDep = Annotated[Database, Depends(_db)]
+
+
+def _requests(db: DatabaseDep) -> RequestRepository:
+    return RequestRepository(db)
+
+
+def _products(db: DatabaseDep) -> ProductRepository:
+    return ProductRepository(db)
+
+
+def _chunks(db: DatabaseDep) -> StagedChunkRepository:
+    return StagedChunkRepository(db)
+
+
+def _queue(state: StateDep) -> TaskQueue:
+    return state.queue
+
+
+def _media(state: StateDep) -> MediaStore:
+    return state.media
+
+
+RequestsDep = Annotated[RequestRepository, Depends(_requests)]
+ProductsDep = Annotated[ProductRepository, Depends(_products)]
+ChunksDep = Annotated[StagedChunkRepository, Depends(_chunks)]
+QueueDep = Annotated[TaskQueue, Depends(_queue)]
+MediaDep = Annotated[MediaStore, Depends(_media)]

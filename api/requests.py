@@ -1,0 +1,132 @@
+"""Reading a request back: ``GET /api/status/{id}`` and ``GET /api/download/{id}`` (the CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import ProductsDep, RequestsDep, SettingsDep
+from api.schemas import ImageErrorView, ProductView, StatusView
+from api.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
+from api.urls import media_url
+from models.errors import Conflict, NotFound
+from models.products import ProductRecord, ProductRepository
+from models.requests import RequestRecord, RequestRepository, RequestStatus
+from models.settings import Settings
+
+router = APIRouter(tags=["requests"])
+
+OUTPUT_COLUMN = "Output Image Urls"
+ERRORS_COLUMN = "Errors"
+
+
+async def _get_request(requests: RequestRepository, request_id: str) -> RequestRecord:
+    record = await requests.get(request_id)
+    if record is None:
+        raise NotFound(f"request {request_id} not found")
+    return record
+
+
+def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]:
+    if not product.status.is_final:
+        return [None] * len(product.input_image_urls)
+    return [media_url(settings, key) if key else None for key in product.output_keys]
+
+
+@router.get("/api/status/{request_id}", response_model=StatusView)
+async def request_status(
+    request_id: str,
+    settings: SettingsDep,
+    requests: RequestsDep,
+    products: ProductsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> StatusView:
+    record = await _get_request(requests, request_id)
+    page = await products.page(request_id, offset=offset, limit=limit)
+    return StatusView(
+        request_id=record.id,
+        status=record.status,
+        progress=record.progress,
+        products_total=record.products_total,
+        products_done=record.products_done,
+        images_total=record.images_total,
+        images_done=record.images_done,
+        images_failed=record.images_failed,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        completed_at=record.completed_at,
+        failure_reason=record.failure_reason,
+        offset=offset,
+        limit=limit,
+        products=[
+            ProductView(
+                serial_number=p.serial_number,
+                product_name=p.product_name,
+                status=p.status,
+                input_image_urls=p.input_image_urls,
+                output_image_urls=_output_urls(settings, p),
+                errors=[
+                    ImageErrorView(url=e.url, code=e.code, message=e.message) for e in p.errors
+                ],
+            )
+            for p in page
+        ],
+    )
+
+
+@router.get(
+    "/api/download/{request_id}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}, 409: {"description": "not completed yet"}},
+)
+async def download_results(
+    request_id: str, settings: SettingsDep, requests: RequestsDep, products: ProductsDep
+) -> StreamingResponse:
+    record = await _get_request(requests, request_id)
+    if record.status != RequestStatus.COMPLETED:
+        raise Conflict(
+            {"message": f"request {request_id} is not completed yet", "status": record.status}
+        )
+    return StreamingResponse(
+        _result_rows(settings, record, products),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="imgbatch-{request_id}.csv"'},
+    )
+
+
+async def _result_rows(
+    settings: Settings, record: RequestRecord, products: ProductRepository
+) -> AsyncIterator[str]:
+    """One CSV line at a time, so memory stays flat however many products there are."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def line(cells: list[str]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([neutralize_cell(cell) for cell in cells])
+        return buffer.getvalue()
+
+    yield line([*(name for name, _ in record.columns), OUTPUT_COLUMN, ERRORS_COLUMN])
+    async for product in products.iterate(record.id):
+        yield line(_result_cells(settings, record, product))
+
+
+def _result_cells(settings: Settings, record: RequestRecord, product: ProductRecord) -> list[str]:
+    required = {
+        SERIAL_COLUMN: str(product.serial_number),
+        NAME_COLUMN: product.product_name,
+        URLS_COLUMN: ",".join(product.input_image_urls),
+    }
+    cells = [
+        required[role] if role else product.extra.get(name, "") for name, role in record.columns
+    ]
+    outputs = ",".join(url or "" for url in _output_urls(settings, product))
+    errors = "; ".join(f"{e.url} -> {e.code}: {e.message}" for e in product.errors)
+    return [*cells, outputs, errors]

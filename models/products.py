@@ -1,0 +1,221 @@
+"""Products: one document per sheet row, carrying its inputs, outputs and per-image errors.
+
+A product moves ``pending -> processing -> completed | partial | failed``. The move to a final
+state is conditional on the product still being ``processing``, so exactly one task run makes it
+and only that run adds the product to its request's counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from pymongo import ReturnDocument
+from pymongo.errors import BulkWriteError
+
+from models.db import PRODUCTS, Database, Document
+
+_DUPLICATE_KEY = 11000
+
+
+class ProductStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"  # every image processed
+    PARTIAL = "partial"  # some images failed
+    FAILED = "failed"  # every image failed
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (ProductStatus.PENDING, ProductStatus.PROCESSING)
+
+
+UNFINISHED = [ProductStatus.PENDING, ProductStatus.PROCESSING]
+
+
+class ImageError(BaseModel):
+    index: int
+    url: str
+    code: str
+    message: str
+
+
+class ProductRecord(BaseModel):
+    request_id: str
+    serial_number: int
+    position: int
+    line: int
+    product_name: str
+    input_image_urls: list[str]
+    extra: dict[str, str] = {}
+    status: ProductStatus = ProductStatus.PENDING
+    # Storage keys, aligned with input_image_urls; None where the image failed.
+    output_keys: list[str | None] = []
+    errors: list[ImageError] = []
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def images_failed(self) -> int:
+        return len(self.errors)
+
+    @property
+    def images_done(self) -> int:
+        return len(self.input_image_urls) - len(self.errors)
+
+    def to_document(self) -> Document:
+        return self.model_dump(mode="python")
+
+
+def outcome_status(images: int, failed: int) -> ProductStatus:
+    if failed == 0:
+        return ProductStatus.COMPLETED
+    return ProductStatus.FAILED if failed >= images else ProductStatus.PARTIAL
+
+
+class ProductRepository:
+    def __init__(self, db: Database) -> None:
+        self._collection = db[PRODUCTS]
+
+    async def insert_many(self, products: Iterable[ProductRecord]) -> int:
+        """Insert, ignoring products that already exist, so re-running an ingest is harmless."""
+        docs = [product.to_document() for product in products]
+        if not docs:
+            return 0
+        try:
+            result = await self._collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            others = [e for e in exc.details["writeErrors"] if e["code"] != _DUPLICATE_KEY]
+            if others:
+                raise
+            return int(exc.details["nInserted"])
+        return len(result.inserted_ids)
+
+    async def get(self, request_id: str, serial_number: int) -> ProductRecord | None:
+        doc = await self._collection.find_one(
+            {"request_id": request_id, "serial_number": serial_number}
+        )
+        return ProductRecord.model_validate(doc) if doc else None
+
+    async def page(self, request_id: str, *, offset: int, limit: int) -> list[ProductRecord]:
+        cursor = (
+            self._collection.find({"request_id": request_id})
+            .sort("position", 1)
+            .skip(offset)
+            .limit(limit)
+        )
+        return [ProductRecord.model_validate(doc) async for doc in cursor]
+
+    async def iterate(
+        self, request_id: str, *, batch_size: int = 1000
+    ) -> AsyncIterator[ProductRecord]:
+        cursor = self._collection.find({"request_id": request_id}, batch_size=batch_size).sort(
+            "position", 1
+        )
+        async for doc in cursor:
+            yield ProductRecord.model_validate(doc)
+
+    async def unfinished_serials(
+        self, request_id: str, *, batch_size: int = 1000
+    ) -> AsyncIterator[int]:
+        cursor = self._collection.find(
+            {"request_id": request_id, "status": {"$in": UNFINISHED}},
+            {"serial_number": 1, "_id": 0},
+            batch_size=batch_size,
+        ).sort("position", 1)
+        async for doc in cursor:
+            yield int(doc["serial_number"])
+
+    async def claim(self, request_id: str, serial_number: int) -> ProductRecord | None:
+        """Mark an unfinished product as being processed; None if it already reached a final state.
+
+        A redelivered message may claim a product another run still holds: both produce the same
+        outputs under the same keys, and only one of them wins :meth:`finish`.
+        """
+        doc = await self._collection.find_one_and_update(
+            {
+                "request_id": request_id,
+                "serial_number": serial_number,
+                "status": {"$in": UNFINISHED},
+            },
+            {
+                "$set": {"status": ProductStatus.PROCESSING, "started_at": datetime.now(UTC)},
+                "$inc": {"attempts": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return ProductRecord.model_validate(doc) if doc else None
+
+    async def finish(
+        self,
+        request_id: str,
+        serial_number: int,
+        *,
+        output_keys: Sequence[str | None],
+        errors: Sequence[ImageError],
+    ) -> ProductRecord | None:
+        """The product's one transition to a final state; None if another run already made it."""
+        status = outcome_status(len(output_keys), len(errors))
+        doc = await self._collection.find_one_and_update(
+            {
+                "request_id": request_id,
+                "serial_number": serial_number,
+                "status": ProductStatus.PROCESSING,
+            },
+            {
+                "$set": {
+                    "status": status,
+                    "output_keys": list(output_keys),
+                    "errors": [error.model_dump() for error in errors],
+                    "finished_at": datetime.now(UTC),
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return ProductRecord.model_validate(doc) if doc else None
+
+    async def tally(self, request_id: str) -> dict[str, int]:
+        """Recount a request's progress from its products (the source of truth)."""
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"request_id": request_id}},
+            {
+                "$group": {
+                    "_id": None,
+                    "products": {"$sum": 1},
+                    "products_done": {"$sum": {"$cond": [{"$in": ["$status", UNFINISHED]}, 0, 1]}},
+                    "images_failed": {
+                        "$sum": {
+                            "$cond": [
+                                {"$in": ["$status", UNFINISHED]},
+                                0,
+                                {"$size": {"$ifNull": ["$errors", []]}},
+                            ]
+                        }
+                    },
+                    "images_final": {
+                        "$sum": {
+                            "$cond": [
+                                {"$in": ["$status", UNFINISHED]},
+                                0,
+                                {"$size": "$input_image_urls"},
+                            ]
+                        }
+                    },
+                }
+            },
+        ]
+        cursor = await self._collection.aggregate(pipeline)
+        rows = await cursor.to_list()
+        if not rows:
+            return {"products": 0, "products_done": 0, "images_done": 0, "images_failed": 0}
+        row = rows[0]
+        return {
+            "products": row["products"],
+            "products_done": row["products_done"],
+            "images_done": row["images_final"] - row["images_failed"],
+            "images_failed": row["images_failed"],
+        }

@@ -1,0 +1,174 @@
+"""Processing requests: one document per uploaded sheet, holding its progress counters.
+
+Counters only ever move through conditional updates, so a redelivered task never counts twice,
+and the request flips to ``completed`` in exactly one call.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ReturnDocument
+
+from models.db import REQUESTS, Database, Document
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RequestRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    status: RequestStatus
+    # The input header in order: (name as written, canonical role or None for an extra column).
+    columns: list[tuple[str, str | None]]
+    products_total: int
+    images_total: int
+    products_done: int = 0
+    images_done: int = 0
+    images_failed: int = 0
+    webhook_url: str | None = None
+    # Products are staged as chunks at upload and expanded into documents by the dispatcher.
+    ingested: bool = False
+    dispatched_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    failure_reason: str | None = None
+
+    @property
+    def progress(self) -> int:
+        if self.images_total == 0:
+            return 100 if self.status == RequestStatus.COMPLETED else 0
+        return (self.images_done + self.images_failed) * 100 // self.images_total
+
+    def to_document(self) -> Document:
+        return self.model_dump(by_alias=True)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RequestRepository:
+    def __init__(self, db: Database) -> None:
+        self._collection = db[REQUESTS]
+
+    async def create(self, record: RequestRecord) -> None:
+        await self._collection.insert_one(record.to_document())
+
+    async def get(self, request_id: str) -> RequestRecord | None:
+        doc = await self._collection.find_one({"_id": request_id})
+        return RequestRecord.model_validate(doc) if doc else None
+
+    async def mark_ingested(self, request_id: str) -> None:
+        await self._collection.update_one(
+            {"_id": request_id}, {"$set": {"ingested": True, "updated_at": now()}}
+        )
+
+    async def start(self, request_id: str) -> bool:
+        result = await self._collection.update_one(
+            {"_id": request_id, "status": RequestStatus.PENDING},
+            {"$set": {"status": RequestStatus.IN_PROGRESS, "updated_at": now()}},
+        )
+        return result.modified_count == 1
+
+    async def mark_dispatched(self, request_id: str) -> None:
+        await self._collection.update_one(
+            {"_id": request_id}, {"$set": {"dispatched_at": now(), "updated_at": now()}}
+        )
+
+    async def count_product(
+        self, request_id: str, *, images_done: int, images_failed: int
+    ) -> RequestRecord | None:
+        """Add one finished product to the counters. Call only on the product's own transition."""
+        doc = await self._collection.find_one_and_update(
+            {"_id": request_id},
+            {
+                "$inc": {
+                    "products_done": 1,
+                    "images_done": images_done,
+                    "images_failed": images_failed,
+                },
+                "$set": {"updated_at": now()},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return RequestRecord.model_validate(doc) if doc else None
+
+    async def set_counters(
+        self, request_id: str, *, products_done: int, images_done: int, images_failed: int
+    ) -> None:
+        """Overwrite the counters with values recounted from the products (reconciliation)."""
+        await self._collection.update_one(
+            {"_id": request_id, "status": RequestStatus.IN_PROGRESS},
+            {
+                "$set": {
+                    "products_done": products_done,
+                    "images_done": images_done,
+                    "images_failed": images_failed,
+                    "updated_at": now(),
+                }
+            },
+        )
+
+    async def complete_if_finished(self, request_id: str) -> RequestRecord | None:
+        """The one transition to ``completed``: only the caller that wins it gets the record."""
+        completed_at = now()
+        doc = await self._collection.find_one_and_update(
+            {
+                "_id": request_id,
+                "status": RequestStatus.IN_PROGRESS,
+                "$expr": {"$gte": ["$products_done", "$products_total"]},
+            },
+            {
+                "$set": {
+                    "status": RequestStatus.COMPLETED,
+                    "completed_at": completed_at,
+                    "updated_at": completed_at,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return RequestRecord.model_validate(doc) if doc else None
+
+    async def fail(self, request_id: str, reason: str) -> RequestRecord | None:
+        failed_at = now()
+        doc = await self._collection.find_one_and_update(
+            {
+                "_id": request_id,
+                "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]},
+            },
+            {
+                "$set": {
+                    "status": RequestStatus.FAILED,
+                    "failure_reason": reason,
+                    "completed_at": failed_at,
+                    "updated_at": failed_at,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return RequestRecord.model_validate(doc) if doc else None
+
+    async def stale_unfinished(
+        self, *, idle_for: timedelta, limit: int = 100
+    ) -> list[RequestRecord]:
+        """Requests not touched for a while that are not finished: candidates for reconciliation."""
+        query: dict[str, Any] = {
+            "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]},
+            "updated_at": {"$lt": now() - idle_for},
+        }
+        cursor = self._collection.find(query).sort("updated_at", 1).limit(limit)
+        return [RequestRecord.model_validate(doc) async for doc in cursor]
+
+    async def touch(self, request_id: str) -> None:
+        await self._collection.update_one({"_id": request_id}, {"$set": {"updated_at": now()}})

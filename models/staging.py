@@ -1,0 +1,33 @@
+"""Staged sheet rows: the validated rows of an upload, stored as a few large chunk documents.
+
+Inserting 100k product documents takes far longer than an HTTP client should wait, so the upload
+stores rows in chunks (a few hundred writes at most) and the dispatcher expands them into
+products in the background. Chunks are deleted once their products exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from models.db import SHEET_CHUNKS, Database
+
+# Well under MongoDB's 16 MB document limit even with 20 URLs of 2 KB per row.
+CHUNK_MAX_ROWS = 1000
+CHUNK_MAX_BYTES = 4 * 1024 * 1024
+
+
+class StagedChunkRepository:
+    def __init__(self, db: Database) -> None:
+        self._collection = db[SHEET_CHUNKS]
+
+    async def stage(self, request_id: str, seq: int, rows: list[dict[str, Any]]) -> None:
+        await self._collection.insert_one({"request_id": request_id, "seq": seq, "rows": rows})
+
+    async def chunks(self, request_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        cursor = self._collection.find({"request_id": request_id}, batch_size=2).sort("seq", 1)
+        async for doc in cursor:
+            yield list(doc["rows"])
+
+    async def discard(self, request_id: str) -> None:
+        await self._collection.delete_many({"request_id": request_id})

@@ -1,0 +1,139 @@
+"""Idempotency and the completion race, run in-process against the real MongoDB and Redis.
+
+The tasks' domain functions run here in the test process with their own database and Redis
+database, so no other worker consumes what they enqueue and the queue can be counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from api.stack import Stack
+from models.products import ProductRecord, ProductRepository
+from models.requests import RequestRecord, RequestStatus, now
+from models.settings import Settings
+from tests.support.origin import Origin
+from worker.app import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE, create_celery
+from worker.dispatch import dispatch_request
+from worker.products import process_product
+from worker.runtime import WorkerRuntime, build_runtime
+
+
+@pytest.fixture
+def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
+    assert stack.redis_url
+    redis_url = stack.redis_url.rsplit("/", 1)[0] + "/7"
+    settings = Settings(
+        mongodb_url=stack.mongodb_url,
+        mongodb_database=f"race_{uuid.uuid4().hex[:8]}",
+        redis_url=redis_url,
+        data_dir=tmp_path_factory.mktemp("race"),
+        allow_private_networks=True,
+        allowed_ports=[],
+    )
+    rt = build_runtime(settings, create_celery(settings))
+    broker = redis.Redis.from_url(redis_url)
+    broker.flushdb()
+    try:
+        yield rt
+    finally:
+        broker.flushdb()
+        rt.run(rt.client.drop_database(settings.mongodb_database))
+        rt.run(rt.client.close())
+        rt.loop.close()
+
+
+def _seed(rt: WorkerRuntime, urls_per_product: list[list[str]]) -> str:
+    request_id = uuid.uuid4().hex
+    products = [
+        ProductRecord(
+            request_id=request_id,
+            serial_number=i + 1,
+            position=i,
+            line=i + 2,
+            product_name=f"P{i + 1}",
+            input_image_urls=urls,
+        )
+        for i, urls in enumerate(urls_per_product)
+    ]
+
+    async def seed() -> None:
+        from models.db import ensure_indexes
+
+        await ensure_indexes(rt.db)
+        await ProductRepository(rt.db).insert_many(products)
+        created = now()
+        await rt.requests.create(
+            RequestRecord(
+                id=request_id,
+                status=RequestStatus.PENDING,
+                columns=[
+                    ("S. No.", "S. No."),
+                    ("Product Name", "Product Name"),
+                    ("Input Image Urls", "Input Image Urls"),
+                ],
+                products_total=len(products),
+                images_total=sum(map(len, urls_per_product)),
+                ingested=True,
+                created_at=created,
+                updated_at=created,
+            )
+        )
+
+    rt.run(seed())
+    return request_id
+
+
+def _queue_length(rt: WorkerRuntime, queue: str) -> int:
+    assert rt.settings.redis_url
+    return int(redis.Redis.from_url(rt.settings.redis_url).llen(queue))
+
+
+def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin) -> None:
+    rt = isolated
+    urls = [origin.url("/img/chelsea.jpg"), origin.url("/status/404")]
+    request_id = _seed(rt, [urls, [origin.url("/img/rocket.jpg")]])
+    rt.run(dispatch_request(rt, request_id))
+    assert _queue_length(rt, IMAGES_QUEUE) == 2
+
+    rt.run(process_product(rt, request_id, 1))
+    rt.run(process_product(rt, request_id, 1))  # a redelivered message
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert (record.products_done, record.images_done, record.images_failed) == (1, 1, 1)
+    assert record.status == RequestStatus.IN_PROGRESS
+
+    rt.run(process_product(rt, request_id, 2))
+    rt.run(process_product(rt, request_id, 2))
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert (record.products_done, record.images_done, record.images_failed) == (2, 2, 1)
+    assert record.status == RequestStatus.COMPLETED
+    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+
+
+def test_concurrent_last_products_complete_the_request_exactly_once(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    rt = isolated
+    url = origin.url("/img/coffee.jpg")
+    for _ in range(5):
+        request_id = _seed(rt, [[url], [url], [url]])
+        rt.run(dispatch_request(rt, request_id))
+
+        async def race(request_id: str) -> None:
+            # Every product twice, all at once: the two last finishers race for completion.
+            await asyncio.gather(*(process_product(rt, request_id, s) for s in (1, 2, 3, 1, 2, 3)))
+
+        rt.run(race(request_id))
+        record = rt.run(rt.requests.get(request_id))
+        assert record is not None
+        assert record.status == RequestStatus.COMPLETED
+        assert (record.products_done, record.images_done, record.images_failed) == (3, 3, 0)
+    assert _queue_length(rt, WEBHOOKS_QUEUE) == 5
+    assert _queue_length(rt, DISPATCH_QUEUE) == 0

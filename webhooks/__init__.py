@@ -1,0 +1,1 @@
+"""Webhook subscribers, signed events and their delivery."""

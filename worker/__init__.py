@@ -1,0 +1,1 @@
+"""Celery workers: dispatch, per-product download/compress/store, completion and maintenance."""

@@ -1,0 +1,36 @@
+"""The completion checker: counts finished products and flips the request to done exactly once."""
+
+from __future__ import annotations
+
+import logging
+
+from models.logs import log_event
+from models.products import ProductRecord
+from worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+async def count_finished(rt: WorkerRuntime, product: ProductRecord) -> None:
+    """Called only by the task run that moved ``product`` to its final state."""
+    request = await rt.requests.count_product(
+        product.request_id, images_done=product.images_done, images_failed=product.images_failed
+    )
+    if request is not None and request.products_done >= request.products_total:
+        await complete_if_finished(rt, product.request_id)
+
+
+async def complete_if_finished(rt: WorkerRuntime, request_id: str) -> bool:
+    completed = await rt.requests.complete_if_finished(request_id)
+    if completed is None:
+        return False
+    log_event(
+        logger,
+        "request.completed",
+        request_id=request_id,
+        images_done=completed.images_done,
+        images_failed=completed.images_failed,
+    )
+    # Only the caller that won the transition gets here, so the notice is sent once.
+    rt.queue.request_finished(request_id)
+    return True

@@ -1,0 +1,37 @@
+"""Dispatch: expand a request's staged rows into products, then fan out one task per product."""
+
+from __future__ import annotations
+
+import logging
+
+from models.logs import log_event
+from models.products import ProductRecord
+from models.requests import RequestStatus
+from worker.completion import complete_if_finished
+from worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+async def dispatch_request(rt: WorkerRuntime, request_id: str) -> None:
+    request = await rt.requests.get(request_id)
+    if request is None or request.status not in (RequestStatus.PENDING, RequestStatus.IN_PROGRESS):
+        return
+    if not request.ingested:
+        inserted = 0
+        async for rows in rt.chunks.chunks(request_id):
+            inserted += await rt.products.insert_many(ProductRecord.model_validate(r) for r in rows)
+        # Mark first, then drop the chunks: a crash in between leaves chunks that a re-run
+        # only deletes, never products that exist twice.
+        await rt.requests.mark_ingested(request_id)
+        await rt.chunks.discard(request_id)
+        log_event(logger, "request.ingested", request_id=request_id, products=inserted)
+    await rt.requests.start(request_id)
+    sent = rt.queue.products(
+        request_id, [s async for s in rt.products.unfinished_serials(request_id)]
+    )
+    await rt.requests.mark_dispatched(request_id)
+    log_event(logger, "request.dispatched", request_id=request_id, products=sent)
+    if sent == 0:
+        # Every product was already final (a re-dispatch after a crash): finish the request here.
+        await complete_if_finished(rt, request_id)

@@ -1,0 +1,320 @@
+"""Downloading one image from a user-supplied URL, safely and with bounded cost.
+
+Everything here assumes the URL is hostile:
+
+* Connections only go through :func:`worker.network.guarded_client`; redirects are followed
+  here, by hand, and every hop goes through :func:`worker.network.check_url` and the guarded
+  client again, so a public URL cannot bounce us to ``169.254.169.254``.
+* Memory is bounded by ``max_bytes``: a ``Content-Length`` above it is refused before the body
+  is read, and streamed bytes are counted for responses without one (chunked) or that lie. A
+  ``gzip``/``deflate`` body sent despite ``Accept-Encoding: identity`` is decompressed with the
+  same bound on the *decoded* size, so a compression bomb cannot expand in memory.
+* Time is bounded by ``deadline``, **per attempt**: one ``asyncio.timeout`` wraps the whole
+  attempt (every redirect hop, headers and the full body). httpx's read timeout is per read, so
+  a server trickling one byte every few seconds would otherwise never time out. Per attempt
+  rather than for the whole download so that a retry after a slow failure still gets a full
+  chance; the worst case for one image is ``attempts * deadline`` plus the backoff sleeps
+  (each capped at ``backoff_max``).
+* Retries (tenacity) only for failures that may heal: connection errors, timeouts, 5xx and 429.
+  ``Retry-After`` (seconds or HTTP-date) is honoured, capped at ``backoff_max``; otherwise the
+  wait is capped exponential backoff with jitter. Other 4xx, refused addresses, oversize bodies
+  and bad URLs fail at once.
+* Messages never contain query strings or userinfo (signed URLs carry tokens there).
+
+Whether the bytes are an image is not judged here; the image module sniffs the content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from models.errors import ImageErrorCode, ImageFailure
+from worker.network import (
+    BlockedAddress,
+    InvalidTarget,
+    NetworkPolicy,
+    check_url,
+    guarded_client,
+    redact_url,
+    scrub_message,
+)
+
+if TYPE_CHECKING:
+    from models.settings import Settings
+
+__all__ = ["USER_AGENT", "DownloadPolicy", "download", "download_client"]
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "imgbatch/0.1"
+# identity: we want the bytes the origin stores, and a compressed body's size says nothing about
+# the memory it will take.
+_REQUEST_HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept-Encoding": "identity",
+    "Accept": "image/*,*/*;q=0.8",
+}
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_ZLIB_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """Limits for one download. ``deadline`` is per attempt (see the module docstring)."""
+
+    network: NetworkPolicy
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    deadline: float = 60.0
+    max_redirects: int = 5
+    max_bytes: int = 25 * 1024 * 1024
+    attempts: int = 3
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadPolicy:
+        return cls(
+            network=NetworkPolicy.from_settings(settings),
+            connect_timeout=settings.download_connect_timeout,
+            read_timeout=settings.download_read_timeout,
+            deadline=settings.download_deadline,
+            max_redirects=settings.download_max_redirects,
+            max_bytes=settings.max_image_bytes,
+            attempts=settings.download_attempts,
+            backoff_initial=settings.download_backoff_initial,
+            backoff_max=settings.download_backoff_max,
+        )
+
+
+def download_client(policy: DownloadPolicy) -> httpx.AsyncClient:
+    """The guarded client downloads use; build one per worker process and reuse it."""
+    timeout = httpx.Timeout(
+        connect=policy.connect_timeout,
+        read=policy.read_timeout,
+        write=policy.read_timeout,
+        pool=policy.connect_timeout,
+    )
+    return guarded_client(policy.network, timeout=timeout, headers=_REQUEST_HEADERS)
+
+
+# --------------------------------------------------------------------------------------------
+# Transient failures: raised inside one attempt, retried, and turned into an ImageFailure only
+# once attempts run out. Anything else (ImageFailure) ends the download immediately.
+# --------------------------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    code: ImageErrorCode = ImageErrorCode.DOWNLOAD_FAILED
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def failure(self, attempts: int) -> ImageFailure:
+        suffix = f" after {attempts} attempts" if attempts > 1 else ""
+        return ImageFailure(self.code, scrub_message(self.detail + suffix))
+
+
+class _RetryableStatus(_Transient):
+    code = ImageErrorCode.HTTP_ERROR
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+class _TimedOut(_Transient):
+    code = ImageErrorCode.TIMEOUT
+
+
+class _ConnectionFailed(_Transient):
+    code = ImageErrorCode.DOWNLOAD_FAILED
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now; ``None`` if absent or unparseable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _wait_strategy(policy: DownloadPolicy) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _RetryableStatus) and error.retry_after is not None:
+            return min(error.retry_after, policy.backoff_max)
+        # Capped exponential backoff with "equal jitter": half fixed, half random, so that
+        # many workers retrying the same sick origin spread out but never retry instantly.
+        ceiling = min(
+            policy.backoff_max, policy.backoff_initial * 2.0 ** (state.attempt_number - 1)
+        )
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    return wait
+
+
+def _log_retry(url: str) -> Callable[[RetryCallState], None]:
+    safe = redact_url(url)
+
+    def before_sleep(state: RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        wait = float(state.next_action.sleep) if state.next_action is not None else 0.0
+        logger.info(
+            "download %s failed (%s); retrying in %.2fs (attempt %d)",
+            safe,
+            scrub_message(str(error)),
+            wait,
+            state.attempt_number + 1,
+        )
+
+    return before_sleep
+
+
+# --------------------------------------------------------------------------------------------
+# One attempt
+# --------------------------------------------------------------------------------------------
+
+
+async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise ImageFailure(
+            ImageErrorCode.TOO_LARGE,
+            f"Content-Length {int(declared)} exceeds the limit of {max_bytes} bytes",
+        )
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        decoder = None
+    elif encoding in _ZLIB_ENCODINGS:
+        decoder = zlib.decompressobj(wbits=47)  # 32 + 15: accept a gzip or zlib header
+    else:
+        raise ImageFailure(
+            ImageErrorCode.DOWNLOAD_FAILED, f"unsupported Content-Encoding {encoding!r}"
+        )
+
+    too_large = ImageFailure(
+        ImageErrorCode.TOO_LARGE, f"body exceeds the limit of {max_bytes} bytes"
+    )
+    body = bytearray()
+    try:
+        # aiter_raw, not aiter_bytes: httpx would decompress without any bound on the output.
+        async for chunk in response.aiter_raw():
+            if decoder is not None:
+                # max_length one past the remaining budget: getting that many bytes back means
+                # the body is too large, without ever holding more than the budget + 1.
+                chunk = decoder.decompress(chunk, max_bytes - len(body) + 1)
+            body += chunk
+            if len(body) > max_bytes:
+                raise too_large
+        if decoder is not None:
+            body += decoder.flush(max_bytes - len(body) + 1)
+            if len(body) > max_bytes:
+                raise too_large
+    except zlib.error as bad:
+        raise ImageFailure(
+            ImageErrorCode.DOWNLOAD_FAILED, f"could not decode {encoding} body: {bad}"
+        ) from None
+    return bytes(body)
+
+
+async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
+    """One attempt: request, follow redirects by hand (each hop checked), read the body."""
+    target = check_url(url, policy.network)
+    redirects = 0
+    while True:
+        request = client.build_request("GET", target, headers=_REQUEST_HEADERS)
+        response = await client.send(request, stream=True)
+        try:
+            status = response.status_code
+            if status in _REDIRECT_STATUSES and "location" in response.headers:
+                if redirects >= policy.max_redirects:
+                    raise ImageFailure(ImageErrorCode.DOWNLOAD_FAILED, "too many redirects")
+                redirects += 1
+                try:
+                    following = target.join(response.headers["location"])
+                except httpx.InvalidURL as bad:
+                    raise InvalidTarget(f"invalid redirect Location: {bad}") from None
+                target = check_url(following, policy.network)
+                continue
+            if 200 <= status < 300:
+                return await _read_body(response, policy.max_bytes)
+            if status == 429 or status >= 500:
+                raise _RetryableStatus(
+                    status, _retry_after_seconds(response.headers.get("retry-after"))
+                )
+            raise ImageFailure(ImageErrorCode.HTTP_ERROR, f"HTTP {status}")
+        finally:
+            # Closing a response whose body was not read drops the connection, which is what
+            # we want for refused and redirect responses: never drain an attacker's body.
+            await response.aclose()
+
+
+async def _attempt(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
+    """One attempt under the deadline, with every failure sorted into final or transient."""
+    try:
+        async with asyncio.timeout(policy.deadline):
+            return await _fetch(client, url, policy)
+    except TimeoutError:
+        raise _TimedOut(f"no complete response within the {policy.deadline:g}s deadline") from None
+    except BlockedAddress as blocked:
+        raise ImageFailure(ImageErrorCode.BLOCKED_ADDRESS, scrub_message(str(blocked))) from None
+    except InvalidTarget as bad:
+        raise ImageFailure(ImageErrorCode.DOWNLOAD_FAILED, scrub_message(str(bad))) from None
+    except httpx.ConnectTimeout:
+        raise _TimedOut("connect timed out") from None
+    except httpx.ReadTimeout:
+        raise _TimedOut("read timed out") from None
+    except httpx.TimeoutException as timed_out:
+        raise _TimedOut(f"timed out ({type(timed_out).__name__})") from None
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as bad:
+        raise ImageFailure(ImageErrorCode.DOWNLOAD_FAILED, scrub_message(str(bad))) from None
+    except httpx.TransportError as failed:
+        # Refused, reset, DNS failure, server hung up mid-body: may heal, so retried.
+        detail = str(failed) or type(failed).__name__
+        raise _ConnectionFailed(f"connection failed: {detail}") from None
+
+
+async def download(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
+    """Fetch ``url`` and return its body, or raise :class:`ImageFailure`.
+
+    ``client`` must come from :func:`download_client` (or :func:`worker.network.guarded_client`):
+    the SSRF guarantee is the client's, this function only adds per-hop checks on top.
+    """
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max(1, policy.attempts)),
+        wait=_wait_strategy(policy),
+        retry=retry_if_exception_type(_Transient),
+        before_sleep=_log_retry(url),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _attempt(client, url, policy)
+    except _Transient as exhausted:
+        raise exhausted.failure(max(1, policy.attempts)) from None
+    raise AssertionError("unreachable: tenacity either returns or re-raises")

@@ -1,0 +1,106 @@
+"""Processing one product: download, compress and store each of its images concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from models.errors import ImageErrorCode, ImageFailure
+from models.logs import log_event, redact_url
+from models.media import output_key
+from models.products import ImageError, ProductRecord
+from models.requests import RequestStatus
+from worker.completion import count_finished
+from worker.downloads import download
+from worker.images import compress_image
+from worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+async def process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
+    request = await rt.requests.get(request_id)
+    if request is None or request.status != RequestStatus.IN_PROGRESS:
+        return
+    product = await rt.products.claim(request_id, serial_number)
+    if product is None:
+        return  # already final: a redelivered or duplicate message
+    if product.attempts > rt.settings.max_attempts:
+        # This product has taken its worker down every time it ran: stop feeding it to workers.
+        await _finish(
+            rt,
+            product,
+            _all_failed(
+                product,
+                ImageErrorCode.WORKER_CRASH,
+                f"gave up after {product.attempts - 1} attempts",
+            ),
+        )
+        return
+    semaphore = asyncio.Semaphore(rt.settings.product_image_concurrency)
+
+    async def bounded(index: int, url: str) -> str | ImageError:
+        async with semaphore:
+            return await _process_image(rt, product, index, url)
+
+    results = await asyncio.gather(
+        *(bounded(index, url) for index, url in enumerate(product.input_image_urls))
+    )
+    await _finish(rt, product, list(results))
+
+
+async def _process_image(
+    rt: WorkerRuntime, product: ProductRecord, index: int, url: str
+) -> str | ImageError:
+    """The stored key, or the image's error. Errors that are not the image's fault propagate."""
+    try:
+        data = await download(rt.http, url, rt.download_policy)
+        image = await asyncio.to_thread(
+            compress_image,
+            data,
+            quality=rt.settings.jpeg_quality,
+            max_pixels=rt.settings.max_image_pixels,
+        )
+    except ImageFailure as failure:
+        log_event(
+            logger,
+            "image.failed",
+            request_id=product.request_id,
+            serial=product.serial_number,
+            url=redact_url(url),
+            code=failure.code,
+        )
+        return ImageError(index=index, url=url, code=failure.code, message=failure.message)
+    key = output_key(product.request_id, product.serial_number, index)
+    await asyncio.to_thread(rt.media.save, key, image.data)
+    return key
+
+
+def _all_failed(
+    product: ProductRecord, code: ImageErrorCode, message: str
+) -> list[str | ImageError]:
+    return [
+        ImageError(index=i, url=url, code=code, message=message)
+        for i, url in enumerate(product.input_image_urls)
+    ]
+
+
+async def _finish(
+    rt: WorkerRuntime, product: ProductRecord, results: list[str | ImageError]
+) -> None:
+    output_keys = [r if isinstance(r, str) else None for r in results]
+    errors = [r for r in results if isinstance(r, ImageError)]
+    finished = await rt.products.finish(
+        product.request_id, product.serial_number, output_keys=output_keys, errors=errors
+    )
+    if finished is None:
+        return  # another run of this product got there first and counted it
+    log_event(
+        logger,
+        "product.finished",
+        request_id=product.request_id,
+        serial=product.serial_number,
+        status=finished.status,
+        failed=len(errors),
+    )
+    await count_finished(rt, finished)

@@ -1,0 +1,46 @@
+"""The reconciler: MongoDB is the source of truth, so anything the queue lost is found here.
+
+A request that has not moved for a whole product lease is re-examined: if it was never
+dispatched it is dispatched again; otherwise its counters are recounted from its products and
+its unfinished products are enqueued again. Tasks are idempotent, so a duplicate is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from models.logs import log_event
+from models.requests import RequestRecord
+from worker.completion import complete_if_finished
+from worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+
+async def reconcile(rt: WorkerRuntime) -> int:
+    idle_for = timedelta(seconds=rt.settings.product_lease_seconds)
+    stale = await rt.requests.stale_unfinished(idle_for=idle_for)
+    for request in stale:
+        await _reconcile_request(rt, request)
+    return len(stale)
+
+
+async def _reconcile_request(rt: WorkerRuntime, request: RequestRecord) -> None:
+    await rt.requests.touch(request.id)  # one repair per lease, even if the reconciler runs often
+    if not request.ingested or request.dispatched_at is None:
+        log_event(logger, "request.redispatched", request_id=request.id)
+        rt.queue.dispatch(request.id)
+        return
+    tally = await rt.products.tally(request.id)
+    await rt.requests.set_counters(
+        request.id,
+        products_done=tally["products_done"],
+        images_done=tally["images_done"],
+        images_failed=tally["images_failed"],
+    )
+    if await complete_if_finished(rt, request.id):
+        return
+    serials = [s async for s in rt.products.unfinished_serials(request.id)]
+    sent = rt.queue.products(request.id, serials)
+    log_event(logger, "request.reconciled", request_id=request.id, requeued=sent, **tally)

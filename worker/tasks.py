@@ -1,0 +1,59 @@
+"""Celery tasks: thin wrappers that take ids, re-fetch state and call the domain code.
+
+Every task is idempotent, which is what makes ``acks_late`` safe: a message delivered twice
+does the same work twice and changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.errors import PyMongoError
+
+from models.logs import log_event
+from worker.app import (
+    DISPATCH_TASK,
+    PRODUCT_TASK,
+    RECONCILE_TASK,
+    REQUEST_FINISHED_TASK,
+    celery_app,
+)
+from worker.dispatch import dispatch_request as _dispatch_request
+from worker.products import process_product as _process_product
+from worker.reconcile import reconcile as _reconcile
+from worker.runtime import runtime
+
+logger = logging.getLogger(__name__)
+
+# A database outage is not the image's fault: retry the whole task later instead of failing it.
+_TRANSIENT = (PyMongoError, ConnectionError)
+_RETRY = {
+    "autoretry_for": _TRANSIENT,
+    "retry_backoff": 2,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+@celery_app.task(name=DISPATCH_TASK, acks_late=True, **_RETRY)
+def dispatch_request(request_id: str) -> None:
+    rt = runtime()
+    rt.run(_dispatch_request(rt, request_id))
+
+
+@celery_app.task(name=PRODUCT_TASK, acks_late=True, **_RETRY)
+def process_product(request_id: str, serial_number: int) -> None:
+    rt = runtime()
+    rt.run(_process_product(rt, request_id, serial_number))
+
+
+@celery_app.task(name=REQUEST_FINISHED_TASK, acks_late=True, **_RETRY)
+def request_finished(request_id: str) -> None:
+    log_event(logger, "request.finished_notice", request_id=request_id)
+
+
+@celery_app.task(name=RECONCILE_TASK, acks_late=True, **_RETRY)
+def reconcile() -> int:
+    rt = runtime()
+    return rt.run(_reconcile(rt))
