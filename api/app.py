@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import health, media, requests, uploads
+from api import controls, health, media, requests, uploads, webhooks
 from api.deps import AppState
 from api.limits import UploadSizeLimit
+from api.ratelimits import RateLimitHeaders
 from models.db import database, ensure_indexes, mongo_client
 from models.errors import ImgbatchError
 from models.logs import configure_logging, log_event
@@ -55,8 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await mongo.close()
 
     app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    for module in (uploads, requests, media, health):
+    for module in (uploads, requests, controls, webhooks, media, health):
         app.include_router(module.router)
 
     @app.exception_handler(ImgbatchError)

@@ -1,8 +1,9 @@
-"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline."""
+"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from api.demo import run_demo
+from api.keys import create_key, list_keys, revoke_key
 from api.stack import Stack
 from models.logs import configure_logging
 from models.settings import get_settings
@@ -45,6 +47,23 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(get_settings(), lambda line: print(line, flush=True), args.csv)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.keys_command == "create":
+        record, key = asyncio.run(create_key(settings, args.name))
+        print(f"created {record.id} ({record.name}); the key is shown only now:\n{key}")
+    elif args.keys_command == "list":
+        for record in asyncio.run(list_keys(settings)):
+            state = f"revoked {record.revoked_at:%Y-%m-%d}" if record.revoked_at else "active"
+            print(f"{record.id}  {record.name:<30} created {record.created_at:%Y-%m-%d}  {state}")
+    elif not asyncio.run(revoke_key(settings, args.key_id)):
+        print(f"no active key {args.key_id}", file=sys.stderr)
+        return 1
+    else:
+        print(f"revoked {args.key_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imgbatch", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,9 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = commands.add_parser("demo", help="process sample_csvs/products.csv end to end, offline")
     demo.add_argument("--csv", type=Path, default=None, help="another sheet to run")
+    keys = commands.add_parser("keys", help="manage API keys (needs IMGBATCH_MONGODB_URL)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("create", help="create a key and print it once").add_argument(
+        "--name", required=True
+    )
+    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
     args = parser.parse_args(argv)
     configure_logging(get_settings().log_level)
-    handlers = {"run": _run, "demo": _demo}
+    handlers = {"run": _run, "demo": _demo, "keys": _keys}
     return handlers[args.command](args)
 
 

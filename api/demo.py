@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import io
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from api.keys import create_key
 from api.stack import Stack
 from models.embedded import free_port
 from models.settings import Settings
@@ -56,7 +58,6 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
             # The demo's origin is on loopback, which the address guard refuses by default.
             "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
             "IMGBATCH_ALLOWED_PORTS": f"[{origin.rsplit(':', 1)[1]}]",
-            "IMGBATCH_AUTH_DISABLED": "true",
             "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
         }
         out(f"starting the stack in {data_dir} (MongoDB-protocol server, Redis, API, worker, beat)")
@@ -67,8 +68,11 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
             extra_env=env,
         ) as stack:
             out(f"stack up in {time.monotonic() - started:.1f}s; API at {stack.api_url}")
+            _, key = asyncio.run(create_key(stack.settings_for_children(), "local (imgbatch demo)"))
+            out(f"created a local API key: {key}")
             body = sheet.read_text(encoding="utf-8").replace(SAMPLE_ORIGIN, origin)
-            with httpx.Client(base_url=stack.api_url, timeout=30) as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            with httpx.Client(base_url=stack.api_url, timeout=30, headers=headers) as client:
                 accepted = client.post(
                     "/api/upload", files={"file": (sheet.name, body, "text/csv")}
                 )
@@ -92,7 +96,7 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
         f"{status['images_failed']} failed"
     )
     out(f"result CSV: {result_path}")
-    for row in list(csv.reader(io.StringIO(result.text)))[:4]:
+    for row in list(csv.reader(io.StringIO(result.text)))[:6]:
         out("  " + " | ".join(cell if len(cell) < 70 else cell[:67] + "..." for cell in row))
     return 0
 

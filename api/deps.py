@@ -10,11 +10,13 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from models.db import Database, Document
+from models.idempotency import IdempotencyRepository
 from models.media import MediaStore
 from models.products import ProductRepository
 from models.requests import RequestRepository
 from models.settings import Settings
 from models.staging import StagedChunkRepository
+from models.webhooks import WebhookDeliveryRepository, WebhookSubscriberRepository
 from worker.queues import TaskQueue
 
 
@@ -62,6 +64,18 @@ def _chunks(db: DatabaseDep) -> StagedChunkRepository:
     return StagedChunkRepository(db)
 
 
+def _idempotency(db: DatabaseDep) -> IdempotencyRepository:
+    return IdempotencyRepository(db)
+
+
+def _subscribers(db: DatabaseDep) -> WebhookSubscriberRepository:
+    return WebhookSubscriberRepository(db)
+
+
+def _deliveries(db: DatabaseDep) -> WebhookDeliveryRepository:
+    return WebhookDeliveryRepository(db)
+
+
 def _queue(state: StateDep) -> TaskQueue:
     return state.queue
 
@@ -73,5 +87,8 @@ def _media(state: StateDep) -> MediaStore:
 RequestsDep = Annotated[RequestRepository, Depends(_requests)]
 ProductsDep = Annotated[ProductRepository, Depends(_products)]
 ChunksDep = Annotated[StagedChunkRepository, Depends(_chunks)]
+IdempotencyDep = Annotated[IdempotencyRepository, Depends(_idempotency)]
 QueueDep = Annotated[TaskQueue, Depends(_queue)]
 MediaDep = Annotated[MediaStore, Depends(_media)]
+SubscribersDep = Annotated[WebhookSubscriberRepository, Depends(_subscribers)]
+DeliveriesDep = Annotated[WebhookDeliveryRepository, Depends(_deliveries)]

@@ -10,11 +10,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import ProductsDep, RequestsDep, SettingsDep
+from api.auth import OwnerDep
+from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep
 from api.schemas import ImageErrorView, ProductView, StatusView
 from api.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
 from api.urls import media_url
-from models.errors import Conflict, NotFound
+from api.webhooks import request_webhook_view
+from models.errors import Conflict, Gone, NotFound
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestRepository, RequestStatus
 from models.settings import Settings
@@ -25,10 +27,15 @@ OUTPUT_COLUMN = "Output Image Urls"
 ERRORS_COLUMN = "Errors"
 
 
-async def _get_request(requests: RequestRepository, request_id: str) -> RequestRecord:
-    record = await requests.get(request_id)
+async def get_owned_request(
+    requests: RequestRepository, request_id: str, owner: str
+) -> RequestRecord:
+    """The caller's request: 404 if it is someone else's or unknown, 410 once it has expired."""
+    record = await requests.get(request_id, owner=owner)
     if record is None:
         raise NotFound(f"request {request_id} not found")
+    if record.status == RequestStatus.EXPIRED:
+        raise Gone(f"request {request_id} has expired and its results were deleted")
     return record
 
 
@@ -41,14 +48,17 @@ def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]
 @router.get("/api/status/{request_id}", response_model=StatusView)
 async def request_status(
     request_id: str,
+    owner: OwnerDep,
     settings: SettingsDep,
     requests: RequestsDep,
     products: ProductsDep,
+    deliveries: DeliveriesDep,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> StatusView:
-    record = await _get_request(requests, request_id)
+    record = await get_owned_request(requests, request_id, owner)
     page = await products.page(request_id, offset=offset, limit=limit)
+    delivery = await deliveries.for_request_target(record.id) if record.webhook_url else None
     return StatusView(
         request_id=record.id,
         status=record.status,
@@ -62,6 +72,7 @@ async def request_status(
         updated_at=record.updated_at,
         completed_at=record.completed_at,
         failure_reason=record.failure_reason,
+        webhook=request_webhook_view(record, delivery),
         offset=offset,
         limit=limit,
         products=[
@@ -86,9 +97,13 @@ async def request_status(
     responses={200: {"content": {"text/csv": {}}}, 409: {"description": "not completed yet"}},
 )
 async def download_results(
-    request_id: str, settings: SettingsDep, requests: RequestsDep, products: ProductsDep
+    request_id: str,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    requests: RequestsDep,
+    products: ProductsDep,
 ) -> StreamingResponse:
-    record = await _get_request(requests, request_id)
+    record = await get_owned_request(requests, request_id, owner)
     if record.status != RequestStatus.COMPLETED:
         raise Conflict(
             {"message": f"request {request_id} is not completed yet", "status": record.status}

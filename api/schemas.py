@@ -14,6 +14,8 @@ class UploadAccepted(BaseModel):
     download_url: str
     products: int
     images: int
+    # Signs the deliveries to webhook_url (Standard Webhooks); returned here only, never again.
+    webhook_secret: str | None = None
 
 
 class ImageErrorView(BaseModel):
@@ -31,6 +33,31 @@ class ProductView(BaseModel):
     errors: list[ImageErrorView]
 
 
+class WebhookAttemptView(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class RequestWebhookView(BaseModel):
+    """The delivery to a request's own ``webhook_url``.
+
+    ``state`` is ``waiting`` until the request finishes, then ``pending``, ``delivered`` or
+    ``failed``.
+    """
+
+    url: str
+    state: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivery_id: str | None
+    log: list[WebhookAttemptView]
+
+
 class StatusView(BaseModel):
     request_id: str
     status: str
@@ -44,6 +71,7 @@ class StatusView(BaseModel):
     updated_at: datetime
     completed_at: datetime | None
     failure_reason: str | None = None
+    webhook: RequestWebhookView | None = None
     offset: int
     limit: int
     products: list[ProductView]

@@ -17,7 +17,7 @@ import httpx
 
 from models.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServer, free_port, wait_for_port
 from models.settings import Settings, child_environment
-from worker.app import ALL_QUEUES
+from worker.app import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
 
 _STOP_TIMEOUT = 30.0
 
@@ -60,6 +60,12 @@ class Stack:
                 "IMGBATCH_PUBLIC_BASE_URL": self.public_base_url,
                 **self.extra_env,
             }
+        )
+
+    def settings_for_children(self) -> Settings:
+        """The settings the stack's processes run with, for talking to its services in-process."""
+        return self.settings.model_copy(
+            update={"mongodb_url": self.mongodb_url, "redis_url": self.redis_url}
         )
 
     def start_services(self) -> None:
@@ -163,7 +169,8 @@ class Stack:
         try:
             self.start_services()
             self.start_api()
-            self.start_worker()
+            self.start_worker(queues=PROCESSING_QUEUES)
+            self.start_worker("worker-webhooks", concurrency=2, queues=(WEBHOOKS_QUEUE,))
             self.start_beat()
             self.wait_healthy()
         except BaseException:

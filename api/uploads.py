@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Form, UploadFile, status
+from fastapi import APIRouter, Form, Header, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ChunksDep, QueueDep, RequestsDep, SettingsDep
+from api.auth import OwnerDep
+from api.deps import ChunksDep, IdempotencyDep, QueueDep, RequestsDep, SettingsDep
+from api.ratelimits import UploadLimitDep
 from api.schemas import UploadAccepted
 from api.sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
 from api.urls import download_url, status_url
-from models.errors import UnprocessableEntity
+from models.errors import Conflict, UnprocessableEntity
 from models.logs import log_event, redact_url
 from models.products import ProductRecord
-from models.requests import RequestRecord, RequestStatus, now
+from models.requests import RequestRecord, RequestRepository, RequestStatus, now
+from models.settings import Settings
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
+from webhooks.signing import new_secret
+from webhooks.targets import validate_webhook_url
 from worker.network import literal_host_reason
+from worker.queues import TaskQueue
 
 router = APIRouter(tags=["requests"])
 logger = logging.getLogger(__name__)
@@ -28,22 +36,66 @@ logger = logging.getLogger(__name__)
 @router.post("/api/upload", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
 async def upload(
     file: UploadFile,
+    owner: OwnerDep,
+    _: UploadLimitDep,
     settings: SettingsDep,
     requests: RequestsDep,
     chunks: ChunksDep,
     queue: QueueDep,
+    keys: IdempotencyDep,
     webhook_url: Annotated[str | None, Form()] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> UploadAccepted:
+    if idempotency_key is None:
+        return await _accept(file, owner, webhook_url, settings, requests, chunks, queue)
+    fingerprint = await run_in_threadpool(_fingerprint, file.file)
+    existing = await keys.reserve(owner, idempotency_key, fingerprint)
+    if existing is not None:
+        if existing.fingerprint != fingerprint:
+            raise UnprocessableEntity("this Idempotency-Key was already used with a different file")
+        if existing.response is None:
+            raise Conflict("an upload with this Idempotency-Key is still being processed")
+        return UploadAccepted.model_validate(existing.response)
+    try:
+        accepted = await _accept(file, owner, webhook_url, settings, requests, chunks, queue)
+    except BaseException:
+        await keys.release(owner, idempotency_key)
+        raise
+    await keys.complete(owner, idempotency_key, accepted.model_dump())
+    return accepted
+
+
+async def _accept(
+    file: UploadFile,
+    owner: str,
+    webhook_url: str | None,
+    settings: Settings,
+    requests: RequestRepository,
+    chunks: StagedChunkRepository,
+    queue: TaskQueue,
 ) -> UploadAccepted:
     request_id = uuid.uuid4().hex
+    # Checked before the sheet is read: a bad URL is refused without staging anything.
+    if webhook_url:
+        webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
+    # Its own secret per request, rather than one for the whole installation: a receiver can
+    # verify its deliveries without being able to forge anyone else's.
+    webhook_secret = new_secret() if webhook_url else None
     limits = SheetLimits(
         max_rows=settings.max_csv_rows,
         max_urls_per_row=settings.max_urls_per_row,
         max_url_length=settings.max_url_length,
         url_check=None if settings.allow_private_networks else literal_host_reason,
     )
+    created = now()
+    expires_at = (
+        created + timedelta(days=settings.result_ttl_days) if settings.result_ttl_days else None
+    )
     try:
         reader = await run_in_threadpool(open_sheet, file.file, limits)
-        products, images = await _stage_rows(request_id, reader, chunks)
+        products, images = await _stage_rows(request_id, reader, chunks, expires_at)
     except SheetFormatError as exc:
         await chunks.discard(request_id)
         raise UnprocessableEntity(exc.message) from exc
@@ -53,17 +105,19 @@ async def upload(
 
     # The request document is written last: until it exists the upload is invisible, so a crash
     # mid-upload leaves only staged chunks behind, never a half-visible request.
-    created = now()
     await requests.create(
         RequestRecord(
             id=request_id,
+            owner=owner,
             status=RequestStatus.PENDING,
             columns=reader.column_roles,
             products_total=products,
             images_total=images,
             webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
             created_at=created,
-            updated_at=created,
+            updated_at=now(),
+            expires_at=expires_at,
         )
     )
     try:
@@ -91,11 +145,15 @@ async def upload(
         download_url=download_url(settings, request_id),
         products=products,
         images=images,
+        webhook_secret=webhook_secret,
     )
 
 
 async def _stage_rows(
-    request_id: str, reader: SheetReader, chunks: StagedChunkRepository
+    request_id: str,
+    reader: SheetReader,
+    chunks: StagedChunkRepository,
+    expires_at: datetime | None,
 ) -> tuple[int, int]:
     rows = reader.rows()
     products = images = seq = 0
@@ -106,11 +164,19 @@ async def _stage_rows(
             return products, images
         if reader.error_count == 0:  # once the sheet is known bad, only validation goes on
             await chunks.stage(
-                request_id, seq, [_product_document(request_id, row) for row in batch]
+                request_id, seq, [_product_document(request_id, row, expires_at) for row in batch]
             )
             seq += 1
         products += len(batch)
         images += sum(len(row.image_urls) for row in batch)
+
+
+def _fingerprint(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(block)
+    stream.seek(0)
+    return digest.hexdigest()
 
 
 def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
@@ -124,7 +190,9 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
     return batch
 
 
-def _product_document(request_id: str, row: SheetRow) -> dict[str, Any]:
+def _product_document(
+    request_id: str, row: SheetRow, expires_at: datetime | None
+) -> dict[str, Any]:
     return ProductRecord(
         request_id=request_id,
         serial_number=row.serial_number,
@@ -133,6 +201,7 @@ def _product_document(request_id: str, row: SheetRow) -> dict[str, Any]:
         product_name=row.product_name,
         input_image_urls=row.image_urls,
         extra=row.extra,
+        expires_at=expires_at,
     ).to_document()
 
 

@@ -16,17 +16,26 @@ Database = AsyncDatabase[Document]
 REQUESTS = "requests"
 PRODUCTS = "products"
 SHEET_CHUNKS = "sheet_chunks"
+API_KEYS = "api_keys"
+IDEMPOTENCY_KEYS = "idempotency_keys"
+WEBHOOK_SUBSCRIBERS = "webhook_subscribers"
+WEBHOOK_EVENTS = "webhook_events"
+WEBHOOK_DELIVERIES = "webhook_deliveries"
 
 
 def client_url(url: str) -> str:
     """Keep the operator's URL, but default the options our workload depends on.
 
-    Every write we make is already idempotent or conditional, so driver-level retryable writes
-    buy nothing and cost a lot on MongoDB-protocol servers without sessions.
+    - ``retryWrites=false``: every write we make is already idempotent or conditional, so
+      driver-level retryable writes buy nothing and cost a lot on servers without sessions.
+    - ``journal=true``: a write is acknowledged once it is in the journal. The counters and the
+      completion flip are exact only if an acknowledged write survives a server crash; without
+      it the fault test that kills the database loses the last half second of transitions.
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     query.setdefault("retryWrites", "false")
+    query.setdefault("journal", "true")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -49,8 +58,25 @@ async def ensure_indexes(db: Database) -> None:
             IndexModel([("request_id", ASCENDING), ("serial_number", ASCENDING)], unique=True),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
+            # A backstop behind the retention sweeper, which removes products with their files.
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]
     )
+    await db[API_KEYS].create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])
     await db[SHEET_CHUNKS].create_indexes(
         [IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
+    )
+    await db[WEBHOOK_SUBSCRIBERS].create_indexes(
+        [IndexModel([("owner", ASCENDING), ("created_at", ASCENDING)])]
+    )
+    # The unique indexes are what make "one event per request" and "one delivery per target" hold
+    # when the notice task runs twice.
+    await db[WEBHOOK_EVENTS].create_indexes([IndexModel([("dedupe_key", ASCENDING)], unique=True)])
+    await db[WEBHOOK_DELIVERIES].create_indexes(
+        [
+            IndexModel([("event_id", ASCENDING), ("target", ASCENDING)], unique=True),
+            IndexModel([("state", ASCENDING), ("next_attempt_at", ASCENDING)]),
+            IndexModel([("subscriber_id", ASCENDING), ("created_at", ASCENDING)]),
+            IndexModel([("request_id", ASCENDING), ("target", ASCENDING)]),
+        ]
     )

@@ -15,6 +15,8 @@ def configure_logging(level: str = "INFO") -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # httpx logs every request at INFO; our own events already say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def redact_url(url: str) -> str:

@@ -58,6 +58,11 @@ class ProductRecord(BaseModel):
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    def output_key(self, index: int) -> str | None:
+        """The stored output of image ``index`` from an earlier run, if it has one."""
+        return self.output_keys[index] if index < len(self.output_keys) else None
 
     @property
     def images_failed(self) -> int:
@@ -177,6 +182,24 @@ class ProductRepository:
             return_document=ReturnDocument.AFTER,
         )
         return ProductRecord.model_validate(doc) if doc else None
+
+    async def reopen_failed(self, request_id: str) -> int:
+        """Send products with failed images back to ``pending`` for a retry.
+
+        Their stored outputs stay: a retry runs only the images that have no output.
+        """
+        result = await self._collection.update_many(
+            {
+                "request_id": request_id,
+                "status": {"$in": [ProductStatus.PARTIAL, ProductStatus.FAILED]},
+            },
+            {"$set": {"status": ProductStatus.PENDING, "errors": [], "attempts": 0}},
+        )
+        return int(result.modified_count)
+
+    async def delete_for_request(self, request_id: str) -> int:
+        result = await self._collection.delete_many({"request_id": request_id})
+        return int(result.deleted_count)
 
     async def tally(self, request_id: str) -> dict[str, int]:
         """Recount a request's progress from its products (the source of truth)."""

@@ -21,12 +21,15 @@ class RequestStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped by its owner: queued products are dropped unprocessed
+    EXPIRED = "expired"  # past the retention period: products and outputs are gone (410)
 
 
 class RequestRecord(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     id: str = Field(alias="_id")
+    owner: str
     status: RequestStatus
     # The input header in order: (name as written, canonical role or None for an extra column).
     columns: list[tuple[str, str | None]]
@@ -36,6 +39,8 @@ class RequestRecord(BaseModel):
     images_done: int = 0
     images_failed: int = 0
     webhook_url: str | None = None
+    # Signs deliveries to webhook_url; handed out once, in the upload response, never shown again.
+    webhook_secret: str | None = None
     # Products are staged as chunks at upload and expanded into documents by the dispatcher.
     ingested: bool = False
     dispatched_at: datetime | None = None
@@ -43,6 +48,13 @@ class RequestRecord(BaseModel):
     updated_at: datetime
     completed_at: datetime | None = None
     failure_reason: str | None = None
+    # Bumped by every move to completed, so a retried request's new completion is a new event.
+    completions: int = 0
+    # Set with the move to a final state and cleared once its event is stored: if the notice
+    # message is lost (Redis restarted), the reconciler sees the flag and sends it again.
+    notice_pending: bool = False
+    # Outputs and products are removed after this (None: kept forever).
+    expires_at: datetime | None = None
 
     @property
     def progress(self) -> int:
@@ -65,8 +77,12 @@ class RequestRepository:
     async def create(self, record: RequestRecord) -> None:
         await self._collection.insert_one(record.to_document())
 
-    async def get(self, request_id: str) -> RequestRecord | None:
-        doc = await self._collection.find_one({"_id": request_id})
+    async def get(self, request_id: str, *, owner: str | None = None) -> RequestRecord | None:
+        """The request; with ``owner``, only if that owner's (others' requests do not exist)."""
+        query: dict[str, Any] = {"_id": request_id}
+        if owner is not None:
+            query["owner"] = owner
+        doc = await self._collection.find_one(query)
         return RequestRecord.model_validate(doc) if doc else None
 
     async def mark_ingested(self, request_id: str) -> None:
@@ -134,7 +150,9 @@ class RequestRepository:
                     "status": RequestStatus.COMPLETED,
                     "completed_at": completed_at,
                     "updated_at": completed_at,
-                }
+                    "notice_pending": True,
+                },
+                "$inc": {"completions": 1},
             },
             return_document=ReturnDocument.AFTER,
         )
@@ -151,6 +169,7 @@ class RequestRepository:
                 "$set": {
                     "status": RequestStatus.FAILED,
                     "failure_reason": reason,
+                    "notice_pending": True,
                     "completed_at": failed_at,
                     "updated_at": failed_at,
                 }
@@ -169,6 +188,63 @@ class RequestRepository:
         }
         cursor = self._collection.find(query).sort("updated_at", 1).limit(limit)
         return [RequestRecord.model_validate(doc) async for doc in cursor]
+
+    async def cancel(self, request_id: str) -> RequestRecord | None:
+        """Stop a pending or running request; None if it had already finished."""
+        doc = await self._collection.find_one_and_update(
+            {
+                "_id": request_id,
+                "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]},
+            },
+            {"$set": {"status": RequestStatus.CANCELLED, "updated_at": now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return RequestRecord.model_validate(doc) if doc else None
+
+    async def reopen(self, request_id: str) -> RequestRecord | None:
+        """Move a completed request back to ``in_progress`` for a retry; None if not completed."""
+        doc = await self._collection.find_one_and_update(
+            {"_id": request_id, "status": RequestStatus.COMPLETED},
+            {
+                "$set": {
+                    "status": RequestStatus.IN_PROGRESS,
+                    "completed_at": None,
+                    "updated_at": now(),
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return RequestRecord.model_validate(doc) if doc else None
+
+    async def due_for_expiry(self, *, limit: int = 100) -> list[RequestRecord]:
+        cursor = self._collection.find(
+            {"expires_at": {"$lt": now()}, "status": {"$ne": RequestStatus.EXPIRED}}
+        ).limit(limit)
+        return [RequestRecord.model_validate(doc) async for doc in cursor]
+
+    async def mark_expired(self, request_id: str, *, purge_at: datetime) -> None:
+        """Keep a tombstone (so the API can answer 410) until ``purge_at`` (a TTL index)."""
+        await self._collection.update_one(
+            {"_id": request_id},
+            {"$set": {"status": RequestStatus.EXPIRED, "updated_at": now(), "purge_at": purge_at}},
+        )
+
+    async def clear_notice(self, request_id: str, completions: int) -> None:
+        # Conditional on the completion it was for: a newer completion keeps its own flag.
+        await self._collection.update_one(
+            {"_id": request_id, "completions": completions}, {"$set": {"notice_pending": False}}
+        )
+
+    async def unnotified(self, *, idle_for: timedelta, limit: int = 100) -> list[str]:
+        cursor = self._collection.find(
+            {"notice_pending": True, "updated_at": {"$lt": now() - idle_for}}, {"_id": 1}
+        ).limit(limit)
+        return [str(doc["_id"]) async for doc in cursor]
+
+    async def count_unfinished(self, owner: str) -> int:
+        return await self._collection.count_documents(
+            {"owner": owner, "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]}}
+        )
 
     async def touch(self, request_id: str) -> None:
         await self._collection.update_one({"_id": request_id}, {"$set": {"updated_at": now()}})

@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic import Field, HttpUrl
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-# Secrets that were obviously copied from an example rather than generated.
-_PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "password", "example", ""})
 
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -45,6 +42,8 @@ class Settings(BaseSettings):
     product_image_concurrency: int = Field(8, ge=1, le=64)
 
     # --- input safety ------------------------------------------------------------------------
+    # Local use only: every caller is the owner "local" and no API key is needed.
+    auth_disabled: bool = False
     allow_private_networks: bool = False
     allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
     max_csv_bytes: int = Field(50 * 1024 * 1024, gt=0)
@@ -52,36 +51,48 @@ class Settings(BaseSettings):
     max_urls_per_row: int = Field(20, gt=0)
     max_url_length: int = Field(2048, gt=0)
 
+    # Per API key: uploads per window, and unfinished requests at once.
+    rate_limit_uploads: int = Field(60, gt=0)
+    rate_limit_window_seconds: int = Field(60, gt=0)
+    max_requests_in_flight: int = Field(20, gt=0)
+
     # --- queueing ----------------------------------------------------------------------------
     # A product whose task has not finished after this long is handed out again by the reconciler.
     product_lease_seconds: Seconds = 600.0
     reconcile_interval_seconds: Seconds = 30.0
     dispatch_chunk_size: int = Field(500, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # Results (request, products, output images) are deleted this many days after upload;
+    # 0 keeps them forever. Expired requests answer 410 Gone.
+    result_ttl_days: int = Field(30, ge=0)
+    retention_interval_seconds: Seconds = 3600.0
+    # Staged rows with no request after this long are the remains of an interrupted upload.
+    staging_ttl_seconds: Seconds = 3600.0
+    # Test-only: a worker that meets an image URL containing this marker kills its own process,
+    # like a poison message would. Never set it outside the fault tests.
+    test_crash_marker: str | None = None
     # Redis redelivers a message unacknowledged for this long; it must exceed the longest task.
-    broker_visibility_timeout: int = Field(1800, gt=0)
+    broker_visibility_timeout: int = Field(900, gt=0)
+    # How often a worker scans for messages whose consumer died (kombu's default is ~100 s).
+    broker_restore_interval_seconds: int = Field(10, gt=0)
 
     # --- webhooks ----------------------------------------------------------------------------
-    webhook_secret: SecretStr | None = None
+    # Every webhook is signed with a secret of its own (a subscriber's, or the one the upload
+    # response hands out for its webhook_url), so there is no installation-wide webhook secret.
     webhook_timeout: Seconds = 10.0
-    webhook_retry_schedule: list[float] = Field(
-        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    # Delay before each attempt, the first one included; its length is the number of attempts.
+    webhook_retry_schedule: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
     )
+    # How often beat looks for deliveries whose next attempt is due.
     webhook_poll_interval_seconds: Seconds = 5.0
+    # How long a rotated-out subscriber secret keeps signing next to the new one.
+    webhook_secret_overlap_seconds: Seconds = 24 * 3600.0
 
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
-
-    @model_validator(mode="after")
-    def _reject_placeholder_secrets(self) -> Self:
-        secret = self.webhook_secret
-        if secret is not None and secret.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
-            raise ValueError(
-                "IMGBATCH_WEBHOOK_SECRET is a placeholder; generate one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-            )
-        return self
 
     def require_mongodb_url(self) -> str:
         if not self.mongodb_url:

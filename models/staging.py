@@ -8,6 +8,7 @@ products in the background. Chunks are deleted once their products exist.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from models.db import SHEET_CHUNKS, Database
@@ -22,7 +23,9 @@ class StagedChunkRepository:
         self._collection = db[SHEET_CHUNKS]
 
     async def stage(self, request_id: str, seq: int, rows: list[dict[str, Any]]) -> None:
-        await self._collection.insert_one({"request_id": request_id, "seq": seq, "rows": rows})
+        await self._collection.insert_one(
+            {"request_id": request_id, "seq": seq, "rows": rows, "staged_at": datetime.now(UTC)}
+        )
 
     async def chunks(self, request_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         cursor = self._collection.find({"request_id": request_id}, batch_size=2).sort("seq", 1)
@@ -31,3 +34,10 @@ class StagedChunkRepository:
 
     async def discard(self, request_id: str) -> None:
         await self._collection.delete_many({"request_id": request_id})
+
+    async def stale_request_ids(self, *, older_than: timedelta) -> list[str]:
+        """Requests with chunks staged longer ago than any upload takes."""
+        ids = await self._collection.distinct(
+            "request_id", {"staged_at": {"$lt": datetime.now(UTC) - older_than}}
+        )
+        return [str(i) for i in ids]

@@ -29,6 +29,9 @@ STACK_ENV = {
     "IMGBATCH_DOWNLOAD_DEADLINE": "10",
     "IMGBATCH_AUTH_DISABLED": "true",
     "IMGBATCH_WORKER_CONCURRENCY": "2",
+    # The suite uploads far more than a person would; limits get their own API in test_auth.py.
+    "IMGBATCH_RATE_LIMIT_UPLOADS": "100000",
+    "IMGBATCH_MAX_REQUESTS_IN_FLIGHT": "100000",
 }
 
 

@@ -34,3 +34,14 @@ async def complete_if_finished(rt: WorkerRuntime, request_id: str) -> bool:
     # Only the caller that won the transition gets here, so the notice is sent once.
     rt.queue.request_finished(request_id)
     return True
+
+
+async def fail_request(rt: WorkerRuntime, request_id: str, reason: str) -> bool:
+    failed = await rt.requests.fail(request_id, reason)
+    if failed is None:
+        return False
+    log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
+    # The same notice as completion: its task reads the final status and publishes the event
+    # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.
+    rt.queue.request_finished(request_id)
+    return True

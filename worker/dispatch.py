@@ -7,7 +7,7 @@ import logging
 from models.logs import log_event
 from models.products import ProductRecord
 from models.requests import RequestStatus
-from worker.completion import complete_if_finished
+from worker.completion import complete_if_finished, fail_request
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -18,9 +18,15 @@ async def dispatch_request(rt: WorkerRuntime, request_id: str) -> None:
     if request is None or request.status not in (RequestStatus.PENDING, RequestStatus.IN_PROGRESS):
         return
     if not request.ingested:
-        inserted = 0
+        inserted = chunks = 0
         async for rows in rt.chunks.chunks(request_id):
+            chunks += 1
             inserted += await rt.products.insert_many(ProductRecord.model_validate(r) for r in rows)
+        if chunks == 0:
+            # Chunks are only deleted after the request is marked ingested, so they were lost
+            # (or never written): there is nothing to process, ever. Say so instead of hanging.
+            await fail_request(rt, request_id, "the uploaded rows are missing; upload again")
+            return
         # Mark first, then drop the chunks: a crash in between leaves chunks that a re-run
         # only deletes, never products that exist twice.
         await rt.requests.mark_ingested(request_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 
 from models.errors import ImageErrorCode, ImageFailure
 from models.logs import log_event, redact_url
@@ -40,6 +42,9 @@ async def process_product(rt: WorkerRuntime, request_id: str, serial_number: int
     semaphore = asyncio.Semaphore(rt.settings.product_image_concurrency)
 
     async def bounded(index: int, url: str) -> str | ImageError:
+        existing = product.output_key(index)
+        if existing is not None:  # done by an earlier run; a retry redoes only what failed
+            return existing
         async with semaphore:
             return await _process_image(rt, product, index, url)
 
@@ -53,6 +58,10 @@ async def _process_image(
     rt: WorkerRuntime, product: ProductRecord, index: int, url: str
 ) -> str | ImageError:
     """The stored key, or the image's error. Errors that are not the image's fault propagate."""
+    marker = rt.settings.test_crash_marker
+    if marker and marker in url:
+        # Test-only: behave like an image that takes its worker process down with it.
+        os.kill(os.getpid(), signal.SIGKILL)
     try:
         data = await download(rt.http, url, rt.download_policy)
         image = await asyncio.to_thread(
@@ -73,6 +82,7 @@ async def _process_image(
         return ImageError(index=index, url=url, code=failure.code, message=failure.message)
     key = output_key(product.request_id, product.serial_number, index)
     await asyncio.to_thread(rt.media.save, key, image.data)
+    log_event(logger, "image.stored", key=key, attempt=product.attempts, bytes=len(image.data))
     return key
 
 

@@ -6,7 +6,12 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from worker.app import DISPATCH_TASK, PRODUCT_TASK, REQUEST_FINISHED_TASK
+from worker.app import (
+    DISPATCH_TASK,
+    PRODUCT_TASK,
+    REQUEST_FINISHED_TASK,
+    WEBHOOK_DELIVER_TASK,
+)
 
 
 class TaskQueue:
@@ -29,3 +34,11 @@ class TaskQueue:
 
     def request_finished(self, request_id: str) -> None:
         self._app.send_task(REQUEST_FINISHED_TASK, args=[request_id])
+
+    def webhook_deliveries(self, delivery_ids: Iterable[str]) -> int:
+        sent = 0
+        with self._app.producer_or_acquire() as producer:
+            for delivery_id in delivery_ids:
+                self._app.send_task(WEBHOOK_DELIVER_TASK, args=[delivery_id], producer=producer)
+                sent += 1
+        return sent

@@ -23,7 +23,23 @@ async def reconcile(rt: WorkerRuntime) -> int:
     stale = await rt.requests.stale_unfinished(idle_for=idle_for)
     for request in stale:
         await _reconcile_request(rt, request)
+    await _sweep_abandoned_uploads(rt)
+    for request_id in await rt.requests.unnotified(idle_for=idle_for):
+        # The finish happened but its notice never turned into an event: send it again (the
+        # event is stored once per completion, so a duplicate notice changes nothing).
+        log_event(logger, "request.notice_resent", request_id=request_id)
+        await rt.requests.touch(request_id)
+        rt.queue.request_finished(request_id)
     return len(stale)
+
+
+async def _sweep_abandoned_uploads(rt: WorkerRuntime) -> None:
+    """Drop rows staged by uploads that never wrote their request (the API died mid-upload)."""
+    older_than = timedelta(seconds=rt.settings.staging_ttl_seconds)
+    for request_id in await rt.chunks.stale_request_ids(older_than=older_than):
+        if await rt.requests.get(request_id) is None:
+            await rt.chunks.discard(request_id)
+            log_event(logger, "upload.abandoned_swept", request_id=request_id)
 
 
 async def _reconcile_request(rt: WorkerRuntime, request: RequestRecord) -> None:

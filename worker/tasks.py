@@ -10,17 +10,19 @@ import logging
 
 from pymongo.errors import PyMongoError
 
-from models.logs import log_event
+from webhooks.events import publish_request_event
 from worker.app import (
     DISPATCH_TASK,
     PRODUCT_TASK,
     RECONCILE_TASK,
     REQUEST_FINISHED_TASK,
+    RETENTION_TASK,
     celery_app,
 )
 from worker.dispatch import dispatch_request as _dispatch_request
 from worker.products import process_product as _process_product
 from worker.reconcile import reconcile as _reconcile
+from worker.retention import expire_requests as _expire_requests
 from worker.runtime import runtime
 
 logger = logging.getLogger(__name__)
@@ -50,10 +52,17 @@ def process_product(request_id: str, serial_number: int) -> None:
 
 @celery_app.task(name=REQUEST_FINISHED_TASK, acks_late=True, **_RETRY)
 def request_finished(request_id: str) -> None:
-    log_event(logger, "request.finished_notice", request_id=request_id)
+    rt = runtime()
+    rt.run(publish_request_event(rt, request_id))
 
 
 @celery_app.task(name=RECONCILE_TASK, acks_late=True, **_RETRY)
 def reconcile() -> int:
     rt = runtime()
     return rt.run(_reconcile(rt))
+
+
+@celery_app.task(name=RETENTION_TASK, acks_late=True, **_RETRY)
+def expire_requests() -> int:
+    rt = runtime()
+    return rt.run(_expire_requests(rt))

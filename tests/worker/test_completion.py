@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from api.stack import Stack
+from models.db import ensure_indexes
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestStatus, now
 from models.settings import Settings
@@ -63,14 +64,13 @@ def _seed(rt: WorkerRuntime, urls_per_product: list[list[str]]) -> str:
     ]
 
     async def seed() -> None:
-        from models.db import ensure_indexes
-
         await ensure_indexes(rt.db)
         await ProductRepository(rt.db).insert_many(products)
         created = now()
         await rt.requests.create(
             RequestRecord(
                 id=request_id,
+                owner="local",
                 status=RequestStatus.PENDING,
                 columns=[
                     ("S. No.", "S. No."),

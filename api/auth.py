@@ -1,0 +1,48 @@
+"""Who is calling: an API key (``Authorization: Bearer`` or ``X-API-Key``) names the owner.
+
+Every request and webhook subscriber belongs to the key that created it; anything owned by
+another key is reported as not found, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from api.deps import DatabaseDep, SettingsDep
+from models.errors import ImgbatchError
+from models.keys import ApiKeyRepository, hash_key
+
+LOCAL_OWNER = "local"
+
+
+class Unauthorized(ImgbatchError):
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def current_owner(
+    settings: SettingsDep,
+    db: DatabaseDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> str:
+    if settings.auth_disabled:
+        return LOCAL_OWNER
+    key = x_api_key
+    if key is None and authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            key = credentials.strip()
+    if not key:
+        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
+    record = await ApiKeyRepository(db).active_by_hash(hash_key(key))
+    if record is None:
+        raise Unauthorized("the API key is not valid or has been revoked")
+    return record.id
+
+
+OwnerDep = Annotated[str, Depends(current_owner)]

@@ -1,0 +1,210 @@
+"""API keys (created with the real CLI), tenancy, per-key rate limits, idempotent uploads and
+the upload size cap, against a second API process with authentication switched on."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from pymongo.database import Database
+
+from api.stack import Stack
+from models.embedded import free_port
+from tests.support.client import sheet, upload
+from tests.support.origin import Origin
+
+LIMITS = {
+    "IMGBATCH_AUTH_DISABLED": "false",
+    "IMGBATCH_RATE_LIMIT_UPLOADS": "5",
+    "IMGBATCH_RATE_LIMIT_WINDOW_SECONDS": "3600",
+    "IMGBATCH_MAX_REQUESTS_IN_FLIGHT": "3",
+    "IMGBATCH_MAX_CSV_BYTES": "20000",
+}
+URL = "https://images.example.com/a.jpg"
+
+
+@pytest.fixture(scope="module")
+def secure_url(stack: Stack) -> Iterator[str]:
+    port = free_port()
+    stack.start_api("api-secure", port=port, env=LIMITS)
+    url = f"http://127.0.0.1:{port}"
+    stack.wait_healthy(api_url=url)
+    try:
+        yield url
+    finally:
+        stack.stop_process("api-secure")
+
+
+def cli(stack: Stack, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
+def new_key(stack: Stack, name: str) -> tuple[str, str]:
+    out = cli(stack, "keys", "create", "--name", name)
+    key = re.search(r"^(ibk_\S+)$", out, re.MULTILINE)
+    key_id = re.search(r"created (key_\w+)", out)
+    assert key and key_id, out
+    return key_id.group(1), key.group(1)
+
+
+def client(url: str, key: str | None = None, header: str = "bearer") -> httpx.Client:
+    headers = {}
+    if key and header == "bearer":
+        headers["Authorization"] = f"Bearer {key}"
+    elif key:
+        headers["X-API-Key"] = key
+    return httpx.Client(base_url=url, headers=headers, timeout=30)
+
+
+def test_requests_without_a_valid_key_get_401(stack: Stack, secure_url: str) -> None:
+    with client(secure_url) as anonymous:
+        response = upload(anonymous, sheet([(1, "A", URL)]))
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "API key" in response.json()["detail"]
+        assert anonymous.get("/api/status/whatever").status_code == 401
+    with client(secure_url, "ibk_not-a-real-key") as forged:
+        assert upload(forged, sheet([(1, "A", URL)])).status_code == 401
+    assert client(secure_url).get("/api/health").status_code == 200
+
+
+def test_keys_are_listed_without_secrets_and_revoked_keys_stop_working(
+    stack: Stack, secure_url: str, mongo: Database[dict[str, Any]]
+) -> None:
+    key_id, key = new_key(stack, "revocable")
+    stored = mongo["api_keys"].find_one({"_id": key_id})
+    assert stored is not None
+    assert key not in str(stored)  # only the hash is kept
+    listing = cli(stack, "keys", "list")
+    assert key_id in listing
+    assert key not in listing
+    with client(secure_url, key, header="x-api-key") as caller:
+        assert upload(caller, sheet([(1, "A", URL)])).status_code == 202
+        assert f"revoked {key_id}" in cli(stack, "keys", "revoke", key_id)
+        assert upload(caller, sheet([(1, "A", URL)])).status_code == 401
+
+
+def test_another_keys_requests_do_not_exist(stack: Stack, secure_url: str, origin: Origin) -> None:
+    _, alice_key = new_key(stack, "alice")
+    _, bob_key = new_key(stack, "bob")
+    with client(secure_url, alice_key) as alice, client(secure_url, bob_key) as bob:
+        created = upload(alice, sheet([(1, "A", origin.url("/img/rocket.jpg"))]))
+        assert created.status_code == 202
+        request_id = created.json()["request_id"]
+        assert alice.get(f"/api/status/{request_id}").status_code == 200
+        for path in (f"/api/status/{request_id}", f"/api/download/{request_id}"):
+            hidden = bob.get(path)
+            assert hidden.status_code == 404
+            assert hidden.json() == {"detail": f"request {request_id} not found"}
+
+
+def test_uploads_are_rate_limited_per_key_with_headers(stack: Stack, secure_url: str) -> None:
+    _, key = new_key(stack, "limited")
+    _, other = new_key(stack, "unaffected")
+    with client(secure_url, key) as caller:
+        remaining = []
+        for serial in range(5):
+            # Bad sheets count too, and their 422 carries the headers.
+            response = upload(caller, sheet([(serial + 1, "", URL)]))
+            assert response.status_code == 422
+            assert response.headers["x-ratelimit-limit"] == "5"
+            assert 0 < int(response.headers["x-ratelimit-reset"]) <= 3600
+            remaining.append(response.headers["x-ratelimit-remaining"])
+        assert remaining == ["4", "3", "2", "1", "0"]
+        refused = upload(caller, sheet([(1, "A", URL)]))
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+        assert "rate limit" in refused.json()["detail"]
+    with client(secure_url, other) as unaffected:
+        assert upload(unaffected, sheet([(1, "A", URL)])).status_code == 202
+
+
+def test_requests_in_flight_are_capped_per_key(
+    stack: Stack, secure_url: str, origin: Origin
+) -> None:
+    _, key = new_key(stack, "busy")
+    slow = origin.url("/slow/chelsea.jpg?delay=4")
+    with client(secure_url, key) as caller:
+        for serial in (1, 2, 3):
+            assert upload(caller, sheet([(serial, "Slow", slow)])).status_code == 202
+        refused = upload(caller, sheet([(4, "Slow", slow)]))
+        assert refused.status_code == 429
+        assert "in progress" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "30"
+
+
+def test_idempotency_key_replays_the_first_upload(
+    stack: Stack, secure_url: str, mongo: Database[dict[str, Any]]
+) -> None:
+    _, key = new_key(stack, "idempotent")
+    body = sheet([(1, "A", URL), (2, "B", URL)])
+    with client(secure_url, key) as caller:
+        first = upload(caller, body, headers={"Idempotency-Key": "sheet-42"})
+        again = upload(caller, body, headers={"Idempotency-Key": "sheet-42"})
+        assert first.status_code == again.status_code == 202
+        assert again.json() == first.json()
+        assert mongo["requests"].count_documents({"_id": first.json()["request_id"]}) == 1
+
+        other_file = upload(caller, sheet([(1, "A", URL)]), headers={"Idempotency-Key": "sheet-42"})
+        assert other_file.status_code == 422
+        assert "different file" in other_file.json()["detail"]
+
+        # A day later the key is free again.
+        mongo["idempotency_keys"].update_many(
+            {"_id": {"$regex": ":sheet-42$"}},
+            {"$set": {"created_at": datetime.now(UTC) - timedelta(hours=25)}},
+        )
+        reused = upload(caller, sheet([(1, "A", URL)]), headers={"Idempotency-Key": "sheet-42"})
+        assert reused.status_code == 202
+        assert reused.json()["request_id"] != first.json()["request_id"]
+
+
+def test_a_failed_upload_does_not_burn_its_idempotency_key(stack: Stack, secure_url: str) -> None:
+    _, key = new_key(stack, "retrying")
+    with client(secure_url, key) as caller:
+        bad = upload(caller, sheet([(1, "", URL)]), headers={"Idempotency-Key": "k1"})
+        assert bad.status_code == 422
+        fixed = upload(caller, sheet([(1, "A", URL)]), headers={"Idempotency-Key": "k1"})
+        assert fixed.status_code == 202
+
+
+def test_oversized_uploads_get_413_before_the_body_is_read(stack: Stack, secure_url: str) -> None:
+    _, key = new_key(stack, "big")
+    big = sheet([(i, f"P{i}", URL) for i in range(1, 2000)])
+    assert len(big) > 20000 + 64 * 1024
+    with client(secure_url, key) as caller:
+        declared = upload(caller, big)
+        assert declared.status_code == 413
+        assert "larger than the limit" in declared.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            boundary = b"--imgbatch\r\n"
+            yield (
+                boundary + b'Content-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+            )
+            for _ in range(200):
+                yield big.encode()[:1024]
+            yield b"\r\n--imgbatch--\r\n"
+
+        streamed = caller.post(
+            "/api/upload",
+            content=chunks(),
+            headers={"Content-Type": "multipart/form-data; boundary=imgbatch"},
+        )
+        assert "content-length" not in streamed.request.headers
+        assert streamed.status_code == 413

@@ -1,0 +1,119 @@
+"""Owner controls: retry failed images, cancel a running request, and retention (410)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from pymongo.database import Database
+
+from api.stack import Stack
+from tests.support.client import sheet, upload, wait_for_status
+from tests.support.origin import Origin
+from worker.app import create_celery
+from worker.retention import expire_requests
+from worker.runtime import build_runtime
+
+
+def test_retry_reprocesses_only_the_failed_images(
+    stack: Stack, api: httpx.Client, origin: Origin, mongo: Database[dict[str, Any]]
+) -> None:
+    # Fails both download attempts of the first run, succeeds on the retry.
+    flaky = origin.url(f"/flaky/{uuid.uuid4().hex}/2/chelsea.jpg")
+    good = origin.url("/img/rocket.jpg")
+    accepted = upload(api, sheet([(1, "Flaky", f"{good},{flaky}"), (2, "Fine", good)]))
+    request_id = accepted.json()["request_id"]
+    first = wait_for_status(api, request_id)
+    assert (first["images_done"], first["images_failed"]) == (2, 1)
+    kept_output = first["products"][0]["output_image_urls"][0]
+    kept_file = stack.data_dir / "media" / request_id / "1" / "0.jpg"
+    kept_mtime = kept_file.stat().st_mtime_ns
+
+    retried = api.post(f"/api/requests/{request_id}/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == {
+        "request_id": request_id,
+        "status": "in_progress",
+        "products_requeued": 1,
+    }
+    second = wait_for_status(api, request_id)
+    assert second["status"] == "completed"
+    assert (second["images_done"], second["images_failed"]) == (3, 0)
+    product = second["products"][0]
+    assert product["status"] == "completed"
+    assert product["errors"] == []
+    assert product["output_image_urls"][0] == kept_output
+    assert httpx.get(product["output_image_urls"][1]).status_code == 200
+    assert kept_file.stat().st_mtime_ns == kept_mtime  # the good image was not redone
+    assert mongo["requests"].find_one({"_id": request_id})["completions"] == 2
+
+    again = api.post(f"/api/requests/{request_id}/retry")
+    assert again.status_code == 409
+    assert again.json()["detail"]["message"] == "the request has no failed images"
+
+
+def test_retry_and_cancel_of_unknown_or_running_requests(api: httpx.Client, origin: Origin) -> None:
+    assert api.post("/api/requests/nope/retry").status_code == 404
+    assert api.post("/api/requests/nope/cancel").status_code == 404
+    slow = origin.url("/slow/coffee.jpg?delay=2")
+    accepted = upload(api, sheet([(1, "Slow", slow)]))
+    running = api.post(f"/api/requests/{accepted.json()['request_id']}/retry")
+    assert running.status_code == 409
+    assert running.json()["detail"]["status"] in ("pending", "in_progress")
+
+
+def test_cancel_stops_a_request_and_drops_its_queued_products(
+    api: httpx.Client, origin: Origin
+) -> None:
+    rows = [(i, f"Slow {i}", origin.url(f"/slow/rocket.jpg?delay=1&i={i}")) for i in range(1, 13)]
+    request_id = upload(api, sheet(rows)).json()["request_id"]
+    wait_for_status(api, request_id, ("in_progress",))
+    cancelled = api.post(f"/api/requests/{request_id}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    time.sleep(3)  # the worker keeps draining the queue meanwhile
+    status = api.get(f"/api/status/{request_id}").json()
+    assert status["status"] == "cancelled"
+    assert status["products_done"] < 12
+    assert sum(p["status"] == "pending" for p in status["products"]) >= 8
+    download = api.get(f"/api/download/{request_id}")
+    assert download.status_code == 409
+    assert download.json()["detail"]["status"] == "cancelled"
+    assert api.post(f"/api/requests/{request_id}/cancel").status_code == 409
+
+
+def test_expired_requests_answer_410_and_their_files_are_gone(
+    stack: Stack, api: httpx.Client, origin: Origin, mongo: Database[dict[str, Any]]
+) -> None:
+    request_id = upload(api, sheet([(1, "Old", origin.url("/img/chelsea.jpg"))])).json()[
+        "request_id"
+    ]
+    status = wait_for_status(api, request_id)
+    output = status["products"][0]["output_image_urls"][0]
+    assert httpx.get(output).status_code == 200
+    record = mongo["requests"].find_one({"_id": request_id})
+    assert record is not None
+    assert record["expires_at"] > datetime.now(UTC) + timedelta(days=29)
+    mongo["requests"].update_one(
+        {"_id": request_id}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
+    )
+
+    rt = build_runtime(
+        stack.settings_for_children().model_copy(update={"data_dir": stack.data_dir}),
+        create_celery(stack.settings_for_children()),
+    )
+    try:
+        assert rt.run(expire_requests(rt)) >= 1
+    finally:
+        rt.run(rt.client.close())
+        rt.loop.close()
+
+    for path in (f"/api/status/{request_id}", f"/api/download/{request_id}"):
+        gone = api.get(path)
+        assert gone.status_code == 410
+        assert "expired" in gone.json()["detail"]
+    assert httpx.get(output).status_code == 404
+    assert mongo["products"].count_documents({"request_id": request_id}) == 0

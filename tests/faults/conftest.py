@@ -1,0 +1,182 @@
+"""Fault tests: each test gets its own MongoDB-protocol server, Redis, API, worker and beat on
+free ports, so it can kill any of them. Faults are injected at a point chosen from progress."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from pymongo import MongoClient
+
+from api.stack import Stack
+from models.embedded import free_port
+from models.settings import Settings
+from tests.conftest import CORPUS, STACK_ENV
+from tests.support.client import sheet, upload, wait_for_status
+from tests.support.origin import Origin
+from tests.support.receiver import Receiver
+
+POISON = "poison-pill"
+FAULT_ENV = {
+    **STACK_ENV,
+    # Recovery paths run on a test's time scale; README explains the production values.
+    "IMGBATCH_PRODUCT_LEASE_SECONDS": "4",
+    "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",
+    "IMGBATCH_BROKER_VISIBILITY_TIMEOUT": "10",
+    "IMGBATCH_BROKER_RESTORE_INTERVAL_SECONDS": "1",
+    "IMGBATCH_STAGING_TTL_SECONDS": "2",
+    "IMGBATCH_TEST_CRASH_MARKER": POISON,
+    "IMGBATCH_WEBHOOK_RETRY_SCHEDULE": "[0, 1, 1, 2, 2]",
+    "IMGBATCH_WEBHOOK_POLL_INTERVAL_SECONDS": "0.5",
+}
+PHOTOS = ["chelsea.jpg", "rocket.jpg", "coffee.jpg", "astronaut.jpg"]
+_STORED = re.compile(r"image\.stored key=(\S+) attempt=(\d+)")
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def slow_origin() -> Iterator[Origin]:
+    with Origin(CORPUS, latency=0.05, latency_jitter=0.03) as served:
+        yield served
+
+
+class FaultStack(Stack):
+    """A stack plus what the fault tests need to look inside it."""
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=30)
+
+    def db(self) -> Any:
+        assert self.mongodb_url
+        return MongoClient(self.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=20000)[
+            "imgbatch"
+        ]
+
+    def stored_writes(self) -> dict[str, int]:
+        """How many times each output key was written, from every worker's log."""
+        writes: dict[str, int] = {}
+        for log in (self.data_dir / "logs").glob("worker*.log"):
+            for key, _ in _STORED.findall(log.read_text(errors="replace")):
+                writes[key] = writes.get(key, 0) + 1
+        return writes
+
+
+@pytest.fixture
+def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
+    api_port = free_port()
+    env = {**FAULT_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    stack = FaultStack(
+        Settings(mongodb_url=None, redis_url=None),
+        data_dir=tmp_path,
+        api_port=api_port,
+        extra_env=env,
+    )
+    try:
+        stack.start_services()
+        stack.start_api()
+        stack.start_worker(concurrency=2)
+        stack.start_beat()
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def submit_batch(
+    api: httpx.Client,
+    origin: Origin,
+    *,
+    products: int = 70,
+    poison_serial: int | None = None,
+    receiver: Receiver | None = None,
+) -> str:
+    rows = []
+    for serial in range(1, products + 1):
+        urls = [
+            origin.url(f"/img/{PHOTOS[(serial + i) % len(PHOTOS)]}?p={serial}") for i in range(3)
+        ]
+        if serial == poison_serial:
+            urls[1] += f"&{POISON}"
+        rows.append((serial, f"SKU-{serial}", ",".join(urls)))
+    data = {"webhook_url": receiver.url(f"/hook/{uuid.uuid4().hex}")} if receiver else None
+    response = upload(api, sheet(rows), data=data)
+    assert response.status_code == 202, response.text
+    return str(response.json()["request_id"])
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def finished_images(api: httpx.Client, request_id: str) -> int:
+    body = api.get(f"/api/status/{request_id}", params={"limit": 1}).json()
+    return int(body["images_done"]) + int(body["images_failed"])
+
+
+def wait_for_progress(api: httpx.Client, request_id: str, fraction: float, total: int) -> None:
+    wait_until(
+        lambda: finished_images(api, request_id) >= fraction * total,
+        what=f"{fraction:.0%} progress",
+    )
+
+
+def assert_recovered(
+    stack: FaultStack, request_id: str, *, timeout: float = 120.0
+) -> dict[str, Any]:
+    """The fault tests' guarantees: completed, counted once, outputs whole, writes bounded."""
+    with stack.client() as api:
+        status = wait_for_status(api, request_id, ("completed",), timeout=timeout)
+    assert status["images_done"] + status["images_failed"] == status["images_total"]
+    assert status["products_done"] == status["products_total"]
+    attempts = {
+        p["serial_number"]: p["attempts"]
+        for p in stack.db()["products"].find({"request_id": request_id})
+    }
+    writes = stack.stored_writes()
+    media = stack.data_dir / "media"
+    for product in status["products"]:
+        for index, output in enumerate(product["output_image_urls"]):
+            if output is None:
+                continue
+            key = f"{request_id}/{product['serial_number']}/{index}.jpg"
+            assert output.endswith(key)
+            with Image.open(io.BytesIO((media / key).read_bytes())) as image:
+                image.load()
+                assert image.format == "JPEG"
+            # Written once per run of the product that got that far, never more.
+            assert 1 <= writes.get(key, 0) <= attempts[product["serial_number"]], key
+    return status
+
+
+def assert_one_completion_event(receiver: Receiver, request_id: str) -> None:
+    """At-least-once delivery, but exactly one ``request.completed`` event for the request."""
+
+    def completed_ids() -> set[str]:
+        ids = set()
+        for arrival in receiver.arrivals():
+            body = json.loads(arrival.body)
+            if body["type"] == "request.completed" and body["data"]["request_id"] == request_id:
+                ids.add(arrival.headers["webhook-id"])
+        return ids
+
+    wait_until(lambda: bool(completed_ids()), timeout=60, what="the request.completed webhook")
+    time.sleep(2)  # room for a duplicate event to show up, if one were ever created
+    assert len(completed_ids()) == 1

@@ -1,0 +1,193 @@
+"""Hostile inputs end to end: the whole hostile corpus, a decompression bomb against the real
+worker's memory, and the address guard switched on for a second API + worker."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from api.stack import Stack
+from models.embedded import free_port
+from tests.support.client import sheet, upload, wait_for_status
+from tests.support.origin import Origin
+
+MB = 1024 * 1024
+
+
+def _worker_rss(stack: Stack) -> list[int]:
+    main = psutil.Process(stack.processes["worker"].pid)
+    return [child.memory_info().rss for child in main.children()]
+
+
+def test_hostile_corpus_gives_per_image_errors_and_the_rest_goes_on(
+    api: httpx.Client, origin: Origin
+) -> None:
+    expected = {
+        "truncated.jpg": "corrupt_image",
+        "not_an_image.jpg": "not_an_image",
+        "bomb_900mp.png": "too_many_pixels",
+    }
+    urls = [origin.url(f"/img/{name}") for name in expected] + [origin.url("/img/chelsea.jpg")]
+    accepted = upload(api, sheet([(1, "Hostile", ",".join(urls))]))
+    status = wait_for_status(api, accepted.json()["request_id"])
+    product = status["products"][0]
+    assert product["status"] == "partial"
+    assert {e["url"].rsplit("/", 1)[1]: e["code"] for e in product["errors"]} == expected
+    assert product["output_image_urls"][3] is not None
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(
+    stack: Stack, api: httpx.Client, origin: Origin
+) -> None:
+    # Warm every pool process up with a real photo, so the baseline includes loaded codecs.
+    warm = upload(api, sheet([(i, "Warm", origin.url("/img/coffee.jpg")) for i in range(1, 5)]))
+    wait_for_status(api, warm.json()["request_id"])
+    before = _worker_rss(stack)
+
+    bombs = [(i, "Bomb", origin.url("/img/bomb_900mp.png")) for i in range(1, 7)]
+    accepted = upload(api, sheet(bombs))
+    status = wait_for_status(api, accepted.json()["request_id"])
+    assert status["images_failed"] == 6
+    assert {e["code"] for p in status["products"] for e in p["errors"]} == {"too_many_pixels"}
+    assert "900000000" in status["products"][0]["errors"][0]["message"].replace(",", "")
+
+    after = _worker_rss(stack)
+    # Decoding it would take 2.7 GB (30000 x 30000 x RGB); the pool must stay where it was.
+    assert max(after) < max(before) + 40 * MB, (before, after)
+
+
+class _Listener:
+    """A loopback TCP listener that only counts the connections that reach it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def guarded(stack: Stack) -> Iterator[httpx.Client]:
+    """An API and worker with the address guard on, on their own Redis database."""
+    assert stack.redis_url
+    env = {
+        "IMGBATCH_REDIS_URL": stack.redis_url.rsplit("/", 1)[0] + "/5",
+        "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "false",
+        "IMGBATCH_ALLOWED_PORTS": "[]",
+    }
+    port = free_port()
+    stack.start_api("api-guarded", port=port, env=env)
+    stack.start_worker("worker-guarded", concurrency=1, env=env)
+    url = f"http://127.0.0.1:{port}"
+    stack.wait_healthy(api_url=url)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client
+    finally:
+        stack.stop_process("api-guarded")
+        stack.stop_process("worker-guarded")
+
+
+LITERAL_FORMS = [
+    "127.0.0.1",
+    "2130706433",
+    "0x7f000001",
+    "127.1",
+    "0177.0.0.1",
+    "[::ffff:127.0.0.1]",
+    "[::1]",
+    "localhost",
+    "0.0.0.0",
+    "169.254.169.254",
+    "10.0.0.1",
+    "192.168.1.1",
+    "100.64.0.1",
+    "[64:ff9b::a9fe:a9fe]",
+    "224.0.0.1",
+]
+
+
+def test_private_literal_hosts_are_row_errors_at_upload(guarded: httpx.Client) -> None:
+    listener = _Listener()
+    try:
+        rows = [
+            (i + 1, host, f"http://{host}:{listener.port}/x.jpg")
+            for i, host in enumerate(LITERAL_FORMS)
+        ]
+        response = upload(guarded, sheet(rows))
+        assert response.status_code == 422, response.text
+        errors = response.json()["detail"]["errors"]
+        assert [e["line"] for e in errors] == list(range(2, 2 + len(LITERAL_FORMS)))
+        assert all(e["column"] == "Input Image Urls" for e in errors)
+        assert all("not allowed" in e["reason"] for e in errors)
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_names_resolving_to_private_addresses_are_blocked_at_download(
+    guarded: httpx.Client,
+) -> None:
+    hostname = socket.gethostname()
+    assert socket.gethostbyname(hostname).startswith("127."), "test needs a loopback hostname"
+    listener = _Listener()
+    try:
+        url = f"http://{hostname}:{listener.port}/x.jpg"
+        accepted = upload(guarded, sheet([(1, "Rebind", url)]))
+        assert accepted.status_code == 202, accepted.text
+        status: dict[str, Any] = wait_for_status(guarded, accepted.json()["request_id"])
+        error = status["products"][0]["errors"][0]
+        assert error["code"] == "blocked_address"
+        assert listener.connections == 0
+    finally:
+        listener.close()
+
+
+def test_redirects_are_rechecked_on_every_hop(stack: Stack, origin: Origin) -> None:
+    """A worker that may reach the origin's port only: a redirect elsewhere is refused."""
+    assert stack.redis_url
+    env = {
+        "IMGBATCH_REDIS_URL": stack.redis_url.rsplit("/", 1)[0] + "/6",
+        "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
+        "IMGBATCH_ALLOWED_PORTS": f"[{origin.port}]",
+    }
+    port = free_port()
+    listener = _Listener()
+    stack.start_api("api-ports", port=port, env=env)
+    stack.start_worker("worker-ports", concurrency=1, env=env)
+    try:
+        stack.wait_healthy(api_url=f"http://127.0.0.1:{port}")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            target = f"http://127.0.0.1:{listener.port}/x.jpg"
+            hop = origin.url("/redirect?" + str(httpx.QueryParams({"to": target})))
+            fine = origin.url("/redirect-chain/2/rocket.jpg")
+            accepted = upload(client, sheet([(1, "Redirected", f"{hop},{fine}")]))
+            assert accepted.status_code == 202, accepted.text
+            status = wait_for_status(client, accepted.json()["request_id"])
+        product = status["products"][0]
+        assert [e["code"] for e in product["errors"]] == ["blocked_address"]
+        assert product["output_image_urls"][1] is not None
+        assert listener.connections == 0
+    finally:
+        listener.close()
+        stack.stop_process("api-ports")
+        stack.stop_process("worker-ports")

@@ -1,0 +1,39 @@
+"""Retention: requests past ``IMGBATCH_RESULT_TTL_DAYS`` lose their products and output files.
+
+The request itself stays as a tombstone for a while, so its owner gets 410 Gone rather than a
+404 that would look like a mistyped id. MongoDB TTL indexes back this up for the documents;
+files have no TTL, so this sweeper is what removes them.
+
+Originals are never written to disk: a download lives in memory for the length of one product
+task, and a retry downloads again, so there is no temporary area to expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from datetime import timedelta
+
+from models.logs import log_event
+from models.requests import now
+from worker.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+TOMBSTONE_TTL = timedelta(days=30)
+
+
+async def expire_requests(rt: WorkerRuntime) -> int:
+    expired = 0
+    for request in await rt.requests.due_for_expiry():
+        # Files first: if we die here the request is still due and the next sweep finishes it.
+        media = rt.media.path(request.id)
+        if media is not None:
+            await asyncio.to_thread(shutil.rmtree, media, True)
+        products = await rt.products.delete_for_request(request.id)
+        await rt.chunks.discard(request.id)
+        await rt.requests.mark_expired(request.id, purge_at=now() + TOMBSTONE_TTL)
+        log_event(logger, "request.expired", request_id=request.id, products=products)
+        expired += 1
+    return expired
