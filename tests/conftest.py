@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from api.stack import Stack
 from models.embedded import free_port
 from models.settings import Settings
 from tests.support.origin import Origin
+from tests.support.stacks import sync_db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -65,10 +66,6 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def mongo(stack: Stack) -> Iterator[Database[dict[str, object]]]:
-    assert stack.mongodb_url
-    client: MongoClient[dict[str, object]] = MongoClient(stack.mongodb_url, tz_aware=True)
-    try:
-        yield client["imgbatch"]
-    finally:
-        client.close()
+def mongo(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
+    with sync_db(stack) as db:
+        yield db

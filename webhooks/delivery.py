@@ -10,12 +10,11 @@ up by the beat poller (:func:`enqueue_due`), never a Celery countdown.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -38,6 +37,7 @@ from worker.network import (
     NetworkPolicy,
     check_url,
     guarded_client,
+    retry_after_seconds,
     scrub_message,
 )
 from worker.runtime import WorkerRuntime
@@ -64,22 +64,6 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` (delta-seconds or HTTP-date) as seconds from now, or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def retry_delay(schedule: Sequence[float], attempts_made: int, retry_after: float | None) -> float:

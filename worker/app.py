@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from kombu.entity import Queue
 
@@ -82,3 +84,5 @@ def create_celery(settings: Settings) -> Celery:
 
 
 celery_app = create_celery(get_settings())
+# httpx logs every request at INFO; a worker's log should say what happened to images instead.
+logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -27,13 +27,11 @@ Whether the bytes are an image is not judged here; the image module sniffs the c
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import httpx
@@ -47,6 +45,7 @@ from worker.network import (
     check_url,
     guarded_client,
     redact_url,
+    retry_after_seconds,
     scrub_message,
 )
 
@@ -142,22 +141,6 @@ class _TimedOut(_Transient):
 
 class _ConnectionFailed(_Transient):
     code = ImageErrorCode.DOWNLOAD_FAILED
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now; ``None`` if absent or unparseable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _wait_strategy(policy: DownloadPolicy) -> Callable[[RetryCallState], float]:
@@ -264,7 +247,7 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) ->
                 return await _read_body(response, policy.max_bytes)
             if status == 429 or status >= 500:
                 raise _RetryableStatus(
-                    status, _retry_after_seconds(response.headers.get("retry-after"))
+                    status, retry_after_seconds(response.headers.get("retry-after"))
                 )
             raise ImageFailure(ImageErrorCode.HTTP_ERROR, f"HTTP {status}")
         finally:

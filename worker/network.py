@@ -60,6 +60,7 @@ is simply left to finish in the background.
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import logging
 import re
@@ -67,6 +68,7 @@ import ssl
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -449,3 +451,22 @@ def guarded_client(
         follow_redirects=False,
         trust_env=False,
     )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` (delta-seconds or HTTP-date) as seconds from now, or None.
+
+    Shared by image downloads and webhook deliveries, which both honour it.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -15,9 +15,9 @@ import pytest
 from pymongo.database import Database
 
 from api.stack import Stack
-from models.embedded import free_port
 from tests.support.client import sheet, upload
 from tests.support.origin import Origin
+from tests.support.stacks import side_api
 
 LIMITS = {
     "IMGBATCH_AUTH_DISABLED": "false",
@@ -31,14 +31,8 @@ URL = "https://images.example.com/a.jpg"
 
 @pytest.fixture(scope="module")
 def secure_url(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    stack.start_api("api-secure", port=port, env=LIMITS)
-    url = f"http://127.0.0.1:{port}"
-    stack.wait_healthy(api_url=url)
-    try:
+    with side_api(stack, "api-secure", LIMITS) as url:
         yield url
-    finally:
-        stack.stop_process("api-secure")
 
 
 def cli(stack: Stack, *args: str) -> str:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.stack import Stack
-from models.embedded import free_port
+from tests.support.stacks import redis_db, side_api
 
 HEADERS = [
     "S. No.",
@@ -80,17 +80,11 @@ def sheets(draw: st.DrawFn) -> bytes:
 @pytest.fixture(scope="module")
 def fuzz_api(stack: Stack) -> Iterator[httpx.Client]:
     # Its own Redis database: accepted sheets are stored but no worker processes them.
-    assert stack.redis_url
-    port = free_port()
-    env = {"IMGBATCH_REDIS_URL": stack.redis_url.rsplit("/", 1)[0] + "/11"}
-    stack.start_api("api-fuzz", port=port, env=env)
-    url = f"http://127.0.0.1:{port}"
-    stack.wait_healthy(api_url=url)
-    try:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client
-    finally:
-        stack.stop_process("api-fuzz")
+    with (
+        side_api(stack, "api-fuzz", {"IMGBATCH_REDIS_URL": redis_db(stack, 11)}) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))

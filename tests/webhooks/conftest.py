@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from api.stack import Stack
 from models.embedded import free_port
 from models.settings import Settings
 from tests.conftest import STACK_ENV
+from tests.support.stacks import sync_db
 from tests.webhooks.helpers import RETRY_SCHEDULE, WEBHOOK_TIMEOUT, Runtime
 from worker.app import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
 
@@ -61,12 +61,8 @@ def hooks_api(hooks_stack: Stack) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def hooks_db(hooks_stack: Stack) -> Iterator[Database[dict[str, Any]]]:
-    assert hooks_stack.mongodb_url
-    client: MongoClient[dict[str, Any]] = MongoClient(hooks_stack.mongodb_url, tz_aware=True)
-    try:
-        yield client["imgbatch"]
-    finally:
-        client.close()
+    with sync_db(hooks_stack) as db:
+        yield db
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from models.db import WEBHOOK_DELIVERIES, WEBHOOK_EVENTS
-from models.products import ProductRecord, ProductRepository
-from models.requests import RequestRecord, RequestStatus, now
+from models.requests import RequestStatus, now
 from models.webhooks import (
     DeliveryRecord,
     DeliveryState,
@@ -25,6 +23,7 @@ from models.webhooks import (
 )
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver, Reply
+from tests.support.seeding import seed_request
 from tests.webhooks.helpers import Runtime
 from webhooks.delivery import deliver, enqueue_due, retry_after_seconds, retry_delay
 from webhooks.events import publish_request_event
@@ -33,49 +32,6 @@ from worker.app import REQUEST_FINISHED_TASK, WEBHOOK_DELIVER_TASK, WEBHOOKS_QUE
 from worker.dispatch import dispatch_request
 from worker.products import process_product
 from worker.runtime import WorkerRuntime
-
-
-def _seed(
-    rt: WorkerRuntime,
-    urls_per_product: list[list[str]],
-    *,
-    webhook_url: str | None = None,
-    status: RequestStatus = RequestStatus.PENDING,
-) -> str:
-    request_id = uuid.uuid4().hex
-
-    async def seed() -> None:
-        await ProductRepository(rt.db).insert_many(
-            ProductRecord(
-                request_id=request_id,
-                serial_number=i + 1,
-                position=i,
-                line=i + 2,
-                product_name=f"P{i + 1}",
-                input_image_urls=urls,
-            )
-            for i, urls in enumerate(urls_per_product)
-        )
-        created = now()
-        await rt.requests.create(
-            RequestRecord(
-                id=request_id,
-                owner="local",
-                status=status,
-                columns=[("S. No.", "serial"), ("Product Name", "name"), ("Urls", "urls")],
-                products_total=len(urls_per_product),
-                images_total=sum(map(len, urls_per_product)),
-                ingested=True,
-                webhook_url=webhook_url,
-                webhook_secret=new_secret() if webhook_url else None,
-                created_at=created,
-                updated_at=created,
-                completed_at=created if status == RequestStatus.COMPLETED else None,
-            )
-        )
-
-    rt.run(seed())
-    return request_id
 
 
 def _queued_tasks(runtime: Runtime) -> list[str]:
@@ -94,7 +50,7 @@ def test_racing_last_products_publish_exactly_one_completed_event(
     url = origin.url("/img/coffee.jpg")
     hook = "https://hooks.example.com/imgbatch"
     for _ in range(5):
-        request_id = _seed(rt, [[url], [url], [url]], webhook_url=hook)
+        request_id = seed_request(rt, [[url], [url], [url]], webhook_url=hook)
         rt.run(dispatch_request(rt, request_id))
 
         async def race(request_id: str) -> None:
@@ -118,14 +74,16 @@ def test_racing_last_products_publish_exactly_one_completed_event(
 
 def test_a_request_not_yet_finished_publishes_nothing(isolated: Runtime) -> None:
     rt = isolated.rt
-    request_id = _seed(rt, [["https://images.example.com/a.jpg"]], status=RequestStatus.PENDING)
+    request_id = seed_request(
+        rt, [["https://images.example.com/a.jpg"]], status=RequestStatus.PENDING
+    )
     assert rt.run(publish_request_event(rt, request_id)) is None
     assert rt.run(publish_request_event(rt, "no-such-request")) is None
     assert _count(rt, WEBHOOK_EVENTS, request_id=request_id) == 0
 
 
 def _one_delivery(rt: WorkerRuntime, url: str) -> DeliveryRecord:
-    request_id = _seed(
+    request_id = seed_request(
         rt, [["https://images.example.com/a.jpg"]], webhook_url=url, status=RequestStatus.COMPLETED
     )
     event = rt.run(publish_request_event(rt, request_id))
@@ -239,7 +197,7 @@ def test_a_deleted_subscriber_fails_its_pending_delivery_without_sending(
             updated_at=stamp,
         )
         rt.run(subscribers.create(subscriber))
-        request_id = _seed(
+        request_id = seed_request(
             rt, [["https://images.example.com/a.jpg"]], status=RequestStatus.COMPLETED
         )
         rt.run(publish_request_event(rt, request_id))

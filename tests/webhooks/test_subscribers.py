@@ -17,11 +17,11 @@ from standardwebhooks import Webhook
 
 from api.stack import Stack
 from models.db import database, mongo_client
-from models.embedded import free_port
 from models.keys import ApiKeyRepository
 from models.requests import now
 from models.webhooks import DeliveryRecord, EventType, new_id
 from tests.support.client import sheet, upload
+from tests.support.stacks import side_api
 
 HOOK = "https://hooks.example.com/imgbatch"
 STRICT_ENV = {
@@ -118,14 +118,8 @@ def test_rotation_returns_a_new_secret_and_the_overlap(hooks_api: httpx.Client) 
 
 @pytest.fixture(scope="module")
 def strict_url(hooks_stack: Stack) -> Iterator[str]:
-    port = free_port()
-    hooks_stack.start_api("api-strict", port=port, env=STRICT_ENV)
-    url = f"http://127.0.0.1:{port}"
-    hooks_stack.wait_healthy(api_url=url)
-    try:
+    with side_api(hooks_stack, "api-strict", STRICT_ENV) as url:
         yield url
-    finally:
-        hooks_stack.stop_process("api-strict")
 
 
 def new_key(stack: Stack, name: str) -> tuple[str, str]:

@@ -14,11 +14,10 @@ import pytest
 import redis
 
 from api.stack import Stack
-from models.db import ensure_indexes
-from models.products import ProductRecord, ProductRepository
-from models.requests import RequestRecord, RequestStatus, now
+from models.requests import RequestStatus
 from models.settings import Settings
 from tests.support.origin import Origin
+from tests.support.seeding import seed_request
 from worker.app import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE, create_celery
 from worker.dispatch import dispatch_request
 from worker.products import process_product
@@ -49,46 +48,6 @@ def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         rt.loop.close()
 
 
-def _seed(rt: WorkerRuntime, urls_per_product: list[list[str]]) -> str:
-    request_id = uuid.uuid4().hex
-    products = [
-        ProductRecord(
-            request_id=request_id,
-            serial_number=i + 1,
-            position=i,
-            line=i + 2,
-            product_name=f"P{i + 1}",
-            input_image_urls=urls,
-        )
-        for i, urls in enumerate(urls_per_product)
-    ]
-
-    async def seed() -> None:
-        await ensure_indexes(rt.db)
-        await ProductRepository(rt.db).insert_many(products)
-        created = now()
-        await rt.requests.create(
-            RequestRecord(
-                id=request_id,
-                owner="local",
-                status=RequestStatus.PENDING,
-                columns=[
-                    ("S. No.", "S. No."),
-                    ("Product Name", "Product Name"),
-                    ("Input Image Urls", "Input Image Urls"),
-                ],
-                products_total=len(products),
-                images_total=sum(map(len, urls_per_product)),
-                ingested=True,
-                created_at=created,
-                updated_at=created,
-            )
-        )
-
-    rt.run(seed())
-    return request_id
-
-
 def _queue_length(rt: WorkerRuntime, queue: str) -> int:
     assert rt.settings.redis_url
     return int(redis.Redis.from_url(rt.settings.redis_url).llen(queue))
@@ -97,7 +56,7 @@ def _queue_length(rt: WorkerRuntime, queue: str) -> int:
 def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin) -> None:
     rt = isolated
     urls = [origin.url("/img/chelsea.jpg"), origin.url("/status/404")]
-    request_id = _seed(rt, [urls, [origin.url("/img/rocket.jpg")]])
+    request_id = seed_request(rt, [urls, [origin.url("/img/rocket.jpg")]])
     rt.run(dispatch_request(rt, request_id))
     assert _queue_length(rt, IMAGES_QUEUE) == 2
 
@@ -123,7 +82,7 @@ def test_concurrent_last_products_complete_the_request_exactly_once(
     rt = isolated
     url = origin.url("/img/coffee.jpg")
     for _ in range(5):
-        request_id = _seed(rt, [[url], [url], [url]])
+        request_id = seed_request(rt, [[url], [url], [url]])
         rt.run(dispatch_request(rt, request_id))
 
         async def race(request_id: str) -> None:

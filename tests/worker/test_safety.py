@@ -13,9 +13,9 @@ import psutil
 import pytest
 
 from api.stack import Stack
-from models.embedded import free_port
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.stacks import redis_db, side_api
 
 MB = 1024 * 1024
 
@@ -88,23 +88,16 @@ class _Listener:
 @pytest.fixture(scope="module")
 def guarded(stack: Stack) -> Iterator[httpx.Client]:
     """An API and worker with the address guard on, on their own Redis database."""
-    assert stack.redis_url
     env = {
-        "IMGBATCH_REDIS_URL": stack.redis_url.rsplit("/", 1)[0] + "/5",
+        "IMGBATCH_REDIS_URL": redis_db(stack, 5),
         "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "false",
         "IMGBATCH_ALLOWED_PORTS": "[]",
     }
-    port = free_port()
-    stack.start_api("api-guarded", port=port, env=env)
-    stack.start_worker("worker-guarded", concurrency=1, env=env)
-    url = f"http://127.0.0.1:{port}"
-    stack.wait_healthy(api_url=url)
-    try:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield client
-    finally:
-        stack.stop_process("api-guarded")
-        stack.stop_process("worker-guarded")
+    with (
+        side_api(stack, "api-guarded", env, worker_concurrency=1) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 LITERAL_FORMS = [
@@ -164,19 +157,17 @@ def test_names_resolving_to_private_addresses_are_blocked_at_download(
 
 def test_redirects_are_rechecked_on_every_hop(stack: Stack, origin: Origin) -> None:
     """A worker that may reach the origin's port only: a redirect elsewhere is refused."""
-    assert stack.redis_url
     env = {
-        "IMGBATCH_REDIS_URL": stack.redis_url.rsplit("/", 1)[0] + "/6",
+        "IMGBATCH_REDIS_URL": redis_db(stack, 6),
         "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
         "IMGBATCH_ALLOWED_PORTS": f"[{origin.port}]",
     }
-    port = free_port()
     listener = _Listener()
-    stack.start_api("api-ports", port=port, env=env)
-    stack.start_worker("worker-ports", concurrency=1, env=env)
     try:
-        stack.wait_healthy(api_url=f"http://127.0.0.1:{port}")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with (
+            side_api(stack, "api-ports", env, worker_concurrency=1) as url,
+            httpx.Client(base_url=url, timeout=30) as client,
+        ):
             target = f"http://127.0.0.1:{listener.port}/x.jpg"
             hop = origin.url("/redirect?" + str(httpx.QueryParams({"to": target})))
             fine = origin.url("/redirect-chain/2/rocket.jpg")
@@ -189,5 +180,3 @@ def test_redirects_are_rechecked_on_every_hop(stack: Stack, origin: Origin) -> N
         assert listener.connections == 0
     finally:
         listener.close()
-        stack.stop_process("api-ports")
-        stack.stop_process("worker-ports")

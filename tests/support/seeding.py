@@ -1,0 +1,62 @@
+"""Requests written straight through the repositories, for in-process tests of worker code."""
+
+from __future__ import annotations
+
+import uuid
+
+from models.db import ensure_indexes
+from models.products import ProductRecord, ProductRepository
+from models.requests import RequestRecord, RequestStatus, now
+from webhooks.signing import new_secret
+from worker.runtime import WorkerRuntime
+
+COLUMNS: list[tuple[str, str | None]] = [
+    ("S. No.", "S. No."),
+    ("Product Name", "Product Name"),
+    ("Input Image Urls", "Input Image Urls"),
+]
+
+
+def seed_request(
+    rt: WorkerRuntime,
+    urls_per_product: list[list[str]],
+    *,
+    webhook_url: str | None = None,
+    status: RequestStatus = RequestStatus.PENDING,
+) -> str:
+    """An ingested request with one product per URL list; returns its id."""
+    request_id = uuid.uuid4().hex
+
+    async def seed() -> None:
+        await ensure_indexes(rt.db)
+        await ProductRepository(rt.db).insert_many(
+            ProductRecord(
+                request_id=request_id,
+                serial_number=i + 1,
+                position=i,
+                line=i + 2,
+                product_name=f"P{i + 1}",
+                input_image_urls=urls,
+            )
+            for i, urls in enumerate(urls_per_product)
+        )
+        created = now()
+        await rt.requests.create(
+            RequestRecord(
+                id=request_id,
+                owner="local",
+                status=status,
+                columns=COLUMNS,
+                products_total=len(urls_per_product),
+                images_total=sum(map(len, urls_per_product)),
+                ingested=True,
+                webhook_url=webhook_url,
+                webhook_secret=new_secret() if webhook_url else None,
+                created_at=created,
+                updated_at=created,
+                completed_at=created if status == RequestStatus.COMPLETED else None,
+            )
+        )
+
+    rt.run(seed())
+    return request_id

@@ -1,0 +1,49 @@
+"""Extra processes beside a running stack: another API or worker with different settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from api.stack import Stack
+from models.embedded import free_port
+
+
+def redis_db(stack: Stack, number: int) -> str:
+    """The stack's Redis, another database: a queue there is consumed by no one else."""
+    assert stack.redis_url
+    return stack.redis_url.rsplit("/", 1)[0] + f"/{number}"
+
+
+@contextmanager
+def side_api(
+    stack: Stack, name: str, env: dict[str, str], *, worker_concurrency: int = 0
+) -> Iterator[str]:
+    """An API process (and optionally a worker) on the stack's services with ``env`` on top."""
+    port = free_port()
+    stack.start_api(name, port=port, env=env)
+    if worker_concurrency:
+        stack.start_worker(f"{name}-worker", concurrency=worker_concurrency, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_healthy(api_url=url)
+        yield url
+    finally:
+        stack.stop_process(name)
+        stack.stop_process(f"{name}-worker")
+
+
+@contextmanager
+def sync_db(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
+    assert stack.mongodb_url
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        stack.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=20000
+    )
+    try:
+        yield client["imgbatch"]
+    finally:
+        client.close()
