@@ -21,7 +21,7 @@ from api.urls import download_url, status_url
 from models.errors import Conflict, UnprocessableEntity
 from models.logs import log_event, redact_url
 from models.products import ProductRecord
-from models.requests import RequestRecord, RequestRepository, RequestStatus, now
+from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
 from models.settings import Settings
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
 from webhooks.signing import new_secret
@@ -44,12 +44,13 @@ async def upload(
     queue: QueueDep,
     keys: IdempotencyDep,
     webhook_url: Annotated[str | None, Form()] = None,
+    priority: Annotated[Priority, Form()] = Priority.NORMAL,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> UploadAccepted:
     if idempotency_key is None:
-        return await _accept(file, owner, webhook_url, settings, requests, chunks, queue)
+        return await _accept(file, owner, webhook_url, priority, settings, requests, chunks, queue)
     fingerprint = await run_in_threadpool(_fingerprint, file.file)
     existing = await keys.reserve(owner, idempotency_key, fingerprint)
     if existing is not None:
@@ -59,7 +60,9 @@ async def upload(
             raise Conflict("an upload with this Idempotency-Key is still being processed")
         return UploadAccepted.model_validate(existing.response)
     try:
-        accepted = await _accept(file, owner, webhook_url, settings, requests, chunks, queue)
+        accepted = await _accept(
+            file, owner, webhook_url, priority, settings, requests, chunks, queue
+        )
     except BaseException:
         await keys.release(owner, idempotency_key)
         raise
@@ -71,6 +74,7 @@ async def _accept(
     file: UploadFile,
     owner: str,
     webhook_url: str | None,
+    priority: Priority,
     settings: Settings,
     requests: RequestRepository,
     chunks: StagedChunkRepository,
@@ -113,6 +117,7 @@ async def _accept(
             columns=reader.column_roles,
             products_total=products,
             images_total=images,
+            priority=priority,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
             created_at=created,

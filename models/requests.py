@@ -25,6 +25,14 @@ class RequestStatus(StrEnum):
     EXPIRED = "expired"  # past the retention period: products and outputs are gone (410)
 
 
+class Priority(StrEnum):
+    """How soon a request's images are processed relative to other requests."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
 class RequestRecord(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -38,6 +46,7 @@ class RequestRecord(BaseModel):
     products_done: int = 0
     images_done: int = 0
     images_failed: int = 0
+    priority: Priority = Priority.NORMAL
     webhook_url: str | None = None
     # Signs deliveries to webhook_url; handed out once, in the upload response, never shown again.
     webhook_secret: str | None = None

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     # --- queueing ----------------------------------------------------------------------------
     # A product whose task has not finished after this long is handed out again by the reconciler.
-    product_lease_seconds: Seconds = 600.0
+    product_lease_seconds: Seconds = 300.0
     reconcile_interval_seconds: Seconds = 30.0
     dispatch_chunk_size: int = Field(500, gt=0)
     max_attempts: int = Field(3, ge=1)

@@ -61,6 +61,9 @@ def create_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.broker_visibility_timeout,
             "unacked_restore_interval": settings.broker_restore_interval_seconds,
             "unacked_restore_throttle": 1,
+            # Ten priority levels, served lowest number first (see worker/queues.py).
+            "priority_steps": list(range(10)),
+            "sep": ":",
         },
         worker_hijack_root_logger=False,
         beat_schedule={

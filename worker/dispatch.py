@@ -33,9 +33,8 @@ async def dispatch_request(rt: WorkerRuntime, request_id: str) -> None:
         await rt.chunks.discard(request_id)
         log_event(logger, "request.ingested", request_id=request_id, products=inserted)
     await rt.requests.start(request_id)
-    sent = rt.queue.products(
-        request_id, [s async for s in rt.products.unfinished_serials(request_id)]
-    )
+    serials = [s async for s in rt.products.unfinished_serials(request_id)]
+    sent = rt.queue.products(request_id, serials, request.priority)
     await rt.requests.mark_dispatched(request_id)
     log_event(logger, "request.dispatched", request_id=request_id, products=sent)
     if sent == 0:

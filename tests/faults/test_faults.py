@@ -77,8 +77,8 @@ def test_redis_killed_and_restarted_empty(
     redis.stop(kill=True)
     killed_at = time.monotonic()
     time.sleep(1)  # an outage, not a blip; Redis keeps nothing on disk, so every message is gone
-    EmbeddedRedis(redis.data_dir, port=redis.port).start()
-    fault_stack.services.append(redis)  # stopped with the stack (same port, same process slot)
+    restarted = EmbeddedRedis(redis.data_dir, port=redis.port).start()
+    fault_stack.services[fault_stack.services.index(redis)] = restarted
     assert_recovered(fault_stack, request_id)
 
     assert_one_completion_event(receiver, request_id)
@@ -165,3 +165,34 @@ def test_a_poison_product_is_failed_after_max_attempts(
     assert status["images_done"] == 57
     stored = fault_stack.db()["products"].find_one({"request_id": request_id, "serial_number": 7})
     assert stored is not None and stored["attempts"] == 4  # 3 crashes, then the verdict
+
+
+def test_sigterm_lets_a_worker_finish_what_it_holds(
+    fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
+) -> None:
+    with fault_stack.client() as api:
+        request_id = submit_batch(api, slow_origin, receiver=receiver)
+        wait_for_progress(api, request_id, 0.3, IMAGES)
+    worker = fault_stack.processes.pop("worker")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0  # a warm shutdown, not a crash
+    with fault_stack.client() as api:
+        assert api.get(f"/api/status/{request_id}").json()["status"] == "in_progress"
+    fault_stack.start_worker("worker-2", concurrency=2)
+    assert_recovered(fault_stack, request_id)
+    assert_one_completion_event(receiver, request_id)
+
+
+def test_an_upload_while_redis_is_down_is_dispatched_once_it_is_back(
+    fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
+) -> None:
+    redis = next(s for s in fault_stack.services if isinstance(s, EmbeddedRedis))
+    redis.stop(kill=True)
+    with fault_stack.client() as api:
+        # Stored in MongoDB even though the dispatch message could not be sent.
+        request_id = submit_batch(api, slow_origin, products=10, receiver=receiver)
+        assert api.get(f"/api/status/{request_id}").json()["status"] == "pending"
+    restarted = EmbeddedRedis(redis.data_dir, port=redis.port).start()
+    fault_stack.services[fault_stack.services.index(redis)] = restarted
+    assert_recovered(fault_stack, request_id)
+    assert_one_completion_event(receiver, request_id)

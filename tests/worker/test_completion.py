@@ -49,8 +49,10 @@ def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def _queue_length(rt: WorkerRuntime, queue: str) -> int:
+    """Messages waiting in ``queue`` at any priority (Redis keeps a list per priority)."""
     assert rt.settings.redis_url
-    return int(redis.Redis.from_url(rt.settings.redis_url).llen(queue))
+    broker = redis.Redis.from_url(rt.settings.redis_url)
+    return sum(int(broker.llen(key)) for key in [queue, *(f"{queue}:{p}" for p in range(1, 10))])
 
 
 def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin) -> None:
