@@ -28,7 +28,9 @@ def _run(_: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     with Stack(settings) as stack:
-        _, key = asyncio.run(create_key(stack.settings_for_children(), "local (imgbatch run)"))
+        _record, key = asyncio.run(
+            create_key(stack.settings_for_children(), "local (imgbatch run)")
+        )
         print(
             f"imgbatch is up: API {stack.api_url} (MongoDB {stack.mongodb_url}, "
             f"Redis {stack.redis_url}); logs in {stack.data_dir / 'logs'}\n"

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep
-from api.deps import ProductsDep, QueueDep, RequestsDep
+from api.deps import ProductsDep, QueueDep, RequestsDep, StateDep
 from api.requests import get_owned_request
 from models.errors import Conflict
 from models.logs import log_event
@@ -36,6 +36,7 @@ async def retry_failed_images(
     requests: RequestsDep,
     products: ProductsDep,
     queue: QueueDep,
+    state: StateDep,
 ) -> ControlAccepted:
     record = await get_owned_request(requests, request_id, owner)
     if record.status != RequestStatus.COMPLETED:
@@ -57,6 +58,7 @@ async def retry_failed_images(
         images_failed=tally["images_failed"],
     )
     await run_in_threadpool(queue.dispatch, request_id)
+    state.status_cache.discard(request_id)
     log_event(logger, "request.retried", request_id=request_id, products=reopened)
     return ControlAccepted(
         request_id=request_id, status=RequestStatus.IN_PROGRESS, products_requeued=reopened
@@ -65,11 +67,12 @@ async def retry_failed_images(
 
 @router.post("/api/requests/{request_id}/cancel", response_model=ControlAccepted)
 async def cancel_request(
-    request_id: str, owner: OwnerDep, requests: RequestsDep
+    request_id: str, owner: OwnerDep, requests: RequestsDep, state: StateDep
 ) -> ControlAccepted:
     record = await get_owned_request(requests, request_id, owner)
     cancelled = await requests.cancel(request_id)
     if cancelled is None:
         raise Conflict({"message": "the request has already finished", "status": record.status})
+    state.status_cache.discard(request_id)
     log_event(logger, "request.cancelled", request_id=request_id)
     return ControlAccepted(request_id=request_id, status=cancelled.status)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
+from api.cache import TTLCache
+from api.schemas import StatusView
 from models.db import Database, Document
 from models.idempotency import IdempotencyRepository
 from models.media import MediaStore
@@ -30,6 +32,8 @@ class AppState:
     redis: Redis
     queue: TaskQueue
     media: MediaStore
+    # Status answers by (request_id, owner, offset, limit); see api/requests.py.
+    status_cache: TTLCache[StatusView] = field(default_factory=lambda: TTLCache(ttl=1.0))
 
 
 def app_state(request: Request) -> AppState:

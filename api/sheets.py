@@ -730,10 +730,14 @@ def _check_urls(cell: str, limits: SheetLimits, problems: list[tuple[str, str]])
     return urls
 
 
+# One regex scan instead of a Python loop per character: it was a large share of upload CPU.
+_URL_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _url_problem(url: str, limits: SheetLimits) -> str | None:
     if len(url) > limits.max_url_length:
         return f"is longer than {limits.max_url_length} characters"
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+    if _URL_CONTROL_CHARS.search(url):
         return f"contains control characters: {_show(url)}"
     try:
         parts = urlsplit(url)

@@ -20,7 +20,7 @@ from api.sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, ope
 from api.urls import download_url, status_url
 from models.errors import Conflict, UnprocessableEntity
 from models.logs import log_event, redact_url
-from models.products import ProductRecord
+from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
 from models.settings import Settings
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
@@ -198,7 +198,7 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
 def _product_document(
     request_id: str, row: SheetRow, expires_at: datetime | None
 ) -> dict[str, Any]:
-    return ProductRecord(
+    return new_product_document(
         request_id=request_id,
         serial_number=row.serial_number,
         position=row.position,
@@ -207,7 +207,7 @@ def _product_document(
         input_image_urls=row.image_urls,
         extra=row.extra,
         expires_at=expires_at,
-    ).to_document()
+    )
 
 
 def _row_errors(reader: SheetReader) -> dict[str, Any]:

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
-    worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
+    # Twice the cores: a process waiting on downloads leaves its core to another (bench/).
+    worker_concurrency: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
 
     # --- image processing --------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)

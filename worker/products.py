@@ -64,12 +64,13 @@ async def _process_image(
         os.kill(os.getpid(), signal.SIGKILL)
     try:
         data = await download(rt.http, url, rt.download_policy)
-        image = await asyncio.to_thread(
-            compress_image,
-            data,
-            quality=rt.settings.jpeg_quality,
-            max_pixels=rt.settings.max_image_pixels,
-        )
+        async with rt.decode_slot:
+            image = await asyncio.to_thread(
+                compress_image,
+                data,
+                quality=rt.settings.jpeg_quality,
+                max_pixels=rt.settings.max_image_pixels,
+            )
     except ImageFailure as failure:
         log_event(
             logger,

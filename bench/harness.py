@@ -1,0 +1,162 @@
+"""The real stack (``api.stack.Stack``, as ``make run`` starts it) behind a loopback origin.
+
+Helpers here upload sheets, wait for requests, restart workers with other settings and read
+per-process CPU time and peak RSS (``VmHWM`` from ``/proc``: the kernel's exact high-water mark,
+no sampling needed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]  # no stubs in the venv
+from pymongo import MongoClient
+
+from api.stack import Stack
+from models.embedded import free_port
+from models.settings import Settings
+from tests.support.origin import Origin
+
+# As in tests/conftest.py: the origin is on loopback, which the address guard refuses.
+STACK_ENV = {
+    "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
+    "IMGBATCH_ALLOWED_PORTS": "[]",
+    "IMGBATCH_AUTH_DISABLED": "true",
+}
+_WORKER_READY_TIMEOUT = 60.0
+
+
+@dataclass
+class Bench:
+    stack: Stack
+    origin: Origin
+    client: httpx.Client
+    workers: dict[str, int] = field(default_factory=dict)
+    _mongo: MongoClient[dict[str, Any]] | None = None
+
+    def upload(self, body: bytes, name: str = "sheet.csv") -> dict[str, Any]:
+        response = self.client.post("/api/upload", files={"file": (name, body, "text/csv")})
+        if response.status_code != 202:
+            raise RuntimeError(f"upload refused: {response.status_code} {response.text[:500]}")
+        accepted: dict[str, Any] = response.json()
+        return accepted
+
+    def progress(self, request_id: str) -> dict[str, Any]:
+        """The request document, read from MongoDB by ``_id``.
+
+        Polling goes here, not through ``GET /api/status``: that endpoint sorts the request's
+        products on every call (tens of ms of database CPU for a 2000-product request), so a
+        poller on it would take CPU from the very batch being measured.
+        """
+        if self._mongo is None:
+            assert self.stack.mongodb_url
+            self._mongo = MongoClient(self.stack.mongodb_url, tz_aware=True)
+        doc = self._mongo[self.stack.settings.mongodb_database]["requests"].find_one(
+            {"_id": request_id}
+        )
+        if doc is None:
+            raise LookupError(f"request {request_id} not found")
+        return doc
+
+    def wait_done(self, request_id: str, timeout: float, poll: float = 0.25) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.progress(request_id)
+            if doc["status"] in ("completed", "failed"):
+                return doc
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{request_id} still {doc['status']} after {timeout:.0f}s")
+            time.sleep(poll)
+
+    def close(self) -> None:
+        if self._mongo is not None:
+            self._mongo.close()
+
+    def start_worker(self, name: str, concurrency: int, env: dict[str, str]) -> psutil.Process:
+        """A fresh worker (its pool children start with a clean peak RSS); waits until ready."""
+        for old in list(self.workers):
+            self.stack.stop_process(old)
+            del self.workers[old]
+        process = self.stack.start_worker(name, concurrency=concurrency, env=env)
+        log = self.stack.data_dir / "logs" / f"{name}.log"
+        deadline = time.monotonic() + _WORKER_READY_TIMEOUT
+        while b" ready." not in (log.read_bytes() if log.exists() else b""):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker {name} did not start; see {log}")
+            time.sleep(0.1)
+        self.workers[name] = process.pid
+        return psutil.Process(process.pid)
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """Every process of the stack by role; worker pool children as ``worker-child-N``."""
+        found: dict[str, psutil.Process] = {}
+        for name, popen in self.stack.processes.items():
+            if popen.poll() is None:
+                found[name] = psutil.Process(popen.pid)
+        for service in self.stack.services:
+            if service.process is not None and service.process.poll() is None:
+                found[service.name] = psutil.Process(service.process.pid)
+        for name, pid in self.workers.items():
+            for index, child in enumerate(psutil.Process(pid).children()):
+                found[f"{name}-child-{index}"] = child
+        return found
+
+
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    seconds = {}
+    for name, process in processes.items():
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[name] = times.user + times.system
+    return seconds
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def running(
+    workdir: Path,
+    photos_root: Path,
+    *,
+    latency: float,
+    jitter: float,
+    bandwidth: int | None,
+    beat: bool = True,
+) -> Iterator[Bench]:
+    """Origin, MongoDB, Redis, API and beat; workers come per phase. All stopped on exit."""
+    origin = Origin(photos_root, latency=latency, latency_jitter=jitter, bandwidth=bandwidth)
+    api_port = free_port()
+    env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    # Unset URLs mean the embedded MongoDB-protocol server and redis-server, as `make run`.
+    settings = Settings(mongodb_url=None, redis_url=None)
+    stack = Stack(settings, data_dir=workdir, api_port=api_port, extra_env=env)
+    client = httpx.Client(base_url=stack.api_url, timeout=120)
+    try:
+        stack.start_services()
+        stack.start_api()
+        if beat:
+            stack.start_beat()
+        stack.wait_healthy()
+        bench = Bench(stack, origin, client)
+        try:
+            yield bench
+        finally:
+            bench.close()
+    finally:
+        client.close()
+        stack.stop()
+        origin.stop()

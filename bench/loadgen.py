@@ -1,0 +1,91 @@
+"""Status-endpoint load generator, run as a second process: ``python -m bench.loadgen URL``.
+
+Open loop: request ``i`` is sent at ``start + i / rate`` whatever happened to earlier ones, so
+a slow server cannot slow the generator down and hide its own latency (coordinated omission).
+Bounded by ``--duration`` and ``--max-requests``; loopback URLs only. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# A request not answered within this long counts as an error with this latency: a server that
+# falls behind an open-loop load builds an unbounded queue, and the run must still end.
+_REQUEST_TIMEOUT = 10.0
+
+
+async def generate(url: str, rate: float, duration: float, max_requests: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=limits) as client:
+
+        async def one() -> None:
+            sent = time.perf_counter()
+            try:
+                response = await asyncio.wait_for(client.get(url), _REQUEST_TIMEOUT)
+            except (httpx.HTTPError, TimeoutError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                latencies.append(_REQUEST_TIMEOUT * 1000)
+                return
+            latencies.append((time.perf_counter() - sent) * 1000)
+            if response.status_code != 200:
+                errors[str(response.status_code)] = errors.get(str(response.status_code), 0) + 1
+
+        tasks = []
+        start = time.perf_counter()
+        for index in range(max_requests):
+            due = start + index / rate
+            if due - start > duration:
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(one()))
+        elapsed = time.perf_counter() - start
+        await asyncio.wait(tasks, timeout=_REQUEST_TIMEOUT + 5)
+        for task in tasks:
+            task.cancel()
+    failed = sum(errors.values())
+    return {
+        "sent": len(tasks),
+        "answered": len(latencies),
+        "ok": len(latencies) - failed,
+        "errors": errors,
+        "achieved_rate": len(tasks) / elapsed if elapsed else 0.0,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies, default=float("nan")),
+        "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+        "timeout_ms": _REQUEST_TIMEOUT * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("url")
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--max-requests", type=int, default=5000)
+    args = parser.parse_args()
+    if urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("the load generator only targets loopback")
+    print(json.dumps(asyncio.run(generate(args.url, args.rate, args.duration, args.max_requests))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The stdout report: targets first, then the numbers behind the design decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.codecs import CODECS, Limit
+from bench.report import table, verdict
+from bench.throughput import BatchResult
+
+SIMPLEJPEG, PILLOW, PIPELINE = (
+    "simplejpeg (libjpeg-turbo)",
+    "Pillow baseline",
+    "pipeline compress_image",
+)
+
+
+def _limits(results: dict[str, Any]) -> dict[str, float]:
+    limits: list[Limit] = results["limits"]
+    return {limit.codec: limit.images_per_s for limit in limits}
+
+
+def targets(results: dict[str, Any]) -> str:
+    limits = _limits(results)
+    main: BatchResult = results["main"]
+    load = main.status_load or {}
+    fair = main.fairness or {}
+    up = results["upload"]
+    ratio = main.images_per_s / limits[SIMPLEJPEG]
+    p99 = load.get("p99_ms", float("nan"))
+    projected = 30_000 / main.images_per_s
+    memory = {m.image_concurrency: max(m.peak_mb_per_process) for m in results["memory"]}
+    rows = [
+        ["1 end-to-end images/s (main batch)", main.images_per_s, "", ""],
+        ["  ÷ simplejpeg limit (all cores)", ratio, ">= 0.8", verdict(ratio >= 0.8)],
+        ["  ÷ Pillow baseline limit", main.images_per_s / limits[PILLOW], "", ""],
+        ["  ÷ compress_image limit", main.images_per_s / limits[PIPELINE], "", ""],
+        [
+            f"2 accept {up.rows:,}-row CSV ({up.csv_mb:.0f} MB), s",
+            up.seconds,
+            "< 3",
+            verdict(up.seconds < 3),
+        ],
+        ["  API RSS growth, MB", up.growth_mb, "< 100", verdict(up.growth_mb < 100)],
+        [
+            f"3 status p50 ms at {load.get('achieved_rate', 0):.0f} req/s",
+            load.get("p50_ms"),
+            "",
+            "",
+        ],
+        ["  status p99 ms", p99, "< 20", verdict(p99 < 20)],
+        *[[f"  idle, serial, {k}", v, "", ""] for k, v in results.get("status_idle", {}).items()],
+        [
+            f"4 3-image request, {fair.get('products_ahead')} products ahead, s",
+            fair.get("seconds"),
+            "",
+            "",
+        ],
+        [
+            "  projected behind a 30k-image batch (FIFO), s",
+            projected,
+            "< 10",
+            verdict(projected < 10),
+        ],
+    ]
+    rows += [
+        [f"5 worker peak RSS, 16 MP, IMAGE_CONCURRENCY={k}, MB", v, "< 300", verdict(v < 300)]
+        for k, v in sorted(memory.items(), reverse=True)
+    ]
+    return table("TARGETS", ["metric", "measured", "target", "verdict"], rows)
+
+
+def codec_tables(results: dict[str, Any]) -> str:
+    limits = table(
+        "CODEC LIMITS (decode+encode q50, same photo mix, all cores, no I/O)",
+        ["codec", "images/s"],
+        [[name, rate] for name, rate in _limits(results).items()],
+    )
+    per = results["per_image"]
+    photos = list(dict.fromkeys(r.photo for r in per))
+    ms = {(r.codec, r.photo): r for r in per}
+    peak = results["codec_peak_mb_16mp"]
+    rows = [
+        [name, *(ms[name, p].ms for p in photos), ms[name, photos[0]].output_kb, peak.get(name)]
+        for name in CODECS
+    ]
+    header = ["6 ms/image, one core", *photos, f"KB out {photos[0]}", "peak MB 16MP"]
+    return limits + "\n" + table("LIBRARIES", header, rows)
+
+
+def sweep_table(results: dict[str, Any]) -> str:
+    limits = _limits(results)
+    batches: list[BatchResult] = [*results["sweep"], results["main"]]
+    roles = sorted({role for b in batches for role in b.cpu_seconds_per_s})
+    rows: list[list[object]] = [
+        [
+            b.label,
+            b.concurrency,
+            b.image_concurrency,
+            b.images,
+            b.failed,
+            b.images_per_s,
+            b.images_per_s / limits[SIMPLEJPEG],
+            b.images_per_s / limits[PIPELINE],
+            sum(b.cpu_seconds_per_s.values()),
+            *(b.cpu_seconds_per_s.get(r, 0.0) for r in roles),
+        ]
+        for b in batches
+    ]
+    d = results["decoupled"]
+    rows.append(
+        [
+            "decoupled prototype",
+            d.processes,
+            d.download_concurrency,
+            d.images,
+            0,
+            d.images_per_s,
+            d.images_per_s / limits[SIMPLEJPEG],
+            d.images_per_s / limits[PIPELINE],
+            None,
+            *(None for _ in roles),
+        ]
+    )
+    header = [
+        "run",
+        "procs",
+        "img conc",
+        "images",
+        "failed",
+        "img/s",
+        "÷sj",
+        "÷pipeline",
+        "cores busy",
+        *(f"cpu {r}" for r in roles),
+    ]
+    return table("I/O vs CPU (cpu = CPU-seconds per wall second)", header, rows)
+
+
+def profile_table(results: dict[str, Any]) -> str:
+    main: BatchResult = results["main"]
+    rows = []
+    for name, prof in main.profiles.items():
+        if "share" not in prof:
+            rows.append([name, prof.get("error"), ""])
+            continue
+        rows += [[name, bucket, share] for bucket, share in prof["share"].items()]
+    if not rows:
+        return "\nPROFILE: py-spy not installed or disabled"
+    return table(
+        "PROFILE (py-spy, share of on-CPU samples, main batch)", ["process", "in", "share"], rows
+    )
+
+
+def render(results: dict[str, Any]) -> str:
+    main: BatchResult = results["main"]
+    parts = [
+        targets(results),
+        codec_tables(results),
+        sweep_table(results),
+        profile_table(results),
+        f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
+        f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",
+        f"total bench time {results['total_seconds']:.0f}s",
+    ]
+    parts += [f"NOTE: {note}" for note in results["notes"]]
+    return "\n".join(parts)
