@@ -100,10 +100,16 @@ def test_quality_is_honoured() -> None:
     assert mean_abs_diff(decode_output(low), source) > mean_abs_diff(decode_output(high), source)
 
 
-def test_output_is_progressive() -> None:
-    output = decode_output(compress(corpus("chelsea.jpg")))
+def test_output_is_baseline_with_optimised_tables() -> None:
+    data = compress(corpus("chelsea.jpg")).data
+    output = Image.open(io.BytesIO(data))
 
-    assert output.info.get("progressive")
+    assert not output.info.get("progressive")
+    assert b"\xff\xc0" in data  # SOF0: baseline DCT
+    # Optimised Huffman tables are what make it smaller than Pillow's default encoding.
+    plain = io.BytesIO()
+    decode(corpus("chelsea.jpg")).save(plain, "JPEG", quality=80)
+    assert len(data) < plain.tell()
 
 
 def test_progressive_source_is_compressed_like_any_jpeg() -> None:
