@@ -13,7 +13,7 @@ from types import FrameType
 from api.demo import run_demo
 from api.keys import create_key, list_keys, revoke_key
 from api.stack import Stack
-from models.logs import configure_logging
+from models.logs import configure_logging, redact_url
 from models.settings import get_settings
 
 
@@ -32,8 +32,8 @@ def _run(_: argparse.Namespace) -> int:
             create_key(stack.settings_for_children(), "local (imgbatch run)")
         )
         print(
-            f"imgbatch is up: API {stack.api_url} (MongoDB {stack.mongodb_url}, "
-            f"Redis {stack.redis_url}); logs in {stack.data_dir / 'logs'}\n"
+            f"imgbatch is up: API {stack.api_url} (MongoDB {redact_url(stack.mongodb_url or '')}, "
+            f"Redis {redact_url(stack.redis_url or '')}); logs in {stack.data_dir / 'logs'}\n"
             f"API key for this run (shown once): {key}\n"
             f"  curl -H 'Authorization: Bearer {key}' -F file=@sample_csvs/products.csv "
             f"{stack.api_url}/api/upload",

@@ -151,6 +151,18 @@ class ProductRepository:
         async for doc in cursor:
             yield int(doc["serial_number"])
 
+    async def any_interrupted(self, request_id: str, serial_numbers: list[int]) -> bool:
+        """Whether a run that claimed one of these products died before finishing it."""
+        found = await self._collection.find_one(
+            {
+                "request_id": request_id,
+                "serial_number": {"$in": serial_numbers},
+                "status": ProductStatus.PROCESSING,
+            },
+            {"_id": 1},
+        )
+        return found is not None
+
     async def claim(self, request_id: str, serial_number: int) -> ProductRecord | None:
         """Mark an unfinished product as being processed; None if it already reached a final state.
 

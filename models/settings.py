@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Seconds = Annotated[float, Field(gt=0)]
+
+
+# Passwords that were obviously copied from an example rather than chosen.
+_PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "password", "example"})
 
 
 class Settings(BaseSettings):
@@ -41,6 +46,9 @@ class Settings(BaseSettings):
     download_backoff_initial: Seconds = 0.5
     download_backoff_max: Seconds = 30.0
     product_image_concurrency: int = Field(8, ge=1, le=64)
+    # Products per task: a process works on all of them at once, so it decodes one image while
+    # the others download instead of waiting on each product's downloads in turn (bench/).
+    products_per_task: int = Field(8, ge=1, le=100)
 
     # --- input safety ------------------------------------------------------------------------
     # Local use only: every caller is the owner "local" and no API key is needed.
@@ -94,6 +102,15 @@ class Settings(BaseSettings):
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @model_validator(mode="after")
+    def _reject_placeholder_passwords(self) -> Self:
+        # A password copied from an example file is as good as none; refuse to start with one.
+        for name, url in (("MONGODB_URL", self.mongodb_url), ("REDIS_URL", self.redis_url)):
+            password = urlsplit(url).password if url else None
+            if password is not None and password.strip().lower() in _PLACEHOLDER_SECRETS:
+                raise ValueError(f"IMGBATCH_{name} has a placeholder password; set a real one")
+        return self
 
     def require_mongodb_url(self) -> str:
         if not self.mongodb_url:

@@ -25,7 +25,7 @@ ALL_QUEUES = (DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)
 PROCESSING_QUEUES = (DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE)
 
 DISPATCH_TASK = "imgbatch.dispatch_request"
-PRODUCT_TASK = "imgbatch.process_product"
+PRODUCTS_TASK = "imgbatch.process_products"
 REQUEST_FINISHED_TASK = "imgbatch.request_finished"
 RECONCILE_TASK = "imgbatch.reconcile"
 RETENTION_TASK = "imgbatch.expire_requests"
@@ -40,7 +40,7 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue=IMAGES_QUEUE,
         task_routes={
             DISPATCH_TASK: {"queue": DISPATCH_QUEUE},
-            PRODUCT_TASK: {"queue": IMAGES_QUEUE},
+            PRODUCTS_TASK: {"queue": IMAGES_QUEUE},
             REQUEST_FINISHED_TASK: {"queue": WEBHOOKS_QUEUE},
             RECONCILE_TASK: {"queue": MAINTENANCE_QUEUE},
             RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},

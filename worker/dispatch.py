@@ -34,7 +34,9 @@ async def dispatch_request(rt: WorkerRuntime, request_id: str) -> None:
         log_event(logger, "request.ingested", request_id=request_id, products=inserted)
     await rt.requests.start(request_id)
     serials = [s async for s in rt.products.unfinished_serials(request_id)]
-    sent = rt.queue.products(request_id, serials, request.priority)
+    sent = rt.queue.products(
+        request_id, serials, request.priority, per_task=rt.settings.products_per_task
+    )
     await rt.requests.mark_dispatched(request_id)
     log_event(logger, "request.dispatched", request_id=request_id, products=sent)
     if sent == 0:

@@ -69,6 +69,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_network
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -273,8 +274,12 @@ def literal_host_reason(url: str) -> str | None:
         raw = urlsplit(url.strip()).hostname
     except ValueError:
         return None
-    if not raw:
-        return None
+    return _host_reason(raw) if raw else None
+
+
+# A sheet repeats a handful of supplier hosts across 100k rows: judge each host once.
+@lru_cache(maxsize=4096)
+def _host_reason(raw: str) -> str | None:
     host = _normalise_host(raw)
     if not host:
         return None

@@ -20,10 +20,35 @@ from worker.runtime import WorkerRuntime
 logger = logging.getLogger(__name__)
 
 
-async def process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
+async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: list[int]) -> None:
+    """Process a chunk of one request's products, all at once.
+
+    A prefork process would otherwise sit idle while one product's few images download; with
+    a chunk in flight it decodes one image while the others' downloads proceed.
+    """
     request = await rt.requests.get(request_id)
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
+    if await rt.products.any_interrupted(request_id, serial_numbers):
+        # An earlier run of this chunk died holding products. Go one at a time, so that a
+        # product which kills its worker takes only itself down, and only it is ever failed.
+        for serial_number in serial_numbers:
+            await _process_product(rt, request_id, serial_number)
+        return
+    outcomes = await asyncio.gather(
+        *(_process_product(rt, request_id, s) for s in serial_numbers), return_exceptions=True
+    )
+    # Every product ran to its end before we raise: nothing is left half-done on the loop.
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
+    await process_products(rt, request_id, [serial_number])
+
+
+async def _process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
     product = await rt.products.claim(request_id, serial_number)
     if product is None:
         return  # already final: a redelivered or duplicate message

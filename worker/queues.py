@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from celery import Celery
 
 from models.requests import Priority
 from worker.app import (
     DISPATCH_TASK,
-    PRODUCT_TASK,
+    PRODUCTS_TASK,
     REQUEST_FINISHED_TASK,
     WEBHOOK_DELIVER_TASK,
 )
@@ -37,21 +37,21 @@ class TaskQueue:
     def products(
         self,
         request_id: str,
-        serial_numbers: Iterable[int],
+        serial_numbers: Sequence[int],
         priority: Priority = Priority.NORMAL,
+        per_task: int = 1,
     ) -> int:
-        sent = 0
+        """Enqueue the products in tasks of ``per_task``; returns how many products were sent."""
         # One producer (and one connection) for the whole fan-out, instead of one per message.
         with self._app.producer_or_acquire() as producer:
-            for position, serial_number in enumerate(serial_numbers):
+            for start in range(0, len(serial_numbers), per_task):
                 self._app.send_task(
-                    PRODUCT_TASK,
-                    args=[request_id, serial_number],
+                    PRODUCTS_TASK,
+                    args=[request_id, list(serial_numbers[start : start + per_task])],
                     producer=producer,
-                    priority=product_priority(priority, position),
+                    priority=product_priority(priority, start),
                 )
-                sent += 1
-        return sent
+        return len(serial_numbers)
 
     def request_finished(self, request_id: str) -> None:
         self._app.send_task(REQUEST_FINISHED_TASK, args=[request_id])

@@ -58,5 +58,7 @@ async def _reconcile_request(rt: WorkerRuntime, request: RequestRecord) -> None:
     if await complete_if_finished(rt, request.id):
         return
     serials = [s async for s in rt.products.unfinished_serials(request.id)]
-    sent = rt.queue.products(request.id, serials, request.priority)
+    sent = rt.queue.products(
+        request.id, serials, request.priority, per_task=rt.settings.products_per_task
+    )
     log_event(logger, "request.reconciled", request_id=request.id, requeued=sent, **tally)

@@ -13,14 +13,14 @@ from pymongo.errors import PyMongoError
 from webhooks.events import publish_request_event
 from worker.app import (
     DISPATCH_TASK,
-    PRODUCT_TASK,
+    PRODUCTS_TASK,
     RECONCILE_TASK,
     REQUEST_FINISHED_TASK,
     RETENTION_TASK,
     celery_app,
 )
 from worker.dispatch import dispatch_request as _dispatch_request
-from worker.products import process_product as _process_product
+from worker.products import process_products as _process_products
 from worker.reconcile import reconcile as _reconcile
 from worker.retention import expire_requests as _expire_requests
 from worker.runtime import runtime
@@ -44,10 +44,10 @@ def dispatch_request(request_id: str) -> None:
     rt.run(_dispatch_request(rt, request_id))
 
 
-@celery_app.task(name=PRODUCT_TASK, acks_late=True, **_RETRY)
-def process_product(request_id: str, serial_number: int) -> None:
+@celery_app.task(name=PRODUCTS_TASK, acks_late=True, **_RETRY)
+def process_products(request_id: str, serial_numbers: list[int]) -> None:
     rt = runtime()
-    rt.run(_process_product(rt, request_id, serial_number))
+    rt.run(_process_products(rt, request_id, serial_numbers))
 
 
 @celery_app.task(name=REQUEST_FINISHED_TASK, acks_late=True, **_RETRY)

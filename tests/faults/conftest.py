@@ -35,6 +35,8 @@ FAULT_ENV = {
     "IMGBATCH_BROKER_RESTORE_INTERVAL_SECONDS": "1",
     "IMGBATCH_STAGING_TTL_SECONDS": "2",
     "IMGBATCH_TEST_CRASH_MARKER": POISON,
+    # Small tasks, so a fault at 30 % still finds most of the batch queued or running.
+    "IMGBATCH_PRODUCTS_PER_TASK": "3",
     "IMGBATCH_WEBHOOK_RETRY_SCHEDULE": "[0, 1, 1, 2, 2]",
     "IMGBATCH_WEBHOOK_POLL_INTERVAL_SECONDS": "0.5",
 }
@@ -116,6 +118,16 @@ def submit_batch(
     response = upload(api, sheet(rows), data=data)
     assert response.status_code == 202, response.text
     return str(response.json()["request_id"])
+
+
+def batch_in_flight(
+    stack: FaultStack, origin: Origin, receiver: Receiver, fraction: float = 0.3
+) -> str:
+    """A 210-image batch (with a webhook), once ``fraction`` of it is done: the fault moment."""
+    with stack.client() as api:
+        request_id = submit_batch(api, origin, receiver=receiver)
+        wait_for_progress(api, request_id, fraction, 210)
+    return request_id
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "") -> None:

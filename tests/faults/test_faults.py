@@ -15,15 +15,13 @@ from tests.faults.conftest import (
     FaultStack,
     assert_one_completion_event,
     assert_recovered,
+    batch_in_flight,
     submit_batch,
-    wait_for_progress,
     wait_until,
 )
 from tests.support.client import sheet
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
-
-IMAGES = 210  # 70 products x 3
 
 
 def _recovery_seconds(killed_at: float) -> float:
@@ -33,15 +31,12 @@ def _recovery_seconds(killed_at: float) -> float:
 def test_sigkill_of_a_pool_child(
     fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
 ) -> None:
-    with fault_stack.client() as api:
-        request_id = submit_batch(api, slow_origin, receiver=receiver)
-        wait_for_progress(api, request_id, 0.3, IMAGES)
+    request_id = batch_in_flight(fault_stack, slow_origin, receiver)
     children = psutil.Process(fault_stack.processes["worker"].pid).children()
     assert children
     os.kill(children[0].pid, signal.SIGKILL)
     killed_at = time.monotonic()
     assert_recovered(fault_stack, request_id)
-
     assert_one_completion_event(receiver, request_id)
     print(f"pool child SIGKILL: recovered in {_recovery_seconds(killed_at)}s")
 
@@ -49,9 +44,7 @@ def test_sigkill_of_a_pool_child(
 def test_sigkill_of_the_whole_worker_then_a_new_worker(
     fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
 ) -> None:
-    with fault_stack.client() as api:
-        request_id = submit_batch(api, slow_origin, receiver=receiver)
-        wait_for_progress(api, request_id, 0.3, IMAGES)
+    request_id = batch_in_flight(fault_stack, slow_origin, receiver)
     worker = psutil.Process(fault_stack.processes.pop("worker").pid)
     for process in [*worker.children(), worker]:
         process.kill()
@@ -62,7 +55,6 @@ def test_sigkill_of_the_whole_worker_then_a_new_worker(
     assert stalled["status"] == "in_progress"
     fault_stack.start_worker("worker-2", concurrency=2)
     assert_recovered(fault_stack, request_id)
-
     assert_one_completion_event(receiver, request_id)
     print(f"whole worker SIGKILL: recovered in {_recovery_seconds(killed_at)}s")
 
@@ -70,9 +62,7 @@ def test_sigkill_of_the_whole_worker_then_a_new_worker(
 def test_redis_killed_and_restarted_empty(
     fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
 ) -> None:
-    with fault_stack.client() as api:
-        request_id = submit_batch(api, slow_origin, receiver=receiver)
-        wait_for_progress(api, request_id, 0.3, IMAGES)
+    request_id = batch_in_flight(fault_stack, slow_origin, receiver)
     redis = next(s for s in fault_stack.services if isinstance(s, EmbeddedRedis))
     redis.stop(kill=True)
     killed_at = time.monotonic()
@@ -80,7 +70,6 @@ def test_redis_killed_and_restarted_empty(
     restarted = EmbeddedRedis(redis.data_dir, port=redis.port).start()
     fault_stack.services[fault_stack.services.index(redis)] = restarted
     assert_recovered(fault_stack, request_id)
-
     assert_one_completion_event(receiver, request_id)
     print(f"Redis restarted empty: recovered in {_recovery_seconds(killed_at)}s")
 
@@ -88,9 +77,8 @@ def test_redis_killed_and_restarted_empty(
 def test_mongodb_killed_and_restarted_on_the_same_data(
     fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
 ) -> None:
+    request_id = batch_in_flight(fault_stack, slow_origin, receiver)
     with fault_stack.client() as api:
-        request_id = submit_batch(api, slow_origin, receiver=receiver)
-        wait_for_progress(api, request_id, 0.3, IMAGES)
         mongo = next(s for s in fault_stack.services if isinstance(s, EmbeddedMongo))
         mongo.stop(kill=True)
         killed_at = time.monotonic()
@@ -102,7 +90,6 @@ def test_mongodb_killed_and_restarted_on_the_same_data(
     restarted = EmbeddedMongo(mongo.data_dir, port=mongo.port).start()
     fault_stack.services[fault_stack.services.index(mongo)] = restarted
     status = assert_recovered(fault_stack, request_id)
-
     assert_one_completion_event(receiver, request_id)
     # A database outage is nobody's image's fault.
     assert status["images_failed"] == 0
@@ -145,7 +132,6 @@ def test_api_killed_during_a_large_upload(
     with fault_stack.client() as api:
         request_id = submit_batch(api, slow_origin, products=10, receiver=receiver)
     assert_recovered(fault_stack, request_id)
-
     assert_one_completion_event(receiver, request_id)
 
 
@@ -155,7 +141,6 @@ def test_a_poison_product_is_failed_after_max_attempts(
     with fault_stack.client() as api:
         request_id = submit_batch(api, slow_origin, products=20, poison_serial=7, receiver=receiver)
     status = assert_recovered(fault_stack, request_id)
-
     assert_one_completion_event(receiver, request_id)
     poison = next(p for p in status["products"] if p["serial_number"] == 7)
     assert poison["status"] == "failed"
@@ -170,9 +155,7 @@ def test_a_poison_product_is_failed_after_max_attempts(
 def test_sigterm_lets_a_worker_finish_what_it_holds(
     fault_stack: FaultStack, slow_origin: Origin, receiver: Receiver
 ) -> None:
-    with fault_stack.client() as api:
-        request_id = submit_batch(api, slow_origin, receiver=receiver)
-        wait_for_progress(api, request_id, 0.3, IMAGES)
+    request_id = batch_in_flight(fault_stack, slow_origin, receiver)
     worker = fault_stack.processes.pop("worker")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0  # a warm shutdown, not a crash
