@@ -64,15 +64,12 @@ async def request_status(
     # Pollers ask many times a second; counters only move forward, so a second-old answer is
     # as good as a fresh one and saves a database read per poll.
     response.headers["Cache-Control"] = f"private, max-age={STATUS_CACHE_SECONDS}"
-    cache_key = (request_id, owner, offset, limit)
-    cached = state.status_cache.get(cache_key)
-    if cached is not None:
-        return cached
-    view = await _status_view(
-        request_id, owner, settings, requests, products, deliveries, offset, limit
+    return await state.status_cache.get_or_load(
+        (request_id, owner, offset, limit),
+        lambda: _status_view(
+            request_id, owner, settings, requests, products, deliveries, offset, limit
+        ),
     )
-    state.status_cache.put(cache_key, view)
-    return view
 
 
 async def _status_view(
