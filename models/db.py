@@ -56,6 +56,10 @@ async def ensure_indexes(db: Database) -> None:
     await db[PRODUCTS].create_indexes(
         [
             IndexModel([("request_id", ASCENDING), ("serial_number", ASCENDING)], unique=True),
+            # The product transitions filter on exactly these (see ProductRepository).
+            IndexModel(
+                [("request_id", ASCENDING), ("serial_number", ASCENDING), ("status", ASCENDING)]
+            ),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
             # A backstop behind the retention sweeper, which removes products with their files.

@@ -7,13 +7,13 @@ and only that run adds the product to its request's counters.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
-from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError
 
 from models.db import PRODUCTS, Database, Document
@@ -140,28 +140,38 @@ class ProductRepository:
         async for doc in cursor:
             yield ProductRecord.model_validate(doc)
 
-    async def unfinished_serials(
-        self, request_id: str, *, batch_size: int = 1000
-    ) -> AsyncIterator[int]:
+    # The MongoDB-protocol server we embed plans a query on an index only when its predicates
+    # are equalities on that index's fields, and its find_one_and_update costs 20x an
+    # update_one (measured: 44 ms vs 0.4 ms per claim on 3000 products). So the hot paths
+    # below use equality filters that match an index exactly, conditional update_one for the
+    # transitions, and a separate read where the document is needed. On MongoDB proper this
+    # costs one extra round trip and nothing else.
+
+    async def unfinished_serials(self, request_id: str) -> AsyncIterator[int]:
+        """Serial numbers of the products not final yet, in input order."""
+        streams = [self._positions(request_id, status) for status in UNFINISHED]
+        async for _, serial_number in _merge_sorted(streams):
+            yield serial_number
+
+    async def _positions(
+        self, request_id: str, status: ProductStatus
+    ) -> AsyncIterator[tuple[int, int]]:
         cursor = self._collection.find(
-            {"request_id": request_id, "status": {"$in": UNFINISHED}},
-            {"serial_number": 1, "_id": 0},
-            batch_size=batch_size,
+            {"request_id": request_id, "status": status},
+            {"serial_number": 1, "position": 1, "_id": 0},
+            batch_size=1000,
         ).sort("position", 1)
         async for doc in cursor:
-            yield int(doc["serial_number"])
+            yield int(doc["position"]), int(doc["serial_number"])
 
     async def any_interrupted(self, request_id: str, serial_numbers: list[int]) -> bool:
         """Whether a run that claimed one of these products died before finishing it."""
-        found = await self._collection.find_one(
-            {
-                "request_id": request_id,
-                "serial_number": {"$in": serial_numbers},
-                "status": ProductStatus.PROCESSING,
-            },
-            {"_id": 1},
+        wanted = set(serial_numbers)
+        cursor = self._collection.find(
+            {"request_id": request_id, "status": ProductStatus.PROCESSING},
+            {"serial_number": 1, "_id": 0},
         )
-        return found is not None
+        return any([int(doc["serial_number"]) in wanted async for doc in cursor])
 
     async def claim(self, request_id: str, serial_number: int) -> ProductRecord | None:
         """Mark an unfinished product as being processed; None if it already reached a final state.
@@ -169,19 +179,17 @@ class ProductRepository:
         A redelivered message may claim a product another run still holds: both produce the same
         outputs under the same keys, and only one of them wins :meth:`finish`.
         """
-        doc = await self._collection.find_one_and_update(
-            {
-                "request_id": request_id,
-                "serial_number": serial_number,
-                "status": {"$in": UNFINISHED},
-            },
-            {
-                "$set": {"status": ProductStatus.PROCESSING, "started_at": datetime.now(UTC)},
-                "$inc": {"attempts": 1},
-            },
-            return_document=ReturnDocument.AFTER,
-        )
-        return ProductRecord.model_validate(doc) if doc else None
+        for status in UNFINISHED:
+            result = await self._collection.update_one(
+                {"request_id": request_id, "serial_number": serial_number, "status": status},
+                {
+                    "$set": {"status": ProductStatus.PROCESSING, "started_at": datetime.now(UTC)},
+                    "$inc": {"attempts": 1},
+                },
+            )
+            if result.modified_count:
+                return await self.get(request_id, serial_number)
+        return None
 
     async def finish(
         self,
@@ -190,10 +198,10 @@ class ProductRepository:
         *,
         output_keys: Sequence[str | None],
         errors: Sequence[ImageError],
-    ) -> ProductRecord | None:
+    ) -> ProductStatus | None:
         """The product's one transition to a final state; None if another run already made it."""
         status = outcome_status(len(output_keys), len(errors))
-        doc = await self._collection.find_one_and_update(
+        result = await self._collection.update_one(
             {
                 "request_id": request_id,
                 "serial_number": serial_number,
@@ -207,9 +215,8 @@ class ProductRepository:
                     "finished_at": datetime.now(UTC),
                 }
             },
-            return_document=ReturnDocument.AFTER,
         )
-        return ProductRecord.model_validate(doc) if doc else None
+        return status if result.modified_count else None
 
     async def reopen_failed(self, request_id: str) -> int:
         """Send products with failed images back to ``pending`` for a retry.
@@ -270,3 +277,20 @@ class ProductRepository:
             "images_done": row["images_final"] - row["images_failed"],
             "images_failed": row["images_failed"],
         }
+
+
+async def _merge_sorted(
+    streams: list[AsyncIterator[tuple[int, int]]],
+) -> AsyncIterator[tuple[int, int]]:
+    """Merge async streams that are each sorted, keeping the order (a small k-way merge)."""
+    heads: list[tuple[tuple[int, int], int]] = []
+    for index, stream in enumerate(streams):
+        first = await anext(stream, None)
+        if first is not None:
+            heapq.heappush(heads, (first, index))
+    while heads:
+        item, index = heapq.heappop(heads)
+        yield item
+        following = await anext(streams[index], None)
+        if following is not None:
+            heapq.heappush(heads, (following, index))

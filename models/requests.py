@@ -114,8 +114,12 @@ class RequestRepository:
     async def count_product(
         self, request_id: str, *, images_done: int, images_failed: int
     ) -> RequestRecord | None:
-        """Add one finished product to the counters. Call only on the product's own transition."""
-        doc = await self._collection.find_one_and_update(
+        """Add one finished product to the counters. Call only on the product's own transition.
+
+        The read after the increment may already include other products' increments; that is
+        fine, since the move to completed is conditional and happens once whoever sees it first.
+        """
+        await self._collection.update_one(
             {"_id": request_id},
             {
                 "$inc": {
@@ -125,9 +129,8 @@ class RequestRepository:
                 },
                 "$set": {"updated_at": now()},
             },
-            return_document=ReturnDocument.AFTER,
         )
-        return RequestRecord.model_validate(doc) if doc else None
+        return await self.get(request_id)
 
     async def set_counters(
         self, request_id: str, *, products_done: int, images_done: int, images_failed: int

@@ -5,19 +5,20 @@ from __future__ import annotations
 import logging
 
 from models.logs import log_event
-from models.products import ProductRecord
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
 
-async def count_finished(rt: WorkerRuntime, product: ProductRecord) -> None:
-    """Called only by the task run that moved ``product`` to its final state."""
+async def count_finished(
+    rt: WorkerRuntime, request_id: str, *, images_done: int, images_failed: int
+) -> None:
+    """Called only by the task run that moved a product to its final state."""
     request = await rt.requests.count_product(
-        product.request_id, images_done=product.images_done, images_failed=product.images_failed
+        request_id, images_done=images_done, images_failed=images_failed
     )
     if request is not None and request.products_done >= request.products_total:
-        await complete_if_finished(rt, product.request_id)
+        await complete_if_finished(rt, request_id)
 
 
 async def complete_if_finished(rt: WorkerRuntime, request_id: str) -> bool:

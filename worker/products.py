@@ -126,17 +126,22 @@ async def _finish(
 ) -> None:
     output_keys = [r if isinstance(r, str) else None for r in results]
     errors = [r for r in results if isinstance(r, ImageError)]
-    finished = await rt.products.finish(
+    status = await rt.products.finish(
         product.request_id, product.serial_number, output_keys=output_keys, errors=errors
     )
-    if finished is None:
+    if status is None:
         return  # another run of this product got there first and counted it
     log_event(
         logger,
         "product.finished",
         request_id=product.request_id,
         serial=product.serial_number,
-        status=finished.status,
+        status=status,
         failed=len(errors),
     )
-    await count_finished(rt, finished)
+    await count_finished(
+        rt,
+        product.request_id,
+        images_done=len(output_keys) - len(errors),
+        images_failed=len(errors),
+    )
