@@ -10,6 +10,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# How long a status answer is served from memory (see api/requests.py).
+STATUS_CACHE_SECONDS = 1
+
 
 class TTLCache(Generic[T]):
     """Entries live ``ttl`` seconds; the least recently used go first beyond ``max_entries``."""

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from api.auth import OwnerDep
+from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
 from api.schemas import ImageErrorView, ProductView, StatusView
 from api.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
@@ -23,8 +24,6 @@ from models.settings import Settings
 from models.webhooks import WebhookDeliveryRepository
 
 router = APIRouter(tags=["requests"])
-
-STATUS_CACHE_SECONDS = 1
 
 OUTPUT_COLUMN = "Output Image Urls"
 ERRORS_COLUMN = "Errors"
