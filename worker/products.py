@@ -1,4 +1,4 @@
-"""Processing one product: download, compress and store each of its images concurrently."""
+"""Processing products: download, compress and store their images, many at once."""
 
 from __future__ import annotations
 
