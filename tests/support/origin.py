@@ -49,9 +49,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from models.embedded import Managed
 
 __all__ = ["Origin", "RequestLog"]
 
@@ -273,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.origin.stopped.wait(seconds)
 
 
-class Origin:
+class Origin(Managed):
     """A running origin; also a context manager (``stop()`` on exit)."""
 
     def __init__(
@@ -326,13 +327,5 @@ class Origin:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> Origin:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def start(self) -> Origin:
+        return self  # already serving: the server starts in __init__

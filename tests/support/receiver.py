@@ -20,8 +20,9 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from models.embedded import Managed
 
 __all__ = ["Arrival", "Receiver", "Reply"]
 
@@ -99,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class Receiver:
+class Receiver(Managed):
     """A running receiver; a context manager that stops it on exit."""
 
     def __init__(self, port: int = 0) -> None:
@@ -172,13 +173,5 @@ class Receiver:
             script = self._scripts[path]
             return script.popleft() if script else Reply()
 
-    def __enter__(self) -> Receiver:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def start(self) -> Receiver:
+        return self  # already serving: the server starts in __init__
