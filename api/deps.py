@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from api.cache import STATUS_CACHE_SECONDS, TTLCache
+from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
 from api.schemas import StatusView
 from models.db import Database, Document
 from models.idempotency import IdempotencyRepository
@@ -34,7 +34,7 @@ class AppState:
     media: MediaStore
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
     status_cache: TTLCache[StatusView] = field(
-        default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS)
+        default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
     )
 
 

@@ -50,8 +50,11 @@ def _pillow_baseline(data: bytes) -> bytes:
     return _pillow(data)
 
 
+def _pillow_optimize(data: bytes) -> bytes:
+    return _pillow(data, optimize=True)
+
+
 def _pillow_progressive(data: bytes) -> bytes:
-    # What worker/images.py writes: progressive with optimised Huffman tables.
     return _pillow(data, optimize=True, progressive=True)
 
 
@@ -67,6 +70,10 @@ def _pillow_draft_half(data: bytes) -> bytes:
 
 def _pipeline(data: bytes) -> bytes:
     return compress_image(data, quality=QUALITY, max_pixels=_MAX_PIXELS).data
+
+
+def _pipeline_optimize(data: bytes) -> bytes:
+    return compress_image(data, quality=QUALITY, max_pixels=_MAX_PIXELS, optimize=True).data
 
 
 def _pyvips_baseline(data: bytes) -> bytes:
@@ -85,9 +92,11 @@ Codec = Callable[[bytes], bytes]
 CODECS: dict[str, Codec] = {
     "simplejpeg (libjpeg-turbo)": _simplejpeg,
     "Pillow baseline": _pillow_baseline,
+    "Pillow baseline+optimize": _pillow_optimize,
     "Pillow progressive+optimize": _pillow_progressive,
     "Pillow draft 1/2 scale": _pillow_draft_half,
     "pipeline compress_image": _pipeline,
+    "pipeline, JPEG_OPTIMIZE=true": _pipeline_optimize,
 }
 if pyvips is not None:
     CODECS["pyvips baseline"] = _pyvips_baseline

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from models.db import PRODUCTS, Database, Document
@@ -190,6 +191,48 @@ class ProductRepository:
             if result.modified_count:
                 return await self.get(request_id, serial_number)
         return None
+
+    async def claim_many(
+        self, request_id: str, serial_numbers: Sequence[int]
+    ) -> list[ProductRecord]:
+        """Claim a chunk's pending products in one round trip; returns those now processing.
+
+        For a chunk none of whose products is already ``processing`` (see
+        :meth:`any_interrupted`): then every product read back as ``processing`` is one this
+        call claimed, or one a duplicate run of the same chunk claimed at the same moment,
+        which :meth:`claim` would have handed out too. Two round trips for the chunk instead
+        of two per product; each update is still a conditional one on an exact index.
+        """
+        if not serial_numbers:
+            return []
+        claim = {
+            "$set": {"status": ProductStatus.PROCESSING, "started_at": datetime.now(UTC)},
+            "$inc": {"attempts": 1},
+        }
+        await self._collection.bulk_write(
+            [
+                UpdateOne(
+                    {
+                        "request_id": request_id,
+                        "serial_number": serial_number,
+                        "status": ProductStatus.PENDING,
+                    },
+                    claim,
+                )
+                for serial_number in serial_numbers
+            ],
+            ordered=False,
+        )
+        # $in on the last field of the unique index is planned as a few point lookups.
+        cursor = self._collection.find(
+            {"request_id": request_id, "serial_number": {"$in": list(serial_numbers)}}
+        )
+        claimed = {
+            int(doc["serial_number"]): ProductRecord.model_validate(doc)
+            async for doc in cursor
+            if doc["status"] == ProductStatus.PROCESSING
+        }
+        return [claimed[s] for s in serial_numbers if s in claimed]
 
     async def finish(
         self,

@@ -111,13 +111,11 @@ class RequestRepository:
             {"_id": request_id}, {"$set": {"dispatched_at": now(), "updated_at": now()}}
         )
 
-    async def count_product(
-        self, request_id: str, *, images_done: int, images_failed: int
-    ) -> RequestRecord | None:
+    async def count_product(self, request_id: str, *, images_done: int, images_failed: int) -> None:
         """Add one finished product to the counters. Call only on the product's own transition.
 
-        The read after the increment may already include other products' increments; that is
-        fine, since the move to completed is conditional and happens once whoever sees it first.
+        Whoever then reads the counters at their total makes the conditional move to
+        completed (:meth:`complete_if_finished`), which happens once whoever sees it first.
         """
         await self._collection.update_one(
             {"_id": request_id},
@@ -130,7 +128,6 @@ class RequestRepository:
                 "$set": {"updated_at": now()},
             },
         )
-        return await self.get(request_id)
 
     async def set_counters(
         self, request_id: str, *, products_done: int, images_done: int, images_failed: int

@@ -10,15 +10,16 @@ from worker.runtime import WorkerRuntime
 logger = logging.getLogger(__name__)
 
 
-async def count_finished(
-    rt: WorkerRuntime, request_id: str, *, images_done: int, images_failed: int
-) -> None:
-    """Called only by the task run that moved a product to its final state."""
-    request = await rt.requests.count_product(
-        request_id, images_done=images_done, images_failed=images_failed
-    )
-    if request is not None and request.products_done >= request.products_total:
-        await complete_if_finished(rt, request_id)
+async def complete_when_counted(rt: WorkerRuntime, request_id: str) -> bool:
+    """Complete the request if every product is counted; run at the end of each product task.
+
+    Once per task rather than after each product's count: one read per chunk, and a re-run of
+    a chunk whose products were all counted before a crash still completes the request.
+    """
+    request = await rt.requests.get(request_id)
+    if request is None or request.products_done < request.products_total:
+        return False
+    return await complete_if_finished(rt, request_id)
 
 
 async def complete_if_finished(rt: WorkerRuntime, request_id: str) -> bool:

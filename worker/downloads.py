@@ -202,26 +202,31 @@ async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
     too_large = ImageFailure(
         ImageErrorCode.TOO_LARGE, f"body exceeds the limit of {max_bytes} bytes"
     )
-    body = bytearray()
+    # Chunks joined once at the end: growing one buffer re-copies it and faults in fresh pages
+    # as it moves, which made reading a 1.6 MB body cost 1.3 ms of CPU (bench/README.md).
+    chunks: list[bytes] = []
+    size = 0
     try:
         # aiter_raw, not aiter_bytes: httpx would decompress without any bound on the output.
         async for chunk in response.aiter_raw():
             if decoder is not None:
                 # max_length one past the remaining budget: getting that many bytes back means
                 # the body is too large, without ever holding more than the budget + 1.
-                chunk = decoder.decompress(chunk, max_bytes - len(body) + 1)
-            body += chunk
-            if len(body) > max_bytes:
+                chunk = decoder.decompress(chunk, max_bytes - size + 1)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
                 raise too_large
         if decoder is not None:
-            body += decoder.flush(max_bytes - len(body) + 1)
-            if len(body) > max_bytes:
+            chunks.append(decoder.flush(max_bytes - size + 1))
+            size += len(chunks[-1])
+            if size > max_bytes:
                 raise too_large
     except zlib.error as bad:
         raise ImageFailure(
             ImageErrorCode.DOWNLOAD_FAILED, f"could not decode {encoding} body: {bad}"
         ) from None
-    return bytes(body)
+    return b"".join(chunks)
 
 
 async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:

@@ -12,7 +12,7 @@ from models.logs import log_event, redact_url
 from models.media import output_key
 from models.products import ImageError, ProductRecord
 from models.requests import RequestStatus
-from worker.completion import count_finished
+from worker.completion import complete_when_counted
 from worker.downloads import download
 from worker.images import compress_image
 from worker.runtime import WorkerRuntime
@@ -33,25 +33,26 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
         # An earlier run of this chunk died holding products. Go one at a time, so that a
         # product which kills its worker takes only itself down, and only it is ever failed.
         for serial_number in serial_numbers:
-            await _process_product(rt, request_id, serial_number)
-        return
-    outcomes = await asyncio.gather(
-        *(_process_product(rt, request_id, s) for s in serial_numbers), return_exceptions=True
-    )
-    # Every product ran to its end before we raise: nothing is left half-done on the loop.
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+            product = await rt.products.claim(request_id, serial_number)
+            if product is not None:  # None: already final, done by an earlier run
+                await _process_product(rt, product)
+    else:
+        claimed = await rt.products.claim_many(request_id, serial_numbers)
+        outcomes = await asyncio.gather(
+            *(_process_product(rt, product) for product in claimed), return_exceptions=True
+        )
+        # Every product ran to its end before we raise: nothing is left half-done on the loop.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    await complete_when_counted(rt, request_id)
 
 
 async def process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
     await process_products(rt, request_id, [serial_number])
 
 
-async def _process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
-    product = await rt.products.claim(request_id, serial_number)
-    if product is None:
-        return  # already final: a redelivered or duplicate message
+async def _process_product(rt: WorkerRuntime, product: ProductRecord) -> None:
     if product.attempts > rt.settings.max_attempts:
         # This product has taken its worker down every time it ran: stop feeding it to workers.
         await _finish(
@@ -95,6 +96,7 @@ async def _process_image(
                 data,
                 quality=rt.settings.jpeg_quality,
                 max_pixels=rt.settings.max_image_pixels,
+                optimize=rt.settings.jpeg_optimize,
             )
     except ImageFailure as failure:
         log_event(
@@ -139,8 +141,7 @@ async def _finish(
         status=status,
         failed=len(errors),
     )
-    await count_finished(
-        rt,
+    await rt.requests.count_product(
         product.request_id,
         images_done=len(output_keys) - len(errors),
         images_failed=len(errors),

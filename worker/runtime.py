@@ -22,6 +22,7 @@ from models.products import ProductRepository
 from models.requests import RequestRepository
 from models.settings import Settings, get_settings
 from models.staging import StagedChunkRepository
+from worker.allocator import reuse_large_buffers
 from worker.app import celery_app
 from worker.downloads import DownloadPolicy, download_client
 from worker.queues import TaskQueue
@@ -76,6 +77,7 @@ class WorkerRuntime:
 
 
 def build_runtime(settings: Settings, app: Celery) -> WorkerRuntime:
+    reuse_large_buffers()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     client = mongo_client(settings)
