@@ -21,6 +21,8 @@ from api.sheets import (
     SheetLimits,
     SheetReader,
     SheetRow,
+    _parsed_url_problem,
+    _url_problem,
     neutralize_cell,
     open_sheet,
 )
@@ -797,3 +799,22 @@ def test_100k_rows_stream_in_flat_memory(tmp_path: Path) -> None:
 
     assert (count, last_line, reader.error_count) == (100_000, 100_001, 0)
     assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+
+
+# The fast path for plain URLs must never accept what the full parse refuses, or vice versa.
+_URLISH = st.text(alphabet="htps:/[]@?#%.-_~ 09azAZ\u00fc\u3000\\", min_size=0, max_size=40)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP", "ftp", "http:", ""]),
+    rest=_URLISH,
+    port=st.one_of(st.none(), st.integers(min_value=0, max_value=999_999)),
+)
+def test_plain_url_fast_path_agrees_with_the_full_parse(
+    scheme: str, rest: str, port: int | None
+) -> None:
+    host, _, tail = rest.partition("/")
+    url = f"{scheme}://{host}{'' if port is None else f':{port}'}/{tail}"
+    for limits in (SheetLimits(), SheetLimits(url_check=lambda u: "blocked" if "0" in u else None)):
+        assert _url_problem(url, limits) == _parsed_url_problem(url, limits)

@@ -14,13 +14,14 @@ import pytest
 import redis
 
 from api.stack import Stack
+from models.products import ProductStatus
 from models.requests import RequestStatus
 from models.settings import Settings
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
 from worker.app import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE, create_celery
 from worker.dispatch import dispatch_request
-from worker.products import process_product
+from worker.products import process_product, process_products
 from worker.runtime import WorkerRuntime, build_runtime
 
 
@@ -98,3 +99,54 @@ def test_concurrent_last_products_complete_the_request_exactly_once(
         assert (record.products_done, record.images_done, record.images_failed) == (3, 3, 0)
     assert _queue_length(rt, WEBHOOKS_QUEUE) == 5
     assert _queue_length(rt, DISPATCH_QUEUE) == 0
+
+
+def test_a_chunk_skips_finished_products_and_completes_its_request(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    rt = isolated
+    url = origin.url("/img/coffee.jpg")
+    request_id = seed_request(rt, [[url], [url, origin.url("/status/404")], [url], [url]])
+    rt.run(dispatch_request(rt, request_id))
+    rt.run(process_product(rt, request_id, 2))  # an earlier chunk already finished product 2
+
+    rt.run(process_products(rt, request_id, [1, 2, 3, 4]))
+
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert record.status == RequestStatus.COMPLETED
+    assert (record.products_done, record.images_done, record.images_failed) == (4, 4, 1)
+    products = {s: rt.run(rt.products.get(request_id, s)) for s in (1, 2, 3, 4)}
+    assert {s: (p.status, p.attempts) for s, p in products.items() if p} == {
+        1: (ProductStatus.COMPLETED, 1),
+        2: (ProductStatus.PARTIAL, 1),  # not claimed again
+        3: (ProductStatus.COMPLETED, 1),
+        4: (ProductStatus.COMPLETED, 1),
+    }
+    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+
+
+def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    # The run that counted the last product died before it looked at the counters: the
+    # redelivered message finds nothing to do but must still complete the request.
+    rt = isolated
+    request_id = seed_request(rt, [[origin.url("/img/coffee.jpg")]])
+    rt.run(dispatch_request(rt, request_id))
+    product = rt.run(rt.products.claim(request_id, 1))
+    assert product is not None
+    key = f"{request_id}/1/0.jpg"
+    rt.run(rt.products.finish(request_id, 1, output_keys=[key], errors=[]))
+    rt.run(rt.requests.count_product(request_id, images_done=1, images_failed=0))
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert record.status == RequestStatus.IN_PROGRESS
+
+    rt.run(process_products(rt, request_id, [1]))
+
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert record.status == RequestStatus.COMPLETED
+    assert (record.products_done, record.images_done) == (1, 1)
+    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
