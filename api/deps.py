@@ -10,7 +10,6 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
-from api.schemas import StatusView
 from models.db import Database, Document
 from models.idempotency import IdempotencyRepository
 from models.media import MediaStore
@@ -33,7 +32,7 @@ class AppState:
     queue: TaskQueue
     media: MediaStore
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
-    status_cache: TTLCache[StatusView] = field(
+    status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
     )
 
