@@ -41,6 +41,9 @@ def _simplejpeg(data: bytes) -> bytes:
 
 def _pillow(data: bytes, **options: object) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
+        # Decoded explicitly, as the pipeline does. Left to save(), the same decode measured
+        # 37 instead of 23 ms on the 4 MP photo: an allocation pattern, not the codec.
+        image.load()
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=QUALITY, **options)
         return out.getvalue()
