@@ -116,6 +116,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.origin.count_connection()
+
     # -- plumbing ------------------------------------------------------------------------
 
     @property
@@ -289,6 +293,8 @@ class Origin(Managed):
         self.latency_jitter = latency_jitter
         self.bandwidth = bandwidth
         self.requests = RequestLog()
+        #: TCP connections accepted so far (keep-alive reuse shows as fewer than requests).
+        self.connections = 0
         self.stopped = threading.Event()
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
@@ -312,6 +318,10 @@ class Origin(Managed):
             return 0.0
         jitter = random.uniform(-self.latency_jitter, self.latency_jitter)
         return max(0.0, self.latency + jitter)
+
+    def count_connection(self) -> None:
+        with self._hits_lock:
+            self.connections += 1
 
     def count_hit(self, key: str) -> int:
         """Increment and return the per-key counter (1 on the first request)."""

@@ -95,6 +95,26 @@ def test_one_client_serves_many_concurrent_downloads(origin: Origin) -> None:
     assert [len(b) for b in bodies] == [(CORPUS / n).stat().st_size for n in names]
 
 
+def test_concurrent_downloads_reuse_kept_alive_connections(origin: Origin) -> None:
+    # 24 in flight, as a worker has with a chunk of 8 three-image products: httpx's default
+    # pool closed an idle connection whenever it held more than 20, i.e. after nearly every
+    # response, so each download paid a new connection (and, on a real CDN, a TLS handshake).
+    before = origin.connections
+
+    async def run() -> None:
+        async with download_client(POLICY) as client:
+
+            async def one_lane(lane: int) -> None:
+                for i in range(10):
+                    await download(client, origin.url(f"/img/chelsea.jpg?l={lane}&i={i}"), POLICY)
+
+            await asyncio.gather(*(one_lane(lane) for lane in range(24)))
+
+    asyncio.run(run())
+    assert len(origin.requests) == 240
+    assert origin.connections - before <= 24
+
+
 def test_policy_from_settings() -> None:
     from models.settings import Settings
 
@@ -104,6 +124,7 @@ def test_policy_from_settings() -> None:
     assert policy.max_bytes == 1234
     assert policy.network == NetworkPolicy(False, frozenset({80}))
     assert policy.deadline == settings.download_deadline
+    assert policy.connections == settings.products_per_task * settings.product_image_concurrency
 
 
 # --------------------------------------------------------------------------------------------
