@@ -132,6 +132,29 @@ def sweep_table(results: dict[str, Any]) -> str:
     return table("I/O vs CPU (cpu = CPU-seconds per wall second)", header, rows)
 
 
+def budget_table(results: dict[str, Any]) -> str:
+    """CPU milliseconds each image of the main batch cost, by role, against the budget that
+    0.8 of the simplejpeg limit leaves: that is the profile behind target 1's verdict."""
+    limits = _limits(results)
+    main: BatchResult = results["main"]
+    cores = results["args"]["cores"]
+    wall = main.images / main.images_per_s
+    per_image = {
+        role: seconds * wall * 1000 / main.images
+        for role, seconds in main.cpu_seconds_per_s.items()
+        if role != "worker pool"
+    }
+    for role, seconds in main.pool_threads_seconds.items():
+        per_image[role] = seconds * 1000 / main.images
+    rows: list[list[object]] = [
+        [role, ms] for role, ms in sorted(per_image.items(), key=lambda item: -item[1])
+    ]
+    rows.append(["total", sum(per_image.values())])
+    rows.append(["simplejpeg decode+encode alone", cores * 1000 / limits[SIMPLEJPEG]])
+    rows.append(["all of it, at 0.8 of simplejpeg", cores * 1000 / (0.8 * limits[SIMPLEJPEG])])
+    return table("CPU ms PER IMAGE (main batch)", ["role", "ms"], rows)
+
+
 def profile_table(results: dict[str, Any]) -> str:
     main: BatchResult = results["main"]
     rows = []
@@ -153,6 +176,7 @@ def render(results: dict[str, Any]) -> str:
         targets(results),
         codec_tables(results),
         sweep_table(results),
+        budget_table(results),
         profile_table(results),
         f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
         f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",

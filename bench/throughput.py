@@ -43,6 +43,25 @@ class BatchResult:
     status_load: dict[str, Any] | None = None
     fairness: dict[str, Any] | None = None
     profiles: dict[str, Any] = field(default_factory=dict)
+    pool_threads_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _pool_threads(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU seconds of the pool processes, by thread: the main thread runs the event loop
+    (downloads, MongoDB and Celery calls), the others ``asyncio.to_thread`` work (the codec
+    and writing outputs)."""
+    split = {"worker event loop": 0.0, "worker codec threads": 0.0}
+    for name, process in processes.items():
+        if "-child-" not in name:
+            continue
+        try:
+            threads = process.threads()
+        except psutil.NoSuchProcess:
+            continue
+        for thread in threads:
+            role = "worker event loop" if thread.id == process.pid else "worker codec threads"
+            split[role] += thread.user_time + thread.system_time
+    return split
 
 
 def _elapsed(doc: dict[str, Any], start: str, end: str) -> float:
@@ -116,6 +135,7 @@ def run_batch(
     # This process serves the origin (a thread) and polls: its CPU is taken from the same cores.
     processes["bench+origin"] = psutil.Process()
     cpu_before = cpu_seconds(processes)
+    threads_before = _pool_threads(processes)
     started = time.monotonic()
     request_id = str(bench.upload(body)["request_id"])
     probe = _Probe(bench, photos, label, probe_at) if probe_at is not None else None
@@ -152,6 +172,7 @@ def run_batch(
             time.sleep(_POLL)
         wall = time.monotonic() - started
         cpu_after = cpu_seconds(processes)
+        threads_after = _pool_threads(processes)
         status_load = None
         if loadgen is not None:
             out, _ = loadgen.communicate(timeout=load.duration + 60 if load else 60)
@@ -183,6 +204,7 @@ def run_batch(
         status_load=status_load,
         fairness=probe.result() if probe else None,
         profiles=profiles,
+        pool_threads_seconds={k: threads_after[k] - threads_before[k] for k in threads_after},
     )
 
 
