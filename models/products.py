@@ -8,6 +8,7 @@ and only that run adds the product to its request's counters.
 from __future__ import annotations
 
 import heapq
+import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -195,18 +196,25 @@ class ProductRepository:
     async def claim_many(
         self, request_id: str, serial_numbers: Sequence[int]
     ) -> list[ProductRecord]:
-        """Claim a chunk's pending products in one round trip; returns those now processing.
+        """Claim a chunk's pending products in one round trip; returns the ones this call got.
 
         For a chunk none of whose products is already ``processing`` (see
-        :meth:`any_interrupted`): then every product read back as ``processing`` is one this
-        call claimed, or one a duplicate run of the same chunk claimed at the same moment,
-        which :meth:`claim` would have handed out too. Two round trips for the chunk instead
-        of two per product; each update is still a conditional one on an exact index.
+        :meth:`any_interrupted`). Each claim stamps a token of this call, so a duplicate run of
+        the same chunk racing this one takes only what it moved itself, and each run that
+        processes a product has counted an attempt. A product left ``processing`` by a run
+        that died is taken over by :meth:`claim` on the next, one-at-a-time, run. Two round
+        trips for the chunk instead of two per product; each update is still a conditional
+        one on an exact index.
         """
         if not serial_numbers:
             return []
+        token = uuid.uuid4().hex
         claim = {
-            "$set": {"status": ProductStatus.PROCESSING, "started_at": datetime.now(UTC)},
+            "$set": {
+                "status": ProductStatus.PROCESSING,
+                "started_at": datetime.now(UTC),
+                "claim": token,
+            },
             "$inc": {"attempts": 1},
         }
         await self._collection.bulk_write(
@@ -230,7 +238,7 @@ class ProductRepository:
         claimed = {
             int(doc["serial_number"]): ProductRecord.model_validate(doc)
             async for doc in cursor
-            if doc["status"] == ProductStatus.PROCESSING
+            if doc["status"] == ProductStatus.PROCESSING and doc.get("claim") == token
         }
         return [claimed[s] for s in serial_numbers if s in claimed]
 

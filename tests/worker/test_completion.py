@@ -150,3 +150,46 @@ def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
     assert record.status == RequestStatus.COMPLETED
     assert (record.products_done, record.images_done) == (1, 1)
     assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+
+
+def test_duplicate_runs_of_a_chunk_process_each_product_once_per_attempt(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    # A redelivered or re-enqueued chunk can run while the original still does. Whatever runs
+    # a product must have counted an attempt: that is what bounds its repeated work.
+    rt = isolated
+    urls = [[origin.url(f"/img/coffee.jpg?product={s}")] for s in (1, 2, 3)]
+    request_id = seed_request(rt, urls)
+    rt.run(dispatch_request(rt, request_id))
+    origin.requests.clear()
+
+    async def twice() -> None:
+        await asyncio.gather(*(process_products(rt, request_id, [1, 2, 3]) for _ in range(2)))
+
+    rt.run(twice())
+
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert record.status == RequestStatus.COMPLETED
+    assert (record.products_done, record.images_done) == (3, 3)
+    for serial in (1, 2, 3):
+        product = rt.run(rt.products.get(request_id, serial))
+        assert product is not None
+        downloads = origin.requests.count(f"/img/coffee.jpg?product={serial}")
+        assert 1 <= downloads <= product.attempts
+
+
+def test_a_racing_chunk_claim_gets_only_what_it_moved(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    rt = isolated
+    request_id = seed_request(rt, [[origin.url("/img/coffee.jpg")] for _ in range(3)])
+    rt.run(dispatch_request(rt, request_id))
+
+    first = rt.run(rt.products.claim_many(request_id, [1, 2, 3]))
+    # A duplicate run whose interruption check ran before the first run's claims landed.
+    second = rt.run(rt.products.claim_many(request_id, [1, 2, 3]))
+
+    assert [p.serial_number for p in first] == [1, 2, 3]
+    assert [p.attempts for p in first] == [1, 1, 1]
+    assert second == []
