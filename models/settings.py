@@ -36,7 +36,7 @@ class Settings(BaseSettings):
 
     # --- image processing --------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)
-    # Per-image Huffman tables: ~8 % smaller files for ~1.4x the codec CPU. Off by default
+    # Per-image Huffman tables: ~8 % smaller files for ~1.9x the codec CPU. Off by default
     # because the codec is what bounds a batch's wall time (bench/README.md).
     jpeg_optimize: bool = False
     max_image_bytes: int = Field(25 * 1024 * 1024, gt=0)
