@@ -85,26 +85,10 @@ async def _status_json(
     offset: int,
     limit: int,
 ) -> bytes:
-    view = await _status_view(
-        request_id, owner, settings, requests, products, deliveries, offset, limit
-    )
-    return view.model_dump_json().encode()
-
-
-async def _status_view(
-    request_id: str,
-    owner: str,
-    settings: Settings,
-    requests: RequestRepository,
-    products: ProductRepository,
-    deliveries: WebhookDeliveryRepository,
-    offset: int,
-    limit: int,
-) -> StatusView:
     record = await get_owned_request(requests, request_id, owner)
     page = await products.page(request_id, offset=offset, limit=limit)
     delivery = await deliveries.for_request_target(record.id) if record.webhook_url else None
-    return StatusView(
+    view = StatusView(
         request_id=record.id,
         status=record.status,
         progress=record.progress,
@@ -134,6 +118,7 @@ async def _status_view(
             for p in page
         ],
     )
+    return view.model_dump_json().encode()
 
 
 @router.get(
