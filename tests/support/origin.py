@@ -47,12 +47,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from models.embedded import Managed
+from tests.support.loopback import CountingServer, LoopbackServer
 
 __all__ = ["Origin", "RequestLog"]
 
@@ -98,15 +98,9 @@ class RequestLog:
         return f"RequestLog({self.paths()!r})"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(CountingServer):
     request_queue_size = 1024
-    allow_reuse_address = True
     origin: Origin
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hanging up mid-body (deadline tests, TOO_LARGE) is the normal case here.
-        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -115,10 +109,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-    def setup(self) -> None:
-        super().setup()
-        self.origin.count_connection()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -278,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.origin.stopped.wait(seconds)
 
 
-class Origin(Managed):
+class Origin(LoopbackServer):
     """A running origin; also a context manager (``stop()`` on exit)."""
 
     def __init__(
@@ -293,22 +283,12 @@ class Origin(Managed):
         self.latency_jitter = latency_jitter
         self.bandwidth = bandwidth
         self.requests = RequestLog()
-        #: TCP connections accepted so far (keep-alive reuse shows as fewer than requests).
-        self.connections = 0
-        self.stopped = threading.Event()
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.origin = self
-        self.port: int = self._server.server_address[1]
+        server = _Server(_Handler)
+        server.origin = self
+        super().__init__(server, "origin")
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"origin:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
 
     def url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else f"/{path}")
@@ -319,23 +299,8 @@ class Origin(Managed):
         jitter = random.uniform(-self.latency_jitter, self.latency_jitter)
         return max(0.0, self.latency + jitter)
 
-    def count_connection(self) -> None:
-        with self._hits_lock:
-            self.connections += 1
-
     def count_hit(self, key: str) -> int:
         """Increment and return the per-key counter (1 on the first request)."""
         with self._hits_lock:
             self._hits[key] += 1
             return self._hits[key]
-
-    def stop(self) -> None:
-        if self.stopped.is_set():
-            return
-        self.stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def start(self) -> Origin:
-        return self  # already serving: the server starts in __init__

@@ -19,10 +19,10 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from models.embedded import Managed
+from tests.support.loopback import CountingServer, LoopbackServer
 
 __all__ = ["Arrival", "Receiver", "Reply"]
 
@@ -43,17 +43,8 @@ class Arrival:
     at: float  # time.monotonic() when the body had been read
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(CountingServer):
     receiver: Receiver
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        self.receiver._count_connection()
-        return True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients giving up on a hanging request is the point of some tests
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -100,25 +91,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-class Receiver(Managed):
+class Receiver(LoopbackServer):
     """A running receiver; a context manager that stops it on exit."""
 
     def __init__(self, port: int = 0) -> None:
-        self.stopped = threading.Event()
         self._lock = threading.Condition()
         self._arrivals: list[Arrival] = []
         self._scripts: defaultdict[str, deque[Reply]] = defaultdict(deque)
-        self._connections = 0
-        self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.receiver = self
-        self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"receiver:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        server = _Server(_Handler, port)
+        server.receiver = self
+        super().__init__(server, "receiver")
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -126,11 +108,6 @@ class Receiver(Managed):
     def script(self, path: str, replies: Iterable[int | Reply]) -> None:
         with self._lock:
             self._scripts[path].extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
-
-    @property
-    def connections(self) -> int:
-        with self._lock:
-            return self._connections
 
     def arrivals(self, path: str | None = None) -> list[Arrival]:
         with self._lock:
@@ -151,18 +128,6 @@ class Receiver(Managed):
                     )
                 self._lock.wait(remaining)
 
-    def stop(self) -> None:
-        if self.stopped.is_set():
-            return
-        self.stopped.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def _count_connection(self) -> None:
-        with self._lock:
-            self._connections += 1
-
     def _record(self, arrival: Arrival) -> None:
         with self._lock:
             self._arrivals.append(arrival)
@@ -172,6 +137,3 @@ class Receiver(Managed):
         with self._lock:
             script = self._scripts[path]
             return script.popleft() if script else Reply()
-
-    def start(self) -> Receiver:
-        return self  # already serving: the server starts in __init__
