@@ -19,6 +19,7 @@ import simplejpeg
 from PIL import Image
 
 from bench.data import CORPUS
+from bench.procfs import peak_rss_mb, rss_mb
 from worker.images import compress_image
 
 QUALITY = 50
@@ -173,27 +174,11 @@ def per_image(names: Sequence[str], seconds: float) -> list[PerImage]:
     return rows
 
 
-def _vm_hwm_kb() -> int:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _vm_rss_kb() -> int:
-    with open(f"/proc/{os.getpid()}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def _peak_once(codec_name: str, name: str) -> float:
     data = (CORPUS / name).read_bytes()
-    before = _vm_rss_kb()
+    before = rss_mb(os.getpid())
     CODECS[codec_name](data)
-    return (_vm_hwm_kb() - before) / 1024
+    return peak_rss_mb(os.getpid()) - before
 
 
 def peak_memory(name: str) -> dict[str, float]:

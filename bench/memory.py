@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.data import BIG_PHOTO, batch_csv
-from bench.harness import Bench, peak_rss_mb
+from bench.harness import Bench
+from bench.procfs import peak_rss_mb
 
 
 @dataclass

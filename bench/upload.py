@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 
 from bench.data import DEFAULT_PHOTOS, batch_csv
-from bench.harness import Bench, peak_rss_mb
+from bench.harness import Bench
+from bench.procfs import peak_rss_mb
 
 
 @dataclass
