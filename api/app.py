@@ -13,15 +13,15 @@ from redis.asyncio import Redis
 
 from api import controls, health, media, requests, uploads, webhooks
 from api.deps import AppState
-from api.limits import UploadSizeLimit
 from api.ratelimits import RateLimitHeaders
+from api.upload_guard import UploadSizeLimit
+from core.errors import ImgbatchError
+from core.logs import configure_logging, log_event
+from core.settings import Settings, get_settings
+from domain.services import Services
+from domain.taskqueue import CeleryTaskSender
 from models.db import database, ensure_indexes, mongo_client
-from models.errors import ImgbatchError
-from models.logs import configure_logging, log_event
-from models.media import MediaStore
-from models.settings import Settings, get_settings
-from worker.app import create_celery
-from worker.queues import TaskQueue
+from storage import create_store
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mongo=mongo,
             db=db,
             redis=redis,
-            queue=TaskQueue(create_celery(settings)),
-            media=MediaStore(settings.media_dir),
+            services=Services(
+                settings=settings,
+                db=db,
+                tasks=CeleryTaskSender.from_settings(settings),
+                store=create_store(settings),
+            ),
         )
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Header
 
 from api.deps import DatabaseDep, SettingsDep
-from models.errors import ImgbatchError
+from core.errors import ImgbatchError
 from models.keys import ApiKeyRepository, hash_key
 
 LOCAL_OWNER = "local"

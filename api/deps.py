@@ -10,15 +10,16 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
+from core.settings import Settings
+from domain.services import Services
+from domain.taskqueue import TaskSender
 from models.db import Database, Document
 from models.idempotency import IdempotencyRepository
-from models.media import MediaStore
 from models.products import ProductRepository
 from models.requests import RequestRepository
-from models.settings import Settings
 from models.staging import StagedChunkRepository
 from models.webhooks import WebhookDeliveryRepository, WebhookSubscriberRepository
-from worker.queues import TaskQueue
+from storage import MediaStore
 
 
 @dataclass
@@ -29,8 +30,7 @@ class AppState:
     mongo: AsyncMongoClient[Document]
     db: Database
     redis: Redis
-    queue: TaskQueue
-    media: MediaStore
+    services: Services
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
     status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
@@ -81,19 +81,24 @@ def _deliveries(db: DatabaseDep) -> WebhookDeliveryRepository:
     return WebhookDeliveryRepository(db)
 
 
-def _queue(state: StateDep) -> TaskQueue:
-    return state.queue
+def _services(state: StateDep) -> Services:
+    return state.services
 
 
-def _media(state: StateDep) -> MediaStore:
-    return state.media
+def _tasks(state: StateDep) -> TaskSender:
+    return state.services.tasks
+
+
+def _store(state: StateDep) -> MediaStore:
+    return state.services.store
 
 
 RequestsDep = Annotated[RequestRepository, Depends(_requests)]
 ProductsDep = Annotated[ProductRepository, Depends(_products)]
 ChunksDep = Annotated[StagedChunkRepository, Depends(_chunks)]
 IdempotencyDep = Annotated[IdempotencyRepository, Depends(_idempotency)]
-QueueDep = Annotated[TaskQueue, Depends(_queue)]
-MediaDep = Annotated[MediaStore, Depends(_media)]
+ServicesDep = Annotated[Services, Depends(_services)]
+TasksDep = Annotated[TaskSender, Depends(_tasks)]
+StoreDep = Annotated[MediaStore, Depends(_store)]
 SubscribersDep = Annotated[WebhookSubscriberRepository, Depends(_subscribers)]
 DeliveriesDep = Annotated[WebhookDeliveryRepository, Depends(_deliveries)]

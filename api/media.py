@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
-from api.deps import MediaDep
-from models.errors import NotFound
+from api.deps import StoreDep
+from core.errors import NotFound
 
 router = APIRouter(tags=["media"])
 
+_DEFAULT_CACHE_CONTROL = "public, max-age=3600"
 
-@router.get("/media/{key:path}", response_class=FileResponse)
-async def media(key: str, store: MediaDep) -> FileResponse:
-    path = store.path(key)
-    if path is None or not path.is_file():
+
+@router.get(
+    "/media/{key:path}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such image"}},
+)
+async def media(key: str, store: StoreDep) -> StreamingResponse:
+    stored = await store.open(key)
+    if stored is None:
         raise NotFound("no such image")
-    return FileResponse(
-        path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"}
+    return StreamingResponse(
+        stored.chunks,
+        media_type=stored.content_type,
+        headers={
+            "Content-Length": str(stored.size),
+            "Cache-Control": stored.cache_control or _DEFAULT_CACHE_CONTROL,
+        },
     )

@@ -17,8 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import OwnerDep
 from api.deps import RequestsDep, SettingsDep, StateDep
-from models.errors import ImgbatchError
-from models.logs import log_event
+from core.errors import ImgbatchError
+from core.logs import log_event
 
 logger = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from api.auth import OwnerDep
 from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
 from api.schemas import ImageErrorView, ProductView, StatusView
-from api.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
-from api.urls import media_url
 from api.webhooks import request_webhook_view
-from models.errors import Conflict, Gone, NotFound
+from core.errors import Conflict, Gone, NotFound
+from core.settings import Settings
+from domain.urls import media_url
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestRepository, RequestStatus
-from models.settings import Settings
 from models.webhooks import WebhookDeliveryRepository
+from sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
 
 router = APIRouter(tags=["requests"])
 

@@ -13,21 +13,21 @@ from fastapi import APIRouter, Form, Header, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep
-from api.deps import ChunksDep, IdempotencyDep, QueueDep, RequestsDep, SettingsDep
+from api.deps import ChunksDep, IdempotencyDep, RequestsDep, SettingsDep, TasksDep
 from api.ratelimits import UploadLimitDep
 from api.schemas import UploadAccepted
-from api.sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
-from api.urls import download_url, status_url
-from models.errors import Conflict, UnprocessableEntity
-from models.logs import log_event, redact_url
+from core.errors import Conflict, UnprocessableEntity
+from core.logs import log_event, redact_url
+from core.settings import Settings
+from domain.taskqueue import TaskSender
+from domain.urls import download_url, status_url
+from domain.webhook_signing import new_secret
+from domain.webhook_targets import validate_webhook_url
 from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
-from models.settings import Settings
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
-from webhooks.signing import new_secret
-from webhooks.targets import validate_webhook_url
-from worker.network import literal_host_reason
-from worker.queues import TaskQueue
+from netguard import literal_host_reason
+from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
 
 router = APIRouter(tags=["requests"])
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ async def upload(
     settings: SettingsDep,
     requests: RequestsDep,
     chunks: ChunksDep,
-    queue: QueueDep,
+    tasks: TasksDep,
     keys: IdempotencyDep,
     webhook_url: Annotated[str | None, Form()] = None,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
@@ -50,7 +50,7 @@ async def upload(
     ] = None,
 ) -> UploadAccepted:
     if idempotency_key is None:
-        return await _accept(file, owner, webhook_url, priority, settings, requests, chunks, queue)
+        return await _accept(file, owner, webhook_url, priority, settings, requests, chunks, tasks)
     fingerprint = await run_in_threadpool(_fingerprint, file.file)
     existing = await keys.reserve(owner, idempotency_key, fingerprint)
     if existing is not None:
@@ -61,7 +61,7 @@ async def upload(
         return UploadAccepted.model_validate(existing.response)
     try:
         accepted = await _accept(
-            file, owner, webhook_url, priority, settings, requests, chunks, queue
+            file, owner, webhook_url, priority, settings, requests, chunks, tasks
         )
     except BaseException:
         await keys.release(owner, idempotency_key)
@@ -78,7 +78,7 @@ async def _accept(
     settings: Settings,
     requests: RequestRepository,
     chunks: StagedChunkRepository,
-    queue: TaskQueue,
+    tasks: TaskSender,
 ) -> UploadAccepted:
     request_id = uuid.uuid4().hex
     # Checked before the sheet is read: a bad URL is refused without staging anything.
@@ -126,7 +126,7 @@ async def _accept(
         )
     )
     try:
-        await run_in_threadpool(queue.dispatch, request_id)
+        await tasks.dispatch(request_id)
     except Exception as exc:  # the broker is down: the reconciler dispatches it later
         log_event(
             logger,

@@ -12,13 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep
-from api.deps import DeliveriesDep, QueueDep, SettingsDep, SubscribersDep
+from api.deps import DeliveriesDep, SettingsDep, SubscribersDep, TasksDep
 from api.schemas import RequestWebhookView, WebhookAttemptView
-from models.errors import Conflict, NotFound
-from models.logs import log_event, redact_url
+from core.errors import Conflict, NotFound
+from core.logs import log_event, redact_url
+from domain.webhook_signing import new_secret
+from domain.webhook_targets import validate_webhook_url
 from models.requests import RequestRecord, now
 from models.webhooks import (
     QUEUE_HOLD,
@@ -28,8 +29,6 @@ from models.webhooks import (
     WebhookSubscriberRepository,
     new_id,
 )
-from webhooks.signing import new_secret
-from webhooks.targets import validate_webhook_url
 
 router = APIRouter(tags=["webhooks"])
 logger = logging.getLogger(__name__)
@@ -226,7 +225,7 @@ async def redeliver(
     owner: OwnerDep,
     subscribers: SubscribersDep,
     deliveries: DeliveriesDep,
-    queue: QueueDep,
+    tasks: TasksDep,
 ) -> DeliveryView:
     """Send the event once more, now, with the same ``webhook-id`` (receivers dedupe on it)."""
     current = await deliveries.get(delivery_id, owner=owner)
@@ -244,7 +243,7 @@ async def redeliver(
     log_event(logger, "webhook.redelivery_requested", delivery_id=delivery_id, owner=owner)
     if await deliveries.mark_queued(delivery_id, hold=QUEUE_HOLD):
         try:
-            await run_in_threadpool(queue.webhook_deliveries, [delivery_id])
+            await tasks.webhook_deliveries([delivery_id])
         except Exception as exc:  # the broker is down: the poller sends it once the hold ends
             log_event(
                 logger,

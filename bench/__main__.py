@@ -19,7 +19,7 @@ from bench import codecs, decoupled, memory, status, summary, throughput, upload
 from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, copy_photos, load_photos
 from bench.harness import running
 from bench.report import RESULTS, write_json
-from models.settings import Settings
+from core.settings import Settings
 
 
 def _configs(text: str) -> list[tuple[int, int]]:

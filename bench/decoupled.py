@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from worker.images import compress_image
+from imaging import compress_image
 
 _QUALITY = 50
 _MAX_PIXELS = 50_000_000

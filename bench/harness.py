@@ -1,4 +1,4 @@
-"""The real stack (``api.stack.Stack``, as ``make run`` starts it) behind a loopback origin.
+"""The real stack (``cli.stack.Stack``, as ``make run`` starts it) behind a loopback origin.
 
 Helpers here upload sheets, wait for requests, restart workers with other settings and read
 per-process CPU time and peak RSS (``VmHWM`` from ``/proc``: the kernel's exact high-water mark,
@@ -18,9 +18,9 @@ import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 from pymongo import MongoClient
 
-from api.stack import Stack
-from models.embedded import free_port
-from models.settings import Settings
+from cli.embedded import free_port
+from cli.stack import Stack
+from core.settings import Settings
 from tests.support.origin import Origin
 
 # As in tests/conftest.py: the origin is on loopback, which the address guard refuses.

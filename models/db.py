@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from models.settings import Settings
+from core.settings import Settings
 
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]

@@ -166,8 +166,9 @@ class ProductRepository:
         async for doc in cursor:
             yield int(doc["position"]), int(doc["serial_number"])
 
-    async def any_interrupted(self, request_id: str, serial_numbers: list[int]) -> bool:
-        """Whether a run that claimed one of these products died before finishing it."""
+    async def any_processing(self, request_id: str, serial_numbers: list[int]) -> bool:
+        """Whether one of these products is ``processing``: a run that claimed it died, or is
+        still at work on it."""
         wanted = set(serial_numbers)
         cursor = self._collection.find(
             {"request_id": request_id, "status": ProductStatus.PROCESSING},
@@ -199,7 +200,7 @@ class ProductRepository:
         """Claim a chunk's pending products in one round trip; returns the ones this call got.
 
         For a chunk none of whose products is already ``processing`` (see
-        :meth:`any_interrupted`). Each claim stamps a token of this call, so a duplicate run of
+        :meth:`any_processing`). Each claim stamps a token of this call, so a duplicate run of
         the same chunk racing this one takes only what it moved itself, and each run that
         processes a product has counted an attempt. A product left ``processing`` by a run
         that died is taken over by :meth:`claim` on the next, one-at-a-time, run. Two round

@@ -115,7 +115,7 @@ class RequestRepository:
         """Add one finished product to the counters. Call only on the product's own transition.
 
         Whoever then reads the counters at their total makes the conditional move to
-        completed (:meth:`complete_if_finished`), which happens once whoever sees it first.
+        completed (:meth:`complete_if_counted`), which happens once whoever sees it first.
         """
         await self._collection.update_one(
             {"_id": request_id},
@@ -145,7 +145,7 @@ class RequestRepository:
             },
         )
 
-    async def complete_if_finished(self, request_id: str) -> RequestRecord | None:
+    async def complete_if_counted(self, request_id: str) -> RequestRecord | None:
         """The one transition to ``completed``: only the caller that wins it gets the record."""
         completed_at = now()
         doc = await self._collection.find_one_and_update(

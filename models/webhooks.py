@@ -217,11 +217,6 @@ class WebhookEventRepository:
         doc = await self._collection.find_one({"_id": event_id})
         return EventRecord.model_validate(doc) if doc else None
 
-    async def count_for_request(self, request_id: str, event_type: EventType) -> int:
-        return await self._collection.count_documents(
-            {"request_id": request_id, "type": event_type}
-        )
-
 
 class WebhookDeliveryRepository:
     def __init__(self, db: Database) -> None:

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from api.stack import Stack
-from models.embedded import free_port
-from models.settings import Settings
+from cli.embedded import free_port
+from cli.stack import Stack
+from core.settings import Settings
 from tests.support.origin import Origin
 from tests.support.stacks import sync_db
 

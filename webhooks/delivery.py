@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from models.logs import log_event, redact_url
+from core.logs import log_event, redact_url, scrub_message
+from domain.services import Services
+from domain.webhook_signing import signed_headers
 from models.requests import RequestRepository, now
 from models.webhooks import (
     QUEUE_HOLD,
@@ -30,17 +32,14 @@ from models.webhooks import (
     WebhookEventRepository,
     WebhookSubscriberRepository,
 )
-from webhooks.signing import signed_headers
-from worker.network import (
+from netguard import (
     BlockedAddress,
     InvalidTarget,
     NetworkPolicy,
     check_url,
     guarded_client,
     retry_after_seconds,
-    scrub_message,
 )
-from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +73,20 @@ def retry_delay(schedule: Sequence[float], attempts_made: int, retry_after: floa
     return step
 
 
-async def enqueue(rt: WorkerRuntime, delivery_ids: Iterable[str]) -> int:
+async def enqueue(rt: Services, delivery_ids: Iterable[str]) -> int:
     """Send a delivery task for each due delivery that has none waiting already."""
     deliveries = WebhookDeliveryRepository(rt.db)
     ready = [d for d in delivery_ids if await deliveries.mark_queued(d, hold=QUEUE_HOLD)]
-    return rt.queue.webhook_deliveries(ready) if ready else 0
+    return await rt.tasks.webhook_deliveries(ready) if ready else 0
 
 
-async def enqueue_due(rt: WorkerRuntime) -> int:
+async def enqueue_due(rt: Services) -> int:
     """The beat poller: queue every delivery whose next attempt is due."""
     due = await WebhookDeliveryRepository(rt.db).due_ids(limit=DUE_BATCH)
     return await enqueue(rt, due) if due else 0
 
 
-async def deliver(rt: WorkerRuntime, delivery_id: str) -> DeliveryRecord | None:
+async def deliver(rt: Services, delivery_id: str) -> DeliveryRecord | None:
     """Make the next attempt of a due delivery; None if it was not due or someone else has it."""
     deliveries = WebhookDeliveryRepository(rt.db)
     lease = timedelta(seconds=rt.settings.webhook_timeout + LEASE_MARGIN)
@@ -157,9 +156,7 @@ async def deliver(rt: WorkerRuntime, delivery_id: str) -> DeliveryRecord | None:
     return recorded
 
 
-async def _signing_keys(
-    rt: WorkerRuntime, delivery: DeliveryRecord
-) -> tuple[list[str], str | None]:
+async def _signing_keys(rt: Services, delivery: DeliveryRecord) -> tuple[list[str], str | None]:
     """The secrets to sign with at this moment, or why there are none."""
     if delivery.subscriber_id is not None:
         subscriber = await WebhookSubscriberRepository(rt.db).get(delivery.subscriber_id)
@@ -177,7 +174,7 @@ async def _signing_keys(
     return [request.webhook_secret], None
 
 
-async def _post(rt: WorkerRuntime, url: str, event: EventRecord, keys: list[str]) -> Outcome:
+async def _post(rt: Services, url: str, event: EventRecord, keys: list[str]) -> Outcome:
     timeout = rt.settings.webhook_timeout
     policy = NetworkPolicy.from_settings(rt.settings)
     headers = {

@@ -13,10 +13,11 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from api.urls import download_url, status_url
-from models.logs import log_event
+from core.logs import log_event
+from core.settings import Settings
+from domain.services import Services
+from domain.urls import download_url, status_url
 from models.requests import RequestRecord, RequestRepository, RequestStatus, now
-from models.settings import Settings
 from models.webhooks import (
     REQUEST_TARGET,
     DeliveryRecord,
@@ -28,7 +29,6 @@ from models.webhooks import (
     new_id,
 )
 from webhooks.delivery import enqueue
-from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def envelope(event_type: EventType, at: datetime, data: dict[str, Any]) -> str:
     )
 
 
-async def publish_request_event(rt: WorkerRuntime, request_id: str) -> EventRecord | None:
+async def publish_request_event(rt: Services, request_id: str) -> EventRecord | None:
     """Store the request's terminal event, create its deliveries and queue the due ones."""
     request = await RequestRepository(rt.db).get(request_id)
     event_type = _TERMINAL_EVENTS.get(request.status) if request is not None else None

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Final
 
-from models.logs import log_event
+from core.logs import log_event
 
 __all__ = ["reuse_large_buffers"]
 

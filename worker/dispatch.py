@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from models.logs import log_event
+from core.logs import log_event
+from domain.completion import complete_if_finished, fail_request
+from domain.runtime import Runtime
 from models.products import ProductRecord
 from models.requests import RequestStatus
-from worker.completion import complete_if_finished, fail_request
-from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
 
-async def dispatch_request(rt: WorkerRuntime, request_id: str) -> None:
+async def dispatch_request(rt: Runtime, request_id: str) -> None:
     request = await rt.requests.get(request_id)
     if request is None or request.status not in (RequestStatus.PENDING, RequestStatus.IN_PROGRESS):
         return
@@ -34,7 +34,7 @@ async def dispatch_request(rt: WorkerRuntime, request_id: str) -> None:
         log_event(logger, "request.ingested", request_id=request_id, products=inserted)
     await rt.requests.start(request_id)
     serials = [s async for s in rt.products.unfinished_serials(request_id)]
-    sent = rt.queue.products(
+    sent = await rt.tasks.products(
         request_id, serials, request.priority, per_task=rt.settings.products_per_task
     )
     await rt.requests.mark_dispatched(request_id)

@@ -2,8 +2,8 @@
 
 Everything here assumes the URL is hostile:
 
-* Connections only go through :func:`worker.network.guarded_client`; redirects are followed
-  here, by hand, and every hop goes through :func:`worker.network.check_url` and the guarded
+* Connections only go through :func:`netguard.guarded_client`; redirects are followed
+  here, by hand, and every hop goes through :func:`netguard.check_url` and the guarded
   client again, so a public URL cannot bounce us to ``169.254.169.254``.
 * Memory is bounded by ``max_bytes``: a ``Content-Length`` above it is refused before the body
   is read, and streamed bytes are counted for responses without one (chunked) or that lie. A
@@ -37,20 +37,19 @@ from typing import TYPE_CHECKING
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from models.errors import ImageErrorCode, ImageFailure
-from worker.network import (
+from core.errors import ImageErrorCode, ImageFailure
+from core.logs import redact_url, scrub_message
+from netguard import (
     BlockedAddress,
     InvalidTarget,
     NetworkPolicy,
     check_url,
     guarded_client,
-    redact_url,
     retry_after_seconds,
-    scrub_message,
 )
 
 if TYPE_CHECKING:
-    from models.settings import Settings
+    from core.settings import Settings
 
 __all__ = ["USER_AGENT", "DownloadPolicy", "download", "download_client"]
 
@@ -300,7 +299,7 @@ async def _attempt(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) 
 async def download(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
     """Fetch ``url`` and return its body, or raise :class:`ImageFailure`.
 
-    ``client`` must come from :func:`download_client` (or :func:`worker.network.guarded_client`):
+    ``client`` must come from :func:`download_client` (or :func:`netguard.guarded_client`):
     the SSRF guarantee is the client's, this function only adds per-hop checks on top.
     """
     retrying = AsyncRetrying(

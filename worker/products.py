@@ -7,14 +7,14 @@ import logging
 import os
 import signal
 
-from models.errors import ImageErrorCode, ImageFailure
-from models.logs import log_event, redact_url
-from models.media import output_key
+from core.errors import ImageErrorCode, ImageFailure
+from core.logs import log_event, redact_url
+from domain.completion import complete_when_counted
+from imaging import compress_image
 from models.products import ImageError, ProductRecord
 from models.requests import RequestStatus
-from worker.completion import complete_when_counted
+from storage import output_key
 from worker.downloads import download
-from worker.images import compress_image
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     request = await rt.requests.get(request_id)
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
-    if await rt.products.any_interrupted(request_id, serial_numbers):
+    if await rt.products.any_processing(request_id, serial_numbers):
         # An earlier run of this chunk died holding products. Go one at a time, so that a
         # product which kills its worker takes only itself down, and only it is ever failed.
         for serial_number in serial_numbers:
@@ -46,10 +46,6 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
             if isinstance(outcome, BaseException):
                 raise outcome
     await complete_when_counted(rt, request_id)
-
-
-async def process_product(rt: WorkerRuntime, request_id: str, serial_number: int) -> None:
-    await process_products(rt, request_id, [serial_number])
 
 
 async def _process_product(rt: WorkerRuntime, product: ProductRecord) -> None:
@@ -109,7 +105,7 @@ async def _process_image(
         )
         return ImageError(index=index, url=url, code=failure.code, message=failure.message)
     key = output_key(product.request_id, product.serial_number, index)
-    await asyncio.to_thread(rt.media.save, key, image.data)
+    await rt.store.put(key, image.data, content_type="image/jpeg")
     log_event(logger, "image.stored", key=key, attempt=product.attempts, bytes=len(image.data))
     return key
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from models.logs import log_event
+from core.logs import log_event
+from domain.completion import complete_if_finished
+from domain.recount import recount
+from domain.runtime import Runtime
 from models.requests import RequestRecord
-from worker.completion import complete_if_finished
-from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
 
-async def reconcile(rt: WorkerRuntime) -> int:
-    idle_for = timedelta(seconds=rt.settings.product_lease_seconds)
+async def reconcile(rt: Runtime) -> int:
+    idle_for = timedelta(seconds=rt.settings.request_idle_seconds)
     stale = await rt.requests.stale_unfinished(idle_for=idle_for)
     for request in stale:
         await _reconcile_request(rt, request)
@@ -29,11 +30,11 @@ async def reconcile(rt: WorkerRuntime) -> int:
         # event is stored once per completion, so a duplicate notice changes nothing).
         log_event(logger, "request.notice_resent", request_id=request_id)
         await rt.requests.touch(request_id)
-        rt.queue.request_finished(request_id)
+        await rt.tasks.request_finished(request_id)
     return len(stale)
 
 
-async def _sweep_abandoned_uploads(rt: WorkerRuntime) -> None:
+async def _sweep_abandoned_uploads(rt: Runtime) -> None:
     """Drop rows staged by uploads that never wrote their request (the API died mid-upload)."""
     older_than = timedelta(seconds=rt.settings.staging_ttl_seconds)
     for request_id in await rt.chunks.stale_request_ids(older_than=older_than):
@@ -42,23 +43,17 @@ async def _sweep_abandoned_uploads(rt: WorkerRuntime) -> None:
             log_event(logger, "upload.abandoned_swept", request_id=request_id)
 
 
-async def _reconcile_request(rt: WorkerRuntime, request: RequestRecord) -> None:
+async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
     await rt.requests.touch(request.id)  # one repair per lease, even if the reconciler runs often
     if not request.ingested or request.dispatched_at is None:
         log_event(logger, "request.redispatched", request_id=request.id)
-        rt.queue.dispatch(request.id)
+        await rt.tasks.dispatch(request.id)
         return
-    tally = await rt.products.tally(request.id)
-    await rt.requests.set_counters(
-        request.id,
-        products_done=tally["products_done"],
-        images_done=tally["images_done"],
-        images_failed=tally["images_failed"],
-    )
+    tally = await recount(rt, request.id)
     if await complete_if_finished(rt, request.id):
         return
     serials = [s async for s in rt.products.unfinished_serials(request.id)]
-    sent = rt.queue.products(
+    sent = await rt.tasks.products(
         request.id, serials, request.priority, per_task=rt.settings.products_per_task
     )
     log_event(logger, "request.reconciled", request_id=request.id, requeued=sent, **tally)

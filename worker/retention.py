@@ -10,27 +10,23 @@ task, and a retry downloads again, so there is no temporary area to expire.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
 from datetime import timedelta
 
-from models.logs import log_event
+from core.logs import log_event
+from domain.runtime import Runtime
 from models.requests import now
-from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
 TOMBSTONE_TTL = timedelta(days=30)
 
 
-async def expire_requests(rt: WorkerRuntime) -> int:
+async def expire_requests(rt: Runtime) -> int:
     expired = 0
     for request in await rt.requests.due_for_expiry():
         # Files first: if we die here the request is still due and the next sweep finishes it.
-        media = rt.media.path(request.id)
-        if media is not None:
-            await asyncio.to_thread(shutil.rmtree, media, True)
+        await rt.store.delete_prefix(f"{request.id}/")
         products = await rt.products.delete_for_request(request.id)
         await rt.chunks.discard(request.id)
         await rt.requests.mark_expired(request.id, purge_at=now() + TOMBSTONE_TTL)

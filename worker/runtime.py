@@ -1,58 +1,32 @@
-"""Per-process worker state: one event loop, one MongoDB client, one HTTP client.
-
-Prefork children must not inherit sockets from their parent, so the runtime is built lazily in
-the process that first uses it and rebuilt if the pid changes.
-"""
+"""The worker's per-process runtime: the shared one plus the download client and decode slot."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Self
 
 import httpx
-from celery import Celery
-from pymongo import AsyncMongoClient
 
-from models.db import Database, Document, database, mongo_client
-from models.media import MediaStore
-from models.products import ProductRepository
-from models.requests import RequestRepository
-from models.settings import Settings, get_settings
-from models.staging import StagedChunkRepository
+from core.settings import Settings
+from domain.runtime import Runtime, runtime
 from worker.allocator import reuse_large_buffers
-from worker.app import celery_app
 from worker.downloads import DownloadPolicy, download_client
-from worker.queues import TaskQueue
-
-T = TypeVar("T")
 
 
 @dataclass
-class WorkerRuntime:
-    settings: Settings
-    loop: asyncio.AbstractEventLoop
-    client: AsyncMongoClient[Document]
-    db: Database
-    queue: TaskQueue
-    media: MediaStore
-    download_policy: DownloadPolicy
+class WorkerRuntime(Runtime):
     _http: httpx.AsyncClient | None = field(default=None, init=False)
     _decode_slot: asyncio.Semaphore | None = field(default=None, init=False)
 
-    @property
-    def requests(self) -> RequestRepository:
-        return RequestRepository(self.db)
+    @classmethod
+    def build(cls, settings: Settings) -> Self:
+        reuse_large_buffers()
+        return super().build(settings)
 
     @property
-    def products(self) -> ProductRepository:
-        return ProductRepository(self.db)
-
-    @property
-    def chunks(self) -> StagedChunkRepository:
-        return StagedChunkRepository(self.db)
+    def download_policy(self) -> DownloadPolicy:
+        return DownloadPolicy.from_settings(self.settings)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -72,34 +46,13 @@ class WorkerRuntime:
             self._decode_slot = asyncio.Semaphore(1)
         return self._decode_slot
 
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
+
+def build_runtime(settings: Settings) -> WorkerRuntime:
+    return WorkerRuntime.build(settings)
 
 
-def build_runtime(settings: Settings, app: Celery) -> WorkerRuntime:
-    reuse_large_buffers()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    client = mongo_client(settings)
-    return WorkerRuntime(
-        settings=settings,
-        loop=loop,
-        client=client,
-        db=database(client, settings),
-        queue=TaskQueue(app),
-        media=MediaStore(settings.media_dir),
-        download_policy=DownloadPolicy.from_settings(settings),
-    )
-
-
-_runtime: WorkerRuntime | None = None
-_runtime_pid: int | None = None
-
-
-def runtime() -> WorkerRuntime:
-    """This process's runtime, built on first use after the fork."""
-    global _runtime, _runtime_pid
-    if _runtime is None or _runtime_pid != os.getpid():
-        _runtime = build_runtime(get_settings(), celery_app)
-        _runtime_pid = os.getpid()
-    return _runtime
+def worker_runtime() -> WorkerRuntime:
+    """This process's runtime, which the worker's app made a :class:`WorkerRuntime`."""
+    current = runtime()
+    assert isinstance(current, WorkerRuntime), "worker.app installs WorkerRuntime.build"
+    return current

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from api.stack import Stack
+from cli.stack import Stack
 from tests.support.client import sheet, upload
 from tests.support.origin import Origin
 from tests.support.stacks import side_api
@@ -37,7 +37,7 @@ def secure_url(stack: Stack) -> Iterator[str]:
 
 def cli(stack: Stack, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=stack.env(),
         capture_output=True,
         text=True,

@@ -10,10 +10,9 @@ from typing import Any
 import httpx
 from pymongo.database import Database
 
-from api.stack import Stack
+from cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
-from worker.app import create_celery
 from worker.retention import expire_requests
 from worker.runtime import build_runtime
 
@@ -104,8 +103,7 @@ def test_expired_requests_answer_410_and_their_files_are_gone(
     )
 
     rt = build_runtime(
-        stack.settings_for_children().model_copy(update={"data_dir": stack.data_dir}),
-        create_celery(stack.settings_for_children()),
+        stack.settings_for_children().model_copy(update={"data_dir": stack.data_dir})
     )
     try:
         assert rt.run(expire_requests(rt)) >= 1

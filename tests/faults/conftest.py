@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from pymongo import MongoClient
 
-from api.stack import Stack
-from models.embedded import free_port
-from models.settings import Settings
+from cli.embedded import free_port
+from cli.stack import Stack
+from core.settings import Settings
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
@@ -29,7 +29,7 @@ POISON = "poison-pill"
 FAULT_ENV = {
     **STACK_ENV,
     # Recovery paths run on a test's time scale; README explains the production values.
-    "IMGBATCH_PRODUCT_LEASE_SECONDS": "4",
+    "IMGBATCH_REQUEST_IDLE_SECONDS": "4",
     "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",
     "IMGBATCH_BROKER_VISIBILITY_TIMEOUT": "10",
     "IMGBATCH_BROKER_RESTORE_INTERVAL_SECONDS": "1",

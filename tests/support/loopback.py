@@ -7,7 +7,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import Any, Self
 
-from models.embedded import Managed
+from cli.embedded import Managed
 
 __all__ = ["CountingServer", "LoopbackServer"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from domain.webhook_signing import new_secret
 from models.db import ensure_indexes
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestStatus, now
-from webhooks.signing import new_secret
 from worker.runtime import WorkerRuntime
 
 COLUMNS: list[tuple[str, str | None]] = [

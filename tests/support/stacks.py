@@ -9,8 +9,8 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from api.stack import Stack
-from models.embedded import free_port
+from cli.embedded import free_port
+from cli.stack import Stack
 
 
 def redis_db(stack: Stack, number: int) -> str:

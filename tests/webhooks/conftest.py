@@ -12,13 +12,13 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from api.stack import Stack
-from models.embedded import free_port
-from models.settings import Settings
+from cli.embedded import free_port
+from cli.stack import Stack
+from core.settings import Settings
+from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
 from tests.conftest import STACK_ENV
 from tests.support.stacks import sync_db
 from tests.webhooks.helpers import RETRY_SCHEDULE, WEBHOOK_TIMEOUT, Runtime
-from worker.app import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
 
 WEBHOOK_ENV = {
     **STACK_ENV,

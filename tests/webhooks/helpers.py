@@ -12,12 +12,11 @@ import httpx
 import pytest
 import redis
 
-from api.stack import Stack
+from cli.stack import Stack
+from core.settings import Settings
 from models.db import ensure_indexes
-from models.settings import Settings
 from tests.support.client import upload, wait_for_status
 from tests.support.origin import Origin
-from worker.app import create_celery
 from worker.runtime import WorkerRuntime, build_runtime
 
 RETRY_SCHEDULE = [0, 1, 1]
@@ -41,7 +40,7 @@ class Runtime:
         )
         self.broker = redis.Redis.from_url(self._redis_url)
         self.broker.flushdb()
-        self.rt: WorkerRuntime = build_runtime(self._base, create_celery(self._base))
+        self.rt: WorkerRuntime = build_runtime(self._base)
         self.rt.run(ensure_indexes(self.rt.db))
 
     def configure(self, **overrides: Any) -> WorkerRuntime:

@@ -4,6 +4,7 @@ schedules the retries, and a real receiver on 127.0.0.1 verifies every arrival w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -17,15 +18,15 @@ from pymongo.database import Database
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from api.stack import Stack
-from models.embedded import free_port
+from cli.embedded import free_port
+from cli.stack import Stack
+from domain.taskqueue import CeleryTaskSender
+from domain.webhook_signing import new_secret
 from models.requests import RequestRecord, RequestStatus, now
 from tests.support.client import wait_for_status
 from tests.support.origin import Origin
 from tests.support.receiver import Arrival, Receiver, Reply
 from tests.webhooks.helpers import RETRY_SCHEDULE, complete_request, start_request
-from webhooks.signing import new_secret
-from worker.app import DISPATCH_TASK, create_celery
 
 COMPLETED_FIELDS = {
     "request_id",
@@ -346,8 +347,8 @@ def test_a_request_that_fails_sends_request_failed_with_the_reason(
                 updated_at=created,
             ).to_document()
         )
-        create_celery(hooks_stack.settings_for_children()).send_task(
-            DISPATCH_TASK, args=[request_id]
+        asyncio.run(
+            CeleryTaskSender.from_settings(hooks_stack.settings_for_children()).dispatch(request_id)
         )
         status = wait_for_status(hooks_api, request_id)
         assert status["status"] == "failed"

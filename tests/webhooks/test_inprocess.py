@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.taskqueue import REQUEST_FINISHED_TASK, WEBHOOK_DELIVER_TASK, WEBHOOKS_QUEUE
+from domain.webhook_signing import new_secret
 from models.db import WEBHOOK_DELIVERIES, WEBHOOK_EVENTS
 from models.requests import RequestStatus, now
 from models.webhooks import (
@@ -27,10 +29,8 @@ from tests.support.seeding import seed_request
 from tests.webhooks.helpers import Runtime
 from webhooks.delivery import deliver, enqueue_due, retry_after_seconds, retry_delay
 from webhooks.events import publish_request_event
-from webhooks.signing import new_secret
-from worker.app import REQUEST_FINISHED_TASK, WEBHOOK_DELIVER_TASK, WEBHOOKS_QUEUE
 from worker.dispatch import dispatch_request
-from worker.products import process_product
+from worker.products import process_products
 from worker.runtime import WorkerRuntime
 
 
@@ -55,7 +55,9 @@ def test_racing_last_products_publish_exactly_one_completed_event(
 
         async def race(request_id: str) -> None:
             # Every product twice, all at once: the last finishers race for completion.
-            await asyncio.gather(*(process_product(rt, request_id, s) for s in (1, 2, 3, 1, 2, 3)))
+            await asyncio.gather(
+                *(process_products(rt, request_id, [s]) for s in (1, 2, 3, 1, 2, 3))
+            )
 
         rt.run(race(request_id))
         assert _queued_tasks(isolated).count(REQUEST_FINISHED_TASK) == 1

@@ -15,7 +15,7 @@ import pytest
 from pymongo.database import Database
 from standardwebhooks import Webhook
 
-from api.stack import Stack
+from cli.stack import Stack
 from models.db import database, mongo_client
 from models.keys import ApiKeyRepository
 from models.requests import now

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from api.stack import Stack
+from cli.stack import Stack
+from core.settings import Settings
+from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
 from models.products import ProductStatus
 from models.requests import RequestStatus
-from models.settings import Settings
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.app import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE, create_celery
 from worker.dispatch import dispatch_request
-from worker.products import process_product, process_products
+from worker.products import process_products
 from worker.runtime import WorkerRuntime, build_runtime
 
 
@@ -37,7 +37,7 @@ def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         allow_private_networks=True,
         allowed_ports=[],
     )
-    rt = build_runtime(settings, create_celery(settings))
+    rt = build_runtime(settings)
     broker = redis.Redis.from_url(redis_url)
     broker.flushdb()
     try:
@@ -63,15 +63,15 @@ def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin
     rt.run(dispatch_request(rt, request_id))
     assert _queue_length(rt, IMAGES_QUEUE) == 1  # both products travel in one task
 
-    rt.run(process_product(rt, request_id, 1))
-    rt.run(process_product(rt, request_id, 1))  # a redelivered message
+    rt.run(process_products(rt, request_id, [1]))
+    rt.run(process_products(rt, request_id, [1]))  # a redelivered message
     record = rt.run(rt.requests.get(request_id))
     assert record is not None
     assert (record.products_done, record.images_done, record.images_failed) == (1, 1, 1)
     assert record.status == RequestStatus.IN_PROGRESS
 
-    rt.run(process_product(rt, request_id, 2))
-    rt.run(process_product(rt, request_id, 2))
+    rt.run(process_products(rt, request_id, [2]))
+    rt.run(process_products(rt, request_id, [2]))
     record = rt.run(rt.requests.get(request_id))
     assert record is not None
     assert (record.products_done, record.images_done, record.images_failed) == (2, 2, 1)
@@ -90,7 +90,9 @@ def test_concurrent_last_products_complete_the_request_exactly_once(
 
         async def race(request_id: str) -> None:
             # Every product twice, all at once: the two last finishers race for completion.
-            await asyncio.gather(*(process_product(rt, request_id, s) for s in (1, 2, 3, 1, 2, 3)))
+            await asyncio.gather(
+                *(process_products(rt, request_id, [s]) for s in (1, 2, 3, 1, 2, 3))
+            )
 
         rt.run(race(request_id))
         record = rt.run(rt.requests.get(request_id))
@@ -108,7 +110,7 @@ def test_a_chunk_skips_finished_products_and_completes_its_request(
     url = origin.url("/img/coffee.jpg")
     request_id = seed_request(rt, [[url], [url, origin.url("/status/404")], [url], [url]])
     rt.run(dispatch_request(rt, request_id))
-    rt.run(process_product(rt, request_id, 2))  # an earlier chunk already finished product 2
+    rt.run(process_products(rt, request_id, [2]))  # an earlier chunk already finished product 2
 
     rt.run(process_products(rt, request_id, [1, 2, 3, 4]))
 

@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 import pytest
 
-from models.errors import ImageErrorCode, ImageFailure
+from core.errors import ImageErrorCode, ImageFailure
+from netguard import NetworkPolicy
 from tests.support.origin import Origin
 from worker.downloads import USER_AGENT, DownloadPolicy, download, download_client
-from worker.network import NetworkPolicy
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 CHELSEA = (CORPUS / "chelsea.jpg").read_bytes()
@@ -116,7 +116,7 @@ def test_concurrent_downloads_reuse_kept_alive_connections(origin: Origin) -> No
 
 
 def test_policy_from_settings() -> None:
-    from models.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(download_attempts=4, max_image_bytes=1234, allowed_ports=[80])
     policy = DownloadPolicy.from_settings(settings)

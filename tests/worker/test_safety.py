@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from api.stack import Stack
+from cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db, side_api

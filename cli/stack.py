@@ -1,0 +1,230 @@
+"""The local stack behind ``imgbatch run``/``make run``, ``make demo``, the tests and the benchmark.
+
+It starts MongoDB and Redis (embedded ones when no URL is configured), then the API, a Celery
+worker and Celery beat as child processes, and stops them all, children first, on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Self
+
+import httpx
+
+from cli.embedded import (
+    EmbeddedMongo,
+    EmbeddedRedis,
+    EmbeddedServer,
+    Managed,
+    free_port,
+    wait_for_port,
+)
+from core.settings import Settings, child_environment
+from domain.taskqueue import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
+
+_STOP_TIMEOUT = 30.0
+WORKER_NICENESS = 10
+
+
+class Stack(Managed):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        data_dir: Path | None = None,
+        api_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = (data_dir or settings.data_dir).resolve()
+        self.api_port = api_port or settings.port
+        self.extra_env = extra_env or {}
+        self.services: list[EmbeddedServer] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+        self.mongodb_url = settings.mongodb_url
+        self.redis_url = settings.redis_url
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def public_base_url(self) -> str:
+        configured = self.extra_env.get("IMGBATCH_PUBLIC_BASE_URL")
+        return configured or f"http://{self.settings.host}:{self.api_port}"
+
+    def env(self) -> dict[str, str]:
+        assert self.mongodb_url and self.redis_url, "start the data services first"
+        return child_environment(
+            {
+                "IMGBATCH_MONGODB_URL": self.mongodb_url,
+                "IMGBATCH_REDIS_URL": self.redis_url,
+                "IMGBATCH_DATA_DIR": str(self.data_dir),
+                "IMGBATCH_PUBLIC_BASE_URL": self.public_base_url,
+                **self.extra_env,
+            }
+        )
+
+    def settings_for_children(self) -> Settings:
+        """The settings the stack's processes run with, for talking to its services in-process."""
+        return self.settings.model_copy(
+            update={"mongodb_url": self.mongodb_url, "redis_url": self.redis_url}
+        )
+
+    def start_services(self) -> None:
+        if not self.mongodb_url:
+            mongo = EmbeddedMongo(self.data_dir / "mongodb").start()
+            self.services.append(mongo)
+            self.mongodb_url = mongo.url
+        if not self.redis_url:
+            redis = EmbeddedRedis(self.data_dir / "redis").start()
+            self.services.append(redis)
+            self.redis_url = redis.url
+
+    def spawn(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        niceness: int = 0,
+    ) -> subprocess.Popen[bytes]:
+        log = self.data_dir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = log.open("ab")
+        self._logs.append(handle)
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env={**self.env(), **(env or {})},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # os.nice runs in the child between fork and exec: only that process is demoted.
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        )
+        self.processes[name] = process
+        return process
+
+    def start_api(
+        self, name: str = "api", *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        port = port or self.api_port
+        process = self.spawn(
+            name,
+            [
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                self.settings.host,
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "20",
+            ],
+            env,
+        )
+        wait_for_port(port, process=process)
+        return process
+
+    def start_worker(
+        self,
+        name: str = "worker",
+        *,
+        concurrency: int | None = None,
+        queues: tuple[str, ...] = ALL_QUEUES,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            name,
+            [
+                "-m",
+                "celery",
+                "-A",
+                "worker.app:celery_app",
+                "worker",
+                "--hostname",
+                f"{name}-{free_port()}@%h",
+                "--queues",
+                ",".join(queues),
+                "--concurrency",
+                str(concurrency or self.settings.worker_concurrency),
+                "--loglevel",
+                self.settings.log_level,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+            # Batch work yields the CPU to the API and the database when a box is shared, so
+            # status polls stay fast while a big batch saturates every core.
+            niceness=WORKER_NICENESS,
+        )
+
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            "beat",
+            [
+                "-m",
+                "celery",
+                "-A",
+                "worker.app:celery_app",
+                "beat",
+                "--schedule",
+                str(self.data_dir / "celerybeat-schedule"),
+                "--loglevel",
+                self.settings.log_level,
+            ],
+        )
+
+    def start(self) -> Self:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_services()
+            self.start_api()
+            self.start_worker(queues=PROCESSING_QUEUES)
+            self.start_worker("worker-webhooks", concurrency=2, queues=(WEBHOOKS_QUEUE,))
+            self.start_beat()
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0, *, api_url: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                url = f"{api_url or self.api_url}/api/health"
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API at {self.api_url} did not become healthy in {timeout}s")
+
+    def stop_process(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()  # Celery's warm shutdown: finish or requeue what it holds
+        try:
+            process.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_process(name)
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        for handle in self._logs:
+            handle.close()
+        self._logs.clear()

@@ -1,0 +1,1 @@
+"""Shared infrastructure below everything: settings, logging and the errors that cross layers."""

@@ -1,0 +1,54 @@
+"""The completion checker: flips a request to its final state exactly once, and says so once.
+
+Whoever wins the conditional transition in MongoDB sends the ``request_finished`` notice, so a
+request is announced once however many task runs, reconciler passes or retries race to it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.logs import log_event
+from domain.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+async def complete_when_counted(svc: Services, request_id: str) -> bool:
+    """Complete the request if every product is counted; run at the end of each product task.
+
+    Once per task rather than after each product's count: one read per chunk, and a re-run of
+    a chunk whose products were all counted before a crash still completes the request.
+    """
+    request = await svc.requests.get(request_id)
+    if request is None or request.products_done < request.products_total:
+        return False
+    return await complete_if_finished(svc, request_id)
+
+
+async def complete_if_finished(svc: Services, request_id: str) -> bool:
+    """Make the move to ``completed`` if every product is counted; True for the one winner."""
+    completed = await svc.requests.complete_if_counted(request_id)
+    if completed is None:
+        return False
+    log_event(
+        logger,
+        "request.completed",
+        request_id=request_id,
+        images_done=completed.images_done,
+        images_failed=completed.images_failed,
+    )
+    # Only the caller that won the transition gets here, so the notice is sent once.
+    await svc.tasks.request_finished(request_id)
+    return True
+
+
+async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
+    failed = await svc.requests.fail(request_id, reason)
+    if failed is None:
+        return False
+    log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
+    # The same notice as completion: its task reads the final status and publishes the event
+    # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.
+    await svc.tasks.request_finished(request_id)
+    return True

@@ -1,0 +1,37 @@
+"""What every domain operation works with: settings, the database, the task sender, the store.
+
+The API builds one at start-up; each task process's :class:`domain.runtime.Runtime` is one.
+Operations take it first, so the same code runs behind an endpoint and inside a task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.settings import Settings
+from domain.taskqueue import TaskSender
+from models.db import Database
+from models.products import ProductRepository
+from models.requests import RequestRepository
+from models.staging import StagedChunkRepository
+from storage import MediaStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    tasks: TaskSender
+    store: MediaStore
+
+    @property
+    def requests(self) -> RequestRepository:
+        return RequestRepository(self.db)
+
+    @property
+    def products(self) -> ProductRepository:
+        return ProductRepository(self.db)
+
+    @property
+    def chunks(self) -> StagedChunkRepository:
+        return StagedChunkRepository(self.db)

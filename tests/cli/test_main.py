@@ -1,0 +1,118 @@
+"""The ``imgbatch`` command as an operator uses it: ``run`` stays up and stops cleanly on
+SIGTERM, ``demo`` processes the sample sheet end to end, and health names what is down."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from cli.embedded import free_port, wait_for_port
+from cli.stack import Stack
+from core.settings import child_environment
+
+
+def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        env=child_environment(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "IMGBATCH_PORT": str(port),
+        "IMGBATCH_DATA_DIR": str(tmp_path),
+        "IMGBATCH_WORKER_CONCURRENCY": "1",
+    }
+    for unset in ("IMGBATCH_MONGODB_URL", "IMGBATCH_REDIS_URL"):
+        env[unset] = ""  # empty means "start the embedded one"
+    process = _imgbatch("run", env=env)
+    try:
+        wait_for_port(port, timeout=60)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"http://127.0.0.1:{port}/api/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        children = psutil.Process(process.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        for part in ("secantusd-py", "redis-server", "uvicorn", "celery", "beat"):
+            assert part in names
+        # No key, no upload: authentication is on by default.
+        assert httpx.post(f"http://127.0.0.1:{port}/api/upload").status_code == 401
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "API key for this run (shown once): ibk_" in output
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_run_uses_configured_services_instead_of_embedded_ones(
+    stack: Stack, tmp_path: Path
+) -> None:
+    assert stack.mongodb_url and stack.redis_url
+    port = free_port()
+    env = {
+        "IMGBATCH_PORT": str(port),
+        "IMGBATCH_DATA_DIR": str(tmp_path),
+        "IMGBATCH_MONGODB_URL": stack.mongodb_url,
+        "IMGBATCH_REDIS_URL": stack.redis_url,
+        "IMGBATCH_WORKER_CONCURRENCY": "1",
+    }
+    process = _imgbatch("run", env=env)
+    try:
+        wait_for_port(port, timeout=60)
+        names = " ".join(" ".join(c.cmdline()) for c in psutil.Process(process.pid).children(True))
+        assert "secantusd-py" not in names
+        assert "redis-server" not in names
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+
+
+def test_demo_processes_the_sample_sheet_offline(tmp_path: Path) -> None:
+    process = _imgbatch("demo", env={"IMGBATCH_DATA_DIR": str(tmp_path)})
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "11 images" in output
+    assert "9 images compressed, 2 failed" in output
+    result = tmp_path / "demo" / "result.csv"
+    assert f"result CSV: {result}" in output
+    lines = result.read_text().splitlines()
+    assert lines[0] == "S. No.,Product Name,Input Image Urls,Supplier,Output Image Urls,Errors"
+    assert len(lines) == 6
+    assert "not_an_image" in lines[5] and "http_error" in lines[5]
+
+
+def test_health_names_the_service_that_is_down(stack: Stack) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    for name, env in (
+        ("redis", {"IMGBATCH_REDIS_URL": f"redis://{closed}/0"}),
+        ("mongodb", {"IMGBATCH_MONGODB_URL": f"mongodb://{closed}/?serverSelectionTimeoutMS=500"}),
+    ):
+        port = free_port()
+        stack.start_api(f"api-down-{name}", port=port, env=env)
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=30)
+            assert response.status_code == 503
+            assert response.json()["detail"] == f"unavailable: {name}"
+            assert response.json()[name] == "unavailable"
+            assert response.headers["retry-after"] == "5"
+        finally:
+            stack.stop_process(f"api-down-{name}")
