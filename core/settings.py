@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, HttpUrl, model_validator
@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # Products per task: a process works on all of them at once, so it decodes one image while
     # the others download instead of waiting on each product's downloads in turn (bench/).
     products_per_task: int = Field(8, ge=1, le=100)
+    # Operator profiles as JSON: {"name": [{"name", "format", "quality"?, "max_edge"?}, ...]}.
+    # Validated by imaging.profiles when the API starts; built-in names cannot be redefined.
+    profiles: dict[str, Any] = Field(default_factory=dict)
+    # EXIF GPS coordinates are personal data: only has_gps is reported unless this is on.
+    report_gps: bool = False
+    # Originals of single-image jobs stay in temporary storage this long after the job is final.
+    temp_ttl_hours: float = Field(24.0, gt=0)
 
     # --- input safety ------------------------------------------------------------------------
     # Local use only: every caller is the owner "local" and no API key is needed.

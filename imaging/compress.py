@@ -1,4 +1,4 @@
-"""Decode once and re-encode as a metadata-free baseline JPEG."""
+"""Open untrusted bytes once (:func:`open_image`) and re-encode them as a metadata-free JPEG."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from core.errors import ImageErrorCode, ImageFailure
-from imaging.decode import check_pixels, corrupt, decode, too_many_pixels_from_pillow
+from imaging.decode import Decoded, check_pixels, corrupt, decode, too_many_pixels_from_pillow
 from imaging.sniff import SNIFF_BYTES, declared_size, describe_non_image, sniff_format
 
 
@@ -38,6 +38,26 @@ def compress_image(
     """
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
+    decoded = open_image(data, max_pixels=max_pixels)
+    try:
+        return CompressedImage(
+            data=encode_jpeg(
+                decoded.image, quality=quality, optimize=optimize, icc_profile=decoded.icc_profile
+            ),
+            width=decoded.image.width,
+            height=decoded.image.height,
+            source_format=decoded.source_format,
+        )
+    finally:
+        decoded.close()
+
+
+def open_image(data: bytes, *, max_pixels: int) -> Decoded:
+    """Sniff, budget-check and decode ``data``: the one decode every output is made from.
+
+    Raises :class:`ImageFailure` with ``NOT_AN_IMAGE``, ``TOO_MANY_PIXELS`` or
+    ``CORRUPT_IMAGE`` for bad input. The caller closes the result.
+    """
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
 
@@ -52,7 +72,7 @@ def compress_image(
         check_pixels(*declared, max_pixels=max_pixels)
 
     try:
-        image, icc_profile = decode(data, source_format, max_pixels)
+        return decode(data, source_format, max_pixels)
     except ImageFailure:
         raise
     except MemoryError:
@@ -69,18 +89,8 @@ def compress_image(
         # EOFError, struct.error, IndexError, ...); for a user they all mean the same thing.
         raise corrupt(source_format, exc) from exc
 
-    try:
-        return CompressedImage(
-            data=_encode_jpeg(image, quality=quality, optimize=optimize, icc_profile=icc_profile),
-            width=image.width,
-            height=image.height,
-            source_format=source_format,
-        )
-    finally:
-        image.close()
 
-
-def _encode_jpeg(
+def encode_jpeg(
     image: Image.Image, *, quality: int, optimize: bool, icc_profile: bytes | None
 ) -> bytes:
     out = io.BytesIO()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from dataclasses import dataclass
 from typing import Final, cast
 
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageErrorCode, ImageFailure
+from imaging.metadata import ExifInfo, read_exif
 
 # ICC device classes whose profiles describe how to display pixel values. Device-link and
 # abstract profiles also say "RGB" but are transforms, not a description of the data.
@@ -22,8 +24,29 @@ _WHITE: Final = (255, 255, 255)
 _JPEG_MAX_SIDE: Final = 65500  # libjpeg's JPEG_MAX_DIMENSION
 
 
-def decode(data: bytes, source_format: str, max_pixels: int) -> tuple[Image.Image, bytes | None]:
-    """Open, budget-check, load, orient and convert; returns an RGB image and ICC to keep.
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """One decoded source, every variant's starting point: upright RGB pixels and what the
+    file said about itself. The caller owns ``image`` and must close it (:meth:`close`)."""
+
+    image: Image.Image
+    #: The ICC profile to write with every output (None: the pixels are plain sRGB).
+    icc_profile: bytes | None
+    source_format: str
+    exif: ExifInfo | None
+    #: What was done to the pixels on the way: decode, orient, flatten_alpha, ...
+    operations: tuple[str, ...]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def decode(data: bytes, source_format: str, max_pixels: int) -> Decoded:
+    """Open, budget-check, load, orient and convert to RGB.
 
     The caller owns (and must close) the returned image. It may be the opened file itself:
     the common case is an RGB JPEG, and copying 48 MB of pixels just to leave a ``with``
@@ -42,8 +65,14 @@ def decode(data: bytes, source_format: str, max_pixels: int) -> tuple[Image.Imag
         # we never flip that process-wide switch, a half-grey product photo is worse than
         # an error the user can act on.
         source.load()
+        # Before exif_transpose, which removes the Orientation tag it applies.
+        exif = read_exif(source)
         icc_profile = source.info.get("icc_profile")
         source_mode = source.mode
+        operations = ["decode"]
+        if exif is not None and exif.orientation not in (None, 1):
+            operations.append("orient")
+        operations.extend(_conversion(source))
         # Orientation is a display hint the output cannot carry (we strip EXIF), so bake it
         # into the pixels. A damaged EXIF block should not sink an otherwise good image:
         # if it cannot be read, the stored orientation is the best we can do.
@@ -55,7 +84,22 @@ def decode(data: bytes, source_format: str, max_pixels: int) -> tuple[Image.Imag
         raise
     if rgb is not source:
         source.close()
-    return rgb, _rgb_display_profile(icc_profile, source_mode)
+    return Decoded(
+        image=rgb,
+        icc_profile=_rgb_display_profile(icc_profile, source_mode),
+        source_format=source_format,
+        exif=exif,
+        operations=tuple(operations),
+    )
+
+
+def _conversion(image: Image.Image) -> list[str]:
+    """The name of what :func:`_to_rgb` will do to this image, for the record."""
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return ["flatten_alpha"]
+    if image.mode == "RGB":
+        return []
+    return ["cmyk_to_rgb" if image.mode == "CMYK" else f"to_rgb:{image.mode}"]
 
 
 def _to_rgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
