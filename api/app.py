@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, health, media, requests, uploads, webhooks
+from api import controls, health, images, media, profiles, requests, uploads, webhooks
 from api.deps import AppState
 from api.ratelimits import RateLimitHeaders
 from api.upload_guard import UploadSizeLimit
@@ -20,6 +20,7 @@ from core.logs import configure_logging, log_event
 from core.settings import Settings, get_settings
 from domain.services import Services
 from domain.taskqueue import CeleryTaskSender
+from imaging.profiles import available_profiles
 from models.db import database, ensure_indexes, mongo_client
 from storage import create_store
 
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # A bad IMGBATCH_PROFILES stops the API here, not at the first upload that names it.
+    output_profiles = available_profiles(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tasks=CeleryTaskSender.from_settings(settings),
                 store=create_store(settings),
             ),
+            profiles=output_profiles,
         )
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:
@@ -62,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    for module in (uploads, requests, controls, webhooks, media, health):
+    app.add_middleware(UploadSizeLimit, path=images.PATH, max_bytes=settings.max_image_bytes)
+    for module in (uploads, images, requests, controls, webhooks, media, profiles, health):
         app.include_router(module.router)
 
     @app.exception_handler(ImgbatchError)

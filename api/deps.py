@@ -10,9 +10,11 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
+from core.errors import UnprocessableEntity
 from core.settings import Settings
 from domain.services import Services
 from domain.taskqueue import TaskSender
+from imaging.profiles import DEFAULT_PROFILE, Profile
 from models.db import Database, Document
 from models.idempotency import IdempotencyRepository
 from models.products import ProductRepository
@@ -31,6 +33,8 @@ class AppState:
     db: Database
     redis: Redis
     services: Services
+    # The built-in and operator profiles, validated when the app was created.
+    profiles: dict[str, Profile]
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
     status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
@@ -91,6 +95,26 @@ def _tasks(state: StateDep) -> TaskSender:
 
 def _store(state: StateDep) -> MediaStore:
     return state.services.store
+
+
+def _profiles(state: StateDep) -> dict[str, Profile]:
+    return state.profiles
+
+
+ProfilesDep = Annotated[dict[str, Profile], Depends(_profiles)]
+
+
+def choose_profile(profiles: dict[str, Profile], name: str | None) -> Profile:
+    """The profile an upload asked for (``default`` if none); 422 naming the valid ones."""
+    chosen = profiles.get(name or DEFAULT_PROFILE)
+    if chosen is None:
+        raise UnprocessableEntity(
+            {
+                "message": f"unknown profile {name!r}",
+                "valid_profiles": list(profiles),
+            }
+        )
+    return chosen
 
 
 RequestsDep = Annotated[RequestRepository, Depends(_requests)]

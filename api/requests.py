@@ -1,9 +1,11 @@
-"""Reading a request back: ``GET /api/status/{id}`` and ``GET /api/download/{id}`` (the CSV)."""
+"""Reading a request back: ``GET /api/status/{id}``, ``GET /api/download/{id}`` (the CSV) and
+``GET /api/requests/{id}/results`` (every image record, as JSON Lines)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -17,7 +19,9 @@ from api.schemas import ImageErrorView, ProductView, StatusView
 from api.webhooks import request_webhook_view
 from core.errors import Conflict, Gone, NotFound
 from core.settings import Settings
+from domain.images import image_json, image_views, variant_urls
 from domain.urls import media_url
+from imaging.profiles import Profile, default_profile
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestRepository, RequestStatus
 from models.webhooks import WebhookDeliveryRepository
@@ -27,6 +31,13 @@ router = APIRouter(tags=["requests"])
 
 OUTPUT_COLUMN = "Output Image Urls"
 ERRORS_COLUMN = "Errors"
+# Coordinates are left out of every exif object unless IMGBATCH_REPORT_GPS is on.
+_NO_GPS = {"products": {"__all__": {"images": {"__all__": {"exif": {"latitude", "longitude"}}}}}}
+
+
+def request_profile(settings: Settings, record: RequestRecord) -> Profile:
+    """The profile snapshot the request was made with (requests from before: the default)."""
+    return record.profile or default_profile(settings.jpeg_quality)
 
 
 async def get_owned_request(
@@ -114,11 +125,12 @@ async def _status_json(
                 errors=[
                     ImageErrorView(url=e.url, code=e.code, message=e.message) for e in p.errors
                 ],
+                images=image_views(settings, p),
             )
             for p in page
         ],
     )
-    return view.model_dump_json().encode()
+    return view.model_dump_json(exclude=None if settings.report_gps else _NO_GPS).encode()
 
 
 @router.get(
@@ -158,12 +170,25 @@ async def _result_rows(
         writer.writerow([neutralize_cell(cell) for cell in cells])
         return buffer.getvalue()
 
-    yield line([*(name for name, _ in record.columns), OUTPUT_COLUMN, ERRORS_COLUMN])
+    # One column per non-primary variant, after the primary's: a default request's CSV keeps
+    # exactly the shape it always had.
+    variants = request_profile(settings, record).secondary
+    secondary = [variant.name for variant in variants]
+    yield line(
+        [
+            *(name for name, _ in record.columns),
+            OUTPUT_COLUMN,
+            *(variant.column for variant in variants),
+            ERRORS_COLUMN,
+        ]
+    )
     async for product in products.iterate(record.id):
-        yield line(_result_cells(settings, record, product))
+        yield line(_result_cells(settings, record, product, secondary))
 
 
-def _result_cells(settings: Settings, record: RequestRecord, product: ProductRecord) -> list[str]:
+def _result_cells(
+    settings: Settings, record: RequestRecord, product: ProductRecord, secondary: list[str]
+) -> list[str]:
     required = {
         SERIAL_COLUMN: str(product.serial_number),
         NAME_COLUMN: product.product_name,
@@ -173,5 +198,47 @@ def _result_cells(settings: Settings, record: RequestRecord, product: ProductRec
         required[role] if role else product.extra.get(name, "") for name, role in record.columns
     ]
     outputs = ",".join(url or "" for url in _output_urls(settings, product))
+    variants = [
+        ",".join(url or "" for url in variant_urls(settings, product, name)) for name in secondary
+    ]
     errors = "; ".join(f"{e.url} -> {e.code}: {e.message}" for e in product.errors)
-    return [*cells, outputs, errors]
+    return [*cells, outputs, *variants, errors]
+
+
+@router.get(
+    "/api/requests/{request_id}/results",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def request_results(
+    request_id: str,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    requests: RequestsDep,
+    products: ProductsDep,
+) -> StreamingResponse:
+    """Every image record of the request, one JSON object per line, in input order.
+
+    Streamed from a cursor, so memory stays flat however large the request; records of images
+    not done yet say ``pending``.
+    """
+    record = await get_owned_request(requests, request_id, owner)
+    return StreamingResponse(
+        _result_lines(settings, record, products),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'inline; filename="imgbatch-{request_id}.jsonl"'},
+    )
+
+
+async def _result_lines(
+    settings: Settings, record: RequestRecord, products: ProductRepository
+) -> AsyncIterator[str]:
+    async for product in products.iterate(record.id):
+        for view in image_views(settings, product):
+            data = image_json(
+                view,
+                settings,
+                serial_number=product.serial_number,
+                product_name=product.product_name,
+            )
+            yield json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n"

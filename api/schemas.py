@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from domain.images import ImageView
+
 
 class UploadAccepted(BaseModel):
     request_id: str
@@ -31,6 +33,8 @@ class ProductView(BaseModel):
     input_image_urls: list[str]
     output_image_urls: list[str | None]
     errors: list[ImageErrorView]
+    # Per input image, aligned with input_image_urls: every variant, source, EXIF, colour, ...
+    images: list[ImageView] = []
 
 
 class WebhookAttemptView(BaseModel):
@@ -75,3 +79,22 @@ class StatusView(BaseModel):
     offset: int
     limit: int
     products: list[ProductView]
+
+
+class VariantSpecView(BaseModel):
+    name: str
+    format: str
+    quality: int
+    max_edge: int | None
+
+
+class ProfileView(BaseModel):
+    name: str
+    builtin: bool
+    # The first is the primary: its URL is the one in output_image_urls.
+    variants: list[VariantSpecView]
+
+
+class ProfilesView(BaseModel):
+    default: str
+    profiles: list[ProfileView]

@@ -12,17 +12,26 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Form, Header, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
+from api.accepting import accepted, dispatch_new, once
 from api.auth import OwnerDep
-from api.deps import ChunksDep, IdempotencyDep, RequestsDep, SettingsDep, TasksDep
+from api.deps import (
+    ChunksDep,
+    IdempotencyDep,
+    ProfilesDep,
+    RequestsDep,
+    SettingsDep,
+    TasksDep,
+    choose_profile,
+)
 from api.ratelimits import UploadLimitDep
 from api.schemas import UploadAccepted
-from core.errors import Conflict, UnprocessableEntity
+from core.errors import UnprocessableEntity
 from core.logs import log_event, redact_url
 from core.settings import Settings
 from domain.taskqueue import TaskSender
-from domain.urls import download_url, status_url
 from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
+from imaging.profiles import Profile
 from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
@@ -43,31 +52,24 @@ async def upload(
     chunks: ChunksDep,
     tasks: TasksDep,
     keys: IdempotencyDep,
+    profiles: ProfilesDep,
     webhook_url: Annotated[str | None, Form()] = None,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
+    profile: Annotated[str | None, Form(max_length=64)] = None,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> UploadAccepted:
-    if idempotency_key is None:
-        return await _accept(file, owner, webhook_url, priority, settings, requests, chunks, tasks)
-    fingerprint = await run_in_threadpool(_fingerprint, file.file)
-    existing = await keys.reserve(owner, idempotency_key, fingerprint)
-    if existing is not None:
-        if existing.fingerprint != fingerprint:
-            raise UnprocessableEntity("this Idempotency-Key was already used with a different file")
-        if existing.response is None:
-            raise Conflict("an upload with this Idempotency-Key is still being processed")
-        return UploadAccepted.model_validate(existing.response)
-    try:
-        accepted = await _accept(
-            file, owner, webhook_url, priority, settings, requests, chunks, tasks
-        )
-    except BaseException:
-        await keys.release(owner, idempotency_key)
-        raise
-    await keys.complete(owner, idempotency_key, accepted.model_dump())
-    return accepted
+    chosen = choose_profile(profiles, profile)
+    return await once(
+        keys,
+        owner,
+        idempotency_key,
+        lambda: run_in_threadpool(_fingerprint, file.file),
+        lambda: _accept(
+            file, owner, webhook_url, priority, chosen, settings, requests, chunks, tasks
+        ),
+    )
 
 
 async def _accept(
@@ -75,6 +77,7 @@ async def _accept(
     owner: str,
     webhook_url: str | None,
     priority: Priority,
+    profile: Profile,
     settings: Settings,
     requests: RequestRepository,
     chunks: StagedChunkRepository,
@@ -123,34 +126,21 @@ async def _accept(
             created_at=created,
             updated_at=now(),
             expires_at=expires_at,
+            profile=profile,
         )
     )
-    try:
-        await tasks.dispatch(request_id)
-    except Exception as exc:  # the broker is down: the reconciler dispatches it later
-        log_event(
-            logger,
-            "request.dispatch_deferred",
-            logging.WARNING,
-            request_id=request_id,
-            error=type(exc).__name__,
-        )
+    await dispatch_new(tasks, request_id)
     log_event(
         logger,
         "request.accepted",
         request_id=request_id,
         products=products,
         images=images,
+        profile=profile.name,
         webhook=redact_url(webhook_url) if webhook_url else None,
     )
-    return UploadAccepted(
-        request_id=request_id,
-        status=RequestStatus.PENDING,
-        status_url=status_url(settings, request_id),
-        download_url=download_url(settings, request_id),
-        products=products,
-        images=images,
-        webhook_secret=webhook_secret,
+    return accepted(
+        settings, request_id, products=products, images=images, webhook_secret=webhook_secret
     )
 
 

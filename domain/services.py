@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from core.settings import Settings
 from domain.taskqueue import TaskSender
 from models.db import Database
+from models.media import MediaRepository
 from models.products import ProductRepository
 from models.requests import RequestRepository
+from models.sources import SourceRepository
 from models.staging import StagedChunkRepository
+from models.temp import TempObjectRepository
 from storage import MediaStore
 
 
@@ -35,3 +38,15 @@ class Services:
     @property
     def chunks(self) -> StagedChunkRepository:
         return StagedChunkRepository(self.db)
+
+    @property
+    def media(self) -> MediaRepository:
+        return MediaRepository(self.db)
+
+    @property
+    def sources(self) -> SourceRepository:
+        return SourceRepository(self.db)
+
+    @property
+    def temp_objects(self) -> TempObjectRepository:
+        return TempObjectRepository(self.db)

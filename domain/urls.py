@@ -17,5 +17,9 @@ def download_url(settings: Settings, request_id: str) -> str:
     return f"{_base(settings)}/api/download/{request_id}"
 
 
+def results_url(settings: Settings, request_id: str) -> str:
+    return f"{_base(settings)}/api/requests/{request_id}/results"
+
+
 def media_url(settings: Settings, key: str) -> str:
     return f"{_base(settings)}/media/{key}"

@@ -14,7 +14,7 @@ module state, so it is safe to run from several threads at once (the worker uses
 ``asyncio.to_thread``); Pillow releases the GIL while decoding and encoding.
 """
 
-from imaging.compress import CompressedImage, compress_image, open_image
+from imaging.compress import CompressedImage, compress_image, inspect_image, open_image
 from imaging.decode import Decoded
 from imaging.profiles import OutputFormat, Profile, ProfileError, Variant, available_profiles
 from imaging.render import Encoded, Rendition, render, render_profile
@@ -32,6 +32,7 @@ __all__ = [
     "Variant",
     "available_profiles",
     "compress_image",
+    "inspect_image",
     "open_image",
     "render",
     "render_profile",

@@ -58,19 +58,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Decoded:
     Raises :class:`ImageFailure` with ``NOT_AN_IMAGE``, ``TOO_MANY_PIXELS`` or
     ``CORRUPT_IMAGE`` for bad input. The caller closes the result.
     """
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-
-    source_format = sniff_format(data[:SNIFF_BYTES])
-    if source_format is None:
-        raise ImageFailure(ImageErrorCode.NOT_AN_IMAGE, describe_non_image(data))
-
-    # Some decoders allocate their canvas while *opening* (WebP's animation decoder does),
-    # so where the header makes it cheap, enforce the budget before Pillow sees the bytes.
-    declared = declared_size(source_format, data)
-    if declared is not None:
-        check_pixels(*declared, max_pixels=max_pixels)
-
+    source_format = _checked_format(data, max_pixels)
     try:
         return decode(data, source_format, max_pixels)
     except ImageFailure:
@@ -88,6 +76,45 @@ def open_image(data: bytes, *, max_pixels: int) -> Decoded:
         # Pillow signals bad data with a zoo of types (OSError, SyntaxError, ValueError,
         # EOFError, struct.error, IndexError, ...); for a user they all mean the same thing.
         raise corrupt(source_format, exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
+
+
+def inspect_image(data: bytes, *, max_pixels: int) -> ImageHeader:
+    """The door check for an uploaded image: its format and stored size from the header alone
+    (no pixel is decoded), or :class:`ImageFailure` (not an image, too many pixels, an
+    unreadable header)."""
+    source_format = _checked_format(data, max_pixels)
+    try:
+        # formats=[...] keeps the sniffed plugin, as the decoder does.
+        with Image.open(io.BytesIO(data), formats=[source_format]) as image:
+            width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise too_many_pixels_from_pillow(exc, max_pixels) from exc
+    except Exception as exc:
+        raise corrupt(source_format, exc) from exc
+    check_pixels(width, height, max_pixels=max_pixels)
+    return ImageHeader(source_format, width, height)
+
+
+def _checked_format(data: bytes, max_pixels: int) -> str:
+    """The format by magic bytes, and the pixel budget where the header makes it cheap."""
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    source_format = sniff_format(data[:SNIFF_BYTES])
+    if source_format is None:
+        raise ImageFailure(ImageErrorCode.NOT_AN_IMAGE, describe_non_image(data))
+    # Some decoders allocate their canvas while *opening* (WebP's animation decoder does),
+    # so where the header makes it cheap, enforce the budget before Pillow sees the bytes.
+    declared = declared_size(source_format, data)
+    if declared is not None:
+        check_pixels(*declared, max_pixels=max_pixels)
+    return source_format
 
 
 def encode_jpeg(

@@ -100,20 +100,25 @@ def encode(
 
 def render(decoded: Decoded, variant: Variant, *, jpeg_optimize: bool = False) -> Encoded:
     """One variant straight from the decoded image (:func:`render_profile` chains several)."""
-    size = target_size(decoded.size, variant)
-    image = downscale(decoded.image, size)
+    image = downscale(decoded.image, target_size(decoded.size, variant))
     try:
-        data = encode(
-            image,
-            variant.format,
-            quality=variant.quality,
-            icc_profile=decoded.icc_profile,
-            jpeg_optimize=jpeg_optimize,
-        )
+        return _encode_variant(image, variant, decoded, jpeg_optimize)
     finally:
         if image is not decoded.image:
             image.close()
-    return Encoded(data, variant.format, *size)
+
+
+def _encode_variant(
+    image: Image.Image, variant: Variant, decoded: Decoded, jpeg_optimize: bool
+) -> Encoded:
+    data = encode(
+        image,
+        variant.format,
+        quality=variant.quality,
+        icc_profile=decoded.icc_profile,
+        jpeg_optimize=jpeg_optimize,
+    )
+    return Encoded(data, variant.format, image.width, image.height)
 
 
 def render_profile(
@@ -138,14 +143,7 @@ def render_profile(
             key = (variant.format, quality, size)
             if key in encoded:
                 continue
-            data = encode(
-                current,
-                variant.format,
-                quality=variant.quality,
-                icc_profile=decoded.icc_profile,
-                jpeg_optimize=jpeg_optimize,
-            )
-            encoded[key] = (variant.name, Encoded(data, variant.format, *size))
+            encoded[key] = (variant.name, _encode_variant(current, variant, decoded, jpeg_optimize))
             operations.append(f"encode:{variant.name}:{variant.format.value}")
     if current is not decoded.image:
         current.close()

@@ -19,6 +19,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from models.db import PRODUCTS, Database, Document
+from models.media import Rendered
 
 _DUPLICATE_KEY = 11000
 
@@ -45,6 +46,17 @@ class ImageError(BaseModel):
     message: str
 
 
+class ImageOutcome(BaseModel):
+    """How one input image of a product was done: its outputs and where they came from."""
+
+    media_id: str  # the media object held for these outputs (models.media)
+    rendered: Rendered
+    # None: rendered for this image; "duplicate": the same bytes were done before (same owner
+    # and profile); "not_modified": the origin answered 304 to a conditional request.
+    reused: str | None = None
+    processing_ms: int = 0
+
+
 class ProductRecord(BaseModel):
     request_id: str
     serial_number: int
@@ -57,6 +69,8 @@ class ProductRecord(BaseModel):
     # Storage keys, aligned with input_image_urls; None where the image failed.
     output_keys: list[str | None] = []
     errors: list[ImageError] = []
+    # Per-image records, aligned with input_image_urls; None where the image failed.
+    images: list[ImageOutcome | None] = []
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -65,6 +79,10 @@ class ProductRecord(BaseModel):
     def output_key(self, index: int) -> str | None:
         """The stored output of image ``index`` from an earlier run, if it has one."""
         return self.output_keys[index] if index < len(self.output_keys) else None
+
+    def image(self, index: int) -> ImageOutcome | None:
+        """The record of image ``index`` from an earlier run, if it has one."""
+        return self.images[index] if index < len(self.images) else None
 
     @property
     def images_failed(self) -> int:
@@ -250,6 +268,7 @@ class ProductRepository:
         *,
         output_keys: Sequence[str | None],
         errors: Sequence[ImageError],
+        images: Sequence[ImageOutcome | None] = (),
     ) -> ProductStatus | None:
         """The product's one transition to a final state; None if another run already made it."""
         status = outcome_status(len(output_keys), len(errors))
@@ -264,6 +283,7 @@ class ProductRepository:
                     "status": status,
                     "output_keys": list(output_keys),
                     "errors": [error.model_dump() for error in errors],
+                    "images": [image.model_dump() if image else None for image in images],
                     "finished_at": datetime.now(UTC),
                 }
             },

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ReturnDocument
 
+from imaging.profiles import Profile
 from models.db import REQUESTS, Database, Document
 
 
@@ -31,6 +32,11 @@ class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
+
+
+class RequestKind(StrEnum):
+    SHEET = "sheet"  # POST /api/upload: a CSV of products and image URLs
+    IMAGE = "image"  # POST /api/images: one uploaded image, one product
 
 
 class RequestRecord(BaseModel):
@@ -64,6 +70,13 @@ class RequestRecord(BaseModel):
     notice_pending: bool = False
     # Outputs and products are removed after this (None: kept forever).
     expires_at: datetime | None = None
+    kind: RequestKind = RequestKind.SHEET
+    # The profile's variants as they were at upload, so a later change to IMGBATCH_PROFILES or
+    # IMGBATCH_JPEG_QUALITY never changes a running or retried request. None: written before
+    # profiles existed, i.e. the default profile at the current quality.
+    profile: Profile | None = None
+    # A single-image job's original in temporary storage (never served), until it is swept.
+    temp_key: str | None = None
 
     @property
     def progress(self) -> int:

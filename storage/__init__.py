@@ -4,16 +4,32 @@ from __future__ import annotations
 
 from core.settings import Settings
 from storage.base import InvalidKey, MediaStore, StoredObject
-from storage.keys import output_key
+from storage.keys import (
+    IMMUTABLE,
+    TEMP_PREFIX,
+    cache_control_for,
+    is_public_key,
+    media_prefix,
+    output_key,
+    temp_key,
+    variant_key,
+)
 from storage.local import LocalMediaStore
 
 __all__ = [
+    "IMMUTABLE",
+    "TEMP_PREFIX",
     "InvalidKey",
     "LocalMediaStore",
     "MediaStore",
     "StoredObject",
+    "cache_control_for",
     "create_store",
+    "is_public_key",
+    "media_prefix",
     "output_key",
+    "temp_key",
+    "variant_key",
 ]
 
 

@@ -96,7 +96,13 @@ async def _read_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
         handle.close()
 
 
-_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".png": "image/png"}
+_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".png": "image/png",
+    ".avif": "image/avif",
+}
 
 
 def _content_type(key: str) -> str:

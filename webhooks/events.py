@@ -15,8 +15,9 @@ from typing import Any
 
 from core.logs import log_event
 from core.settings import Settings
+from domain.images import single_image_data
 from domain.services import Services
-from domain.urls import download_url, status_url
+from domain.urls import download_url, results_url, status_url
 from models.requests import RequestRecord, RequestRepository, RequestStatus, now
 from models.webhooks import (
     REQUEST_TARGET,
@@ -57,6 +58,8 @@ def request_data(settings: Settings, request: RequestRecord) -> dict[str, Any]:
             if request.status == RequestStatus.COMPLETED
             else None
         ),
+        # Every image record of the request, as JSON Lines.
+        "results_url": results_url(settings, request.id),
         "created_at": _iso(request.created_at),
         "completed_at": _iso(request.completed_at),
     }
@@ -81,6 +84,10 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
         log_event(logger, "webhook.event_skipped", request_id=request_id)
         return None
     created = now()
+    data = request_data(rt.settings, request)
+    image = await single_image_data(rt, request)
+    if image is not None:  # a single-image job carries its one record inline
+        data["image"] = image
     event = await WebhookEventRepository(rt.db).create_once(
         EventRecord(
             id=new_id("msg"),
@@ -89,7 +96,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
             request_id=request.id,
             # One event per completion: a retried request that completes again is a new event.
             dedupe_key=f"{event_type}:{request.id}:{request.completions}",
-            body=envelope(event_type, created, request_data(rt.settings, request)),
+            body=envelope(event_type, created, data),
             created_at=created,
         )
     )

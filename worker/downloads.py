@@ -20,6 +20,9 @@ Everything here assumes the URL is hostile:
   wait is capped exponential backoff with jitter. Other 4xx, refused addresses, oversize bodies
   and bad URLs fail at once.
 * Messages never contain query strings or userinfo (signed URLs carry tokens there).
+* Conditional requests (:func:`fetch` with ``conditional``): ``If-None-Match`` /
+  ``If-Modified-Since`` go with every hop, and a ``304`` is its own outcome (no body, the
+  earlier bytes are still current), never an error. The same guard, deadline and retries apply.
 
 Whether the bytes are an image is not judged here; the image module sniffs the content.
 """
@@ -51,7 +54,15 @@ from netguard import (
 if TYPE_CHECKING:
     from core.settings import Settings
 
-__all__ = ["USER_AGENT", "DownloadPolicy", "download", "download_client"]
+__all__ = [
+    "USER_AGENT",
+    "DownloadPolicy",
+    "Fetched",
+    "Validators",
+    "download",
+    "download_client",
+    "fetch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +75,52 @@ _REQUEST_HEADERS = {
     "Accept": "image/*,*/*;q=0.8",
 }
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_NOT_MODIFIED = 304
+_MAX_VALIDATOR = 256
 _ZLIB_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What identifies a version of a resource: its ``ETag`` and ``Last-Modified``."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.etag or self.last_modified)
+
+    def conditional_headers(self) -> dict[str, str]:
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Validators:
+        # Capped: these are stored and sent back, and a hostile origin chooses them.
+        etag = response.headers.get("etag")
+        last_modified = response.headers.get("last-modified")
+        return cls(
+            etag=etag if etag and len(etag) <= _MAX_VALIDATOR else None,
+            last_modified=last_modified
+            if last_modified and len(last_modified) <= _MAX_VALIDATOR
+            else None,
+        )
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A download's outcome: the body, or ``None`` when a conditional request got ``304``."""
+
+    data: bytes | None
+    validators: Validators
+
+    @property
+    def not_modified(self) -> bool:
+        return self.data is None
 
 
 @dataclass(frozen=True)
@@ -239,12 +295,15 @@ async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
+async def _fetch(
+    client: httpx.AsyncClient, url: str, policy: DownloadPolicy, conditional: Validators | None
+) -> Fetched:
     """One attempt: request, follow redirects by hand (each hop checked), read the body."""
     target = check_url(url, policy.network)
+    headers = {**_REQUEST_HEADERS, **(conditional.conditional_headers() if conditional else {})}
     redirects = 0
     while True:
-        request = client.build_request("GET", target, headers=_REQUEST_HEADERS)
+        request = client.build_request("GET", target, headers=headers)
         response = await client.send(request, stream=True)
         try:
             status = response.status_code
@@ -258,8 +317,11 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) ->
                     raise InvalidTarget(f"invalid redirect Location: {bad}") from None
                 target = check_url(following, policy.network)
                 continue
+            if status == _NOT_MODIFIED and conditional:
+                return Fetched(None, Validators.of(response) or conditional)
             if 200 <= status < 300:
-                return await _read_body(response, policy.max_bytes)
+                body = await _read_body(response, policy.max_bytes)
+                return Fetched(body, Validators.of(response))
             if status == 429 or status >= 500:
                 raise _RetryableStatus(
                     status, retry_after_seconds(response.headers.get("retry-after"))
@@ -271,11 +333,13 @@ async def _fetch(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) ->
             await response.aclose()
 
 
-async def _attempt(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
+async def _attempt(
+    client: httpx.AsyncClient, url: str, policy: DownloadPolicy, conditional: Validators | None
+) -> Fetched:
     """One attempt under the deadline, with every failure sorted into final or transient."""
     try:
         async with asyncio.timeout(policy.deadline):
-            return await _fetch(client, url, policy)
+            return await _fetch(client, url, policy, conditional)
     except TimeoutError:
         raise _TimedOut(f"no complete response within the {policy.deadline:g}s deadline") from None
     except BlockedAddress as blocked:
@@ -302,6 +366,23 @@ async def download(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) 
     ``client`` must come from :func:`download_client` (or :func:`netguard.guarded_client`):
     the SSRF guarantee is the client's, this function only adds per-hop checks on top.
     """
+    fetched = await fetch(client, url, policy)
+    assert fetched.data is not None, "only a conditional request can be answered 304"
+    return fetched.data
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    policy: DownloadPolicy,
+    *,
+    conditional: Validators | None = None,
+) -> Fetched:
+    """:func:`download`, plus the response's validators, optionally as a conditional request.
+
+    With ``conditional`` (validators of bytes we still have), a ``304`` returns a
+    :class:`Fetched` without data instead of downloading the body again.
+    """
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, policy.attempts)),
         wait=_wait_strategy(policy),
@@ -312,7 +393,7 @@ async def download(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) 
     try:
         async for attempt in retrying:
             with attempt:
-                return await _attempt(client, url, policy)
+                return await _attempt(client, url, policy, conditional or None)
     except _Transient as exhausted:
         raise exhausted.failure(max(1, policy.attempts)) from None
     raise AssertionError("unreachable: tenacity either returns or re-raises")

@@ -1,20 +1,16 @@
-"""Processing products: download, compress and store their images, many at once."""
+"""Processing products: their images (``worker.images``), many at once, then one transition."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 
-from core.errors import ImageErrorCode, ImageFailure
-from core.logs import log_event, redact_url
+from core.errors import ImageErrorCode
+from core.logs import log_event
 from domain.completion import complete_when_counted
-from imaging import compress_image
-from models.products import ImageError, ProductRecord
+from models.products import ImageError, ImageOutcome, ProductRecord
 from models.requests import RequestStatus
-from storage import output_key
-from worker.downloads import download
+from worker.images import ImageJob, process_image
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -29,17 +25,18 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     request = await rt.requests.get(request_id)
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
+    job = ImageJob.of(rt, request)
     if await rt.products.any_processing(request_id, serial_numbers):
         # An earlier run of this chunk died holding products. Go one at a time, so that a
         # product which kills its worker takes only itself down, and only it is ever failed.
         for serial_number in serial_numbers:
             product = await rt.products.claim(request_id, serial_number)
             if product is not None:  # None: already final, done by an earlier run
-                await _process_product(rt, product)
+                await _process_product(rt, job, product)
     else:
         claimed = await rt.products.claim_many(request_id, serial_numbers)
         outcomes = await asyncio.gather(
-            *(_process_product(rt, product) for product in claimed), return_exceptions=True
+            *(_process_product(rt, job, product) for product in claimed), return_exceptions=True
         )
         # Every product ran to its end before we raise: nothing is left half-done on the loop.
         for outcome in outcomes:
@@ -48,7 +45,7 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     await complete_when_counted(rt, request_id)
 
 
-async def _process_product(rt: WorkerRuntime, product: ProductRecord) -> None:
+async def _process_product(rt: WorkerRuntime, job: ImageJob, product: ProductRecord) -> None:
     if product.attempts > rt.settings.max_attempts:
         # This product has taken its worker down every time it ran: stop feeding it to workers.
         await _finish(
@@ -62,13 +59,16 @@ async def _process_product(rt: WorkerRuntime, product: ProductRecord) -> None:
         )
         return
     semaphore = asyncio.Semaphore(rt.settings.product_image_concurrency)
+    todo = [url for index, url in enumerate(product.input_image_urls) if not _done(product, index)]
+    # What this owner's URLs answered last time, for conditional requests: one read per product.
+    known = await rt.sources.get_many(job.owner, todo) if job.temp_key is None else {}
 
-    async def bounded(index: int, url: str) -> str | ImageError:
-        existing = product.output_key(index)
-        if existing is not None:  # done by an earlier run; a retry redoes only what failed
-            return existing
+    async def bounded(index: int, url: str) -> ImageOutcome | ImageError:
+        earlier = product.image(index)
+        if earlier is not None and _done(product, index):
+            return earlier  # done by an earlier run; a retry redoes only what failed
         async with semaphore:
-            return await _process_image(rt, product, index, url)
+            return await process_image(rt, job, product, index, url, known.get(url))
 
     results = await asyncio.gather(
         *(bounded(index, url) for index, url in enumerate(product.input_image_urls))
@@ -76,43 +76,13 @@ async def _process_product(rt: WorkerRuntime, product: ProductRecord) -> None:
     await _finish(rt, product, list(results))
 
 
-async def _process_image(
-    rt: WorkerRuntime, product: ProductRecord, index: int, url: str
-) -> str | ImageError:
-    """The stored key, or the image's error. Errors that are not the image's fault propagate."""
-    marker = rt.settings.test_crash_marker
-    if marker and marker in url:
-        # Test-only: behave like an image that takes its worker process down with it.
-        os.kill(os.getpid(), signal.SIGKILL)
-    try:
-        data = await download(rt.http, url, rt.download_policy)
-        async with rt.decode_slot:
-            image = await asyncio.to_thread(
-                compress_image,
-                data,
-                quality=rt.settings.jpeg_quality,
-                max_pixels=rt.settings.max_image_pixels,
-                optimize=rt.settings.jpeg_optimize,
-            )
-    except ImageFailure as failure:
-        log_event(
-            logger,
-            "image.failed",
-            request_id=product.request_id,
-            serial=product.serial_number,
-            url=redact_url(url),
-            code=failure.code,
-        )
-        return ImageError(index=index, url=url, code=failure.code, message=failure.message)
-    key = output_key(product.request_id, product.serial_number, index)
-    await rt.store.put(key, image.data, content_type="image/jpeg")
-    log_event(logger, "image.stored", key=key, attempt=product.attempts, bytes=len(image.data))
-    return key
+def _done(product: ProductRecord, index: int) -> bool:
+    return product.output_key(index) is not None and product.image(index) is not None
 
 
 def _all_failed(
     product: ProductRecord, code: ImageErrorCode, message: str
-) -> list[str | ImageError]:
+) -> list[ImageOutcome | ImageError]:
     return [
         ImageError(index=i, url=url, code=code, message=message)
         for i, url in enumerate(product.input_image_urls)
@@ -120,12 +90,17 @@ def _all_failed(
 
 
 async def _finish(
-    rt: WorkerRuntime, product: ProductRecord, results: list[str | ImageError]
+    rt: WorkerRuntime, product: ProductRecord, results: list[ImageOutcome | ImageError]
 ) -> None:
-    output_keys = [r if isinstance(r, str) else None for r in results]
+    images = [r if isinstance(r, ImageOutcome) else None for r in results]
+    output_keys = [_primary_key(image) if image else None for image in images]
     errors = [r for r in results if isinstance(r, ImageError)]
     status = await rt.products.finish(
-        product.request_id, product.serial_number, output_keys=output_keys, errors=errors
+        product.request_id,
+        product.serial_number,
+        output_keys=output_keys,
+        errors=errors,
+        images=images,
     )
     if status is None:
         return  # another run of this product got there first and counted it
@@ -142,3 +117,7 @@ async def _finish(
         images_done=len(output_keys) - len(errors),
         images_failed=len(errors),
     )
+
+
+def _primary_key(image: ImageOutcome) -> str:
+    return next(iter(image.rendered.variants.values())).key

@@ -14,6 +14,14 @@ Routes (``<name>`` is a file under ``root``; query parameters as shown):
     The file, always ``Content-Type: image/jpeg`` whatever it really is (content sniffing must
     not trust it). Applies ``latency`` (± ``latency_jitter``) before the headers and
     ``bandwidth`` (bytes/second, per connection) to the body.
+``/unique/<name>?...``
+    As ``/img/``, with the request path appended after the image's end: different bytes (and
+    sha256) for every distinct path, the same bytes each time for the same path. Decoders
+    ignore what follows an image's end marker.
+
+Every file route sends ``ETag`` (a digest of the bytes) and ``Last-Modified`` (the file's
+mtime) and honours ``If-None-Match`` / ``If-Modified-Since`` with ``304 Not Modified``; the
+304s are recorded in :attr:`Origin.not_modified`.
 ``/status/<code>[?retry_after=N]``
     Answers ``<code>`` with a short text body; ``retry_after`` adds ``Retry-After: N``.
 ``/flaky/<key>/<n>/<name>``
@@ -42,11 +50,13 @@ Every request's path (with query string) and headers are recorded in :attr:`Orig
 from __future__ import annotations
 
 import gzip
+import hashlib
 import random
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -132,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         if head == "img" and len(rest) == 1:
             self._sleep(self.origin.pick_latency())
             self._send_file(rest[0], throttle=True)
+        elif head == "unique" and len(rest) == 1:
+            self._sleep(self.origin.pick_latency())
+            self._send_file(rest[0], throttle=True, suffix=b"\n" + self.path.encode())
         elif head == "status" and len(rest) == 1 and rest[0].isdigit():
             extra = {"Retry-After": query["retry_after"]} if "retry_after" in query else {}
             self._send_text(int(rest[0]), f"status {rest[0]}\n", extra)
@@ -187,14 +200,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _send_file(self, name: str, *, throttle: bool = False) -> None:
+    def _send_file(self, name: str, *, throttle: bool = False, suffix: bytes = b"") -> None:
         data = self._read(name)
         if data is None:
             self._send_text(404, "no such file\n")
             return
+        data += suffix
+        etag = f'"{hashlib.sha256(data).hexdigest()[:20]}"'
+        mtime = int((self.origin.root / name).stat().st_mtime)
+        if self._not_modified(etag, mtime):
+            self.origin.not_modified.append(self.path, dict(self.headers.items()))
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "image/jpeg")
         self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", etag)
+        self.send_header("Last-Modified", formatdate(mtime, usegmt=True))
         self.end_headers()
         bandwidth = self.origin.bandwidth if throttle else None
         if not bandwidth:
@@ -205,6 +229,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[start : start + step])
             self.wfile.flush()
             time.sleep(step / bandwidth)
+
+    def _not_modified(self, etag: str, mtime: int) -> bool:
+        """RFC 9110 13.2.2: If-None-Match wins; If-Modified-Since only without it."""
+        match = self.headers.get("If-None-Match")
+        if match is not None:
+            tags = {tag.strip().removeprefix("W/") for tag in match.split(",")}
+            return "*" in tags or etag in tags
+        since = self.headers.get("If-Modified-Since")
+        if since is None:
+            return False
+        try:
+            return mtime <= parsedate_to_datetime(since).timestamp()
+        except (TypeError, ValueError):
+            return False
 
     def _trickle(self, name: str, interval: float) -> None:
         data = self._read(name)
@@ -283,6 +321,8 @@ class Origin(LoopbackServer):
         self.latency_jitter = latency_jitter
         self.bandwidth = bandwidth
         self.requests = RequestLog()
+        # Conditional requests answered 304 (the path and headers of each).
+        self.not_modified = RequestLog()
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
         server = _Server(_Handler)

@@ -1,0 +1,193 @@
+"""Single-image jobs: ``POST /api/images`` (one uploaded image) and ``GET /api/images/{id}``.
+
+A job is an ordinary request of one product, so status, download, retry, cancel and webhooks
+all work unchanged. The original is checked at the door (magic bytes, header pixel count: a 422
+before any job exists), then kept in temporary storage under ``tmp/`` (never served by
+``/media``) until the job has been final for ``IMGBATCH_TEMP_TTL_HOURS``; a retry reads it
+from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Header, UploadFile, status
+from starlette.concurrency import run_in_threadpool
+
+from api.accepting import accepted, dispatch_new, once
+from api.auth import OwnerDep
+from api.deps import (
+    IdempotencyDep,
+    ProductsDep,
+    ProfilesDep,
+    RequestsDep,
+    ServicesDep,
+    SettingsDep,
+    choose_profile,
+)
+from api.ratelimits import UploadLimitDep
+from api.requests import get_owned_request
+from api.schemas import UploadAccepted
+from core.errors import ImageFailure, NotFound, PayloadTooLarge, UnprocessableEntity
+from core.logs import log_event, redact_url
+from domain.images import single_image_json
+from domain.services import Services
+from domain.webhook_signing import new_secret
+from domain.webhook_targets import validate_webhook_url
+from imaging.compress import inspect_image
+from imaging.profiles import Profile
+from models.products import ProductRecord
+from models.requests import RequestKind, RequestRecord, RequestStatus, now
+from sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN
+from storage import temp_key
+
+router = APIRouter(tags=["images"])
+logger = logging.getLogger(__name__)
+
+PATH = "/api/images"
+# The result CSV of a single-image job has the columns of a minimal sheet.
+_COLUMNS: list[tuple[str, str | None]] = [
+    (SERIAL_COLUMN, SERIAL_COLUMN),
+    (NAME_COLUMN, NAME_COLUMN),
+    (URLS_COLUMN, URLS_COLUMN),
+]
+# The input "URL" of an uploaded image: the scheme says where it came from.
+UPLOAD_SCHEME = "upload:"
+
+
+@router.post(PATH, status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+async def submit_image(
+    file: UploadFile,
+    owner: OwnerDep,
+    _: UploadLimitDep,
+    settings: SettingsDep,
+    services: ServicesDep,
+    keys: IdempotencyDep,
+    profiles: ProfilesDep,
+    webhook_url: Annotated[str | None, Form()] = None,
+    profile: Annotated[str | None, Form(max_length=64)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> UploadAccepted:
+    chosen = choose_profile(profiles, profile)
+    data = await file.read(settings.max_image_bytes + 1)
+    if len(data) > settings.max_image_bytes:
+        raise PayloadTooLarge(
+            f"the image is larger than the limit of {settings.max_image_bytes} bytes"
+        )
+    try:
+        await run_in_threadpool(inspect_image, data, max_pixels=settings.max_image_pixels)
+    except ImageFailure as refused:
+        raise UnprocessableEntity({"code": refused.code, "message": refused.message}) from None
+    name = _display_name(file.filename)
+
+    async def fingerprint() -> str:
+        digest = hashlib.sha256(data)
+        digest.update(f"\n{chosen.name}\n{webhook_url or ''}".encode())
+        return digest.hexdigest()
+
+    return await once(
+        keys,
+        owner,
+        f"image:{idempotency_key}" if idempotency_key else None,
+        fingerprint,
+        lambda: _accept(services, owner, data, name, chosen, webhook_url),
+    )
+
+
+def _display_name(filename: str | None) -> str:
+    """The upload's file name without any directory part, or ``image``."""
+    base = PurePosixPath((filename or "").replace("\\", "/")).name.strip()
+    printable = "".join(ch for ch in base if ch.isprintable())[:200]
+    return printable or "image"
+
+
+async def _accept(
+    svc: Services,
+    owner: str,
+    data: bytes,
+    name: str,
+    profile: Profile,
+    webhook_url: str | None,
+) -> UploadAccepted:
+    settings = svc.settings
+    if webhook_url:
+        webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
+    webhook_secret = new_secret() if webhook_url else None
+    request_id = uuid.uuid4().hex
+    created = now()
+    expires_at = (
+        created + timedelta(days=settings.result_ttl_days) if settings.result_ttl_days else None
+    )
+    # The original first, then the product, the request last: until the request exists nothing
+    # is visible, and the sweeper finds a stray original through its index entry.
+    original = temp_key(request_id)
+    await svc.temp_objects.add(original, request_id)
+    await svc.store.put(original, data, content_type="application/octet-stream")
+    await svc.products.insert_many(
+        [
+            ProductRecord(
+                request_id=request_id,
+                serial_number=1,
+                position=0,
+                line=1,
+                product_name=name,
+                input_image_urls=[f"{UPLOAD_SCHEME}{name}"],
+                expires_at=expires_at,
+            )
+        ]
+    )
+    await svc.requests.create(
+        RequestRecord(
+            id=request_id,
+            owner=owner,
+            status=RequestStatus.PENDING,
+            columns=_COLUMNS,
+            products_total=1,
+            images_total=1,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
+            ingested=True,
+            created_at=created,
+            updated_at=now(),
+            expires_at=expires_at,
+            kind=RequestKind.IMAGE,
+            profile=profile,
+            temp_key=original,
+        )
+    )
+    await dispatch_new(svc.tasks, request_id)
+    log_event(
+        logger,
+        "request.accepted",
+        request_id=request_id,
+        kind=RequestKind.IMAGE,
+        bytes=len(data),
+        profile=profile.name,
+        webhook=redact_url(webhook_url) if webhook_url else None,
+    )
+    return accepted(settings, request_id, products=1, images=1, webhook_secret=webhook_secret)
+
+
+@router.get(PATH + "/{request_id}")
+async def image_result(
+    request_id: str,
+    owner: OwnerDep,
+    settings: SettingsDep,
+    requests: RequestsDep,
+    products: ProductsDep,
+) -> dict[str, Any]:
+    """The job's one image record (every variant, source, EXIF, colour, placeholder)."""
+    record = await get_owned_request(requests, request_id, owner)
+    if record.kind != RequestKind.IMAGE:
+        raise NotFound(f"request {request_id} is not a single-image job")
+    product = await products.get(request_id, 1)
+    if product is None:
+        raise NotFound(f"request {request_id} not found")
+    return single_image_json(settings, record, product)
