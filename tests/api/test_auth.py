@@ -71,6 +71,10 @@ def test_requests_without_a_valid_key_get_401(stack: Stack, secure_url: str) -> 
         assert response.headers["www-authenticate"] == "Bearer"
         assert "API key" in response.json()["detail"]
         assert anonymous.get("/api/status/whatever").status_code == 401
+        for path in ("/api/profiles", "/api/images/whatever", "/api/requests/whatever/results"):
+            assert anonymous.get(path).status_code == 401, path
+        image = anonymous.post("/api/images", files={"file": ("a.jpg", b"\xff\xd8\xff")})
+        assert image.status_code == 401
     with client(secure_url, "ibk_not-a-real-key") as forged:
         assert upload(forged, sheet([(1, "A", URL)])).status_code == 401
     assert client(secure_url).get("/api/health").status_code == 200

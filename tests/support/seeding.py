@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from domain.webhook_signing import new_secret
+from imaging.profiles import Profile
 from models.db import ensure_indexes
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestStatus, now
@@ -23,6 +24,7 @@ def seed_request(
     *,
     webhook_url: str | None = None,
     status: RequestStatus = RequestStatus.PENDING,
+    profile: Profile | None = None,
 ) -> str:
     """An ingested request with one product per URL list; returns its id."""
     request_id = uuid.uuid4().hex
@@ -55,6 +57,7 @@ def seed_request(
                 created_at=created,
                 updated_at=created,
                 completed_at=created if status == RequestStatus.COMPLETED else None,
+                profile=profile,
             )
         )
 

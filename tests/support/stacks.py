@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import redis
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from cli.embedded import free_port
 from cli.stack import Stack
+from core.settings import Settings
+from worker.runtime import WorkerRuntime, build_runtime
 
 
 def redis_db(stack: Stack, number: int) -> str:
@@ -47,3 +52,29 @@ def sync_db(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
         yield client["imgbatch"]
     finally:
         client.close()
+
+
+@contextmanager
+def isolated_runtime(stack: Stack, data_dir: Path, redis_number: int) -> Iterator[WorkerRuntime]:
+    """Worker code in the test process, on a database and Redis database of its own, so no
+    other worker consumes what it enqueues and its documents are its own."""
+    assert stack.redis_url
+    redis_url = redis_db(stack, redis_number)
+    settings = Settings(
+        mongodb_url=stack.mongodb_url,
+        mongodb_database=f"race_{uuid.uuid4().hex[:8]}",
+        redis_url=redis_url,
+        data_dir=data_dir,
+        allow_private_networks=True,
+        allowed_ports=[],
+    )
+    rt = build_runtime(settings)
+    broker = redis.Redis.from_url(redis_url)
+    broker.flushdb()
+    try:
+        yield rt
+    finally:
+        broker.flushdb()
+        rt.run(rt.client.drop_database(settings.mongodb_database))
+        rt.run(rt.client.close())
+        rt.loop.close()

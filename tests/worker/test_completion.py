@@ -7,46 +7,27 @@ database, so no other worker consumes what they enqueue and the queue can be cou
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from cli.stack import Stack
-from core.settings import Settings
 from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
 from models.products import ProductStatus
 from models.requests import RequestStatus
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
+from tests.support.stacks import isolated_runtime
 from worker.dispatch import dispatch_request
 from worker.products import process_products
-from worker.runtime import WorkerRuntime, build_runtime
+from worker.runtime import WorkerRuntime
 
 
 @pytest.fixture
 def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
-    assert stack.redis_url
-    redis_url = stack.redis_url.rsplit("/", 1)[0] + "/7"
-    settings = Settings(
-        mongodb_url=stack.mongodb_url,
-        mongodb_database=f"race_{uuid.uuid4().hex[:8]}",
-        redis_url=redis_url,
-        data_dir=tmp_path_factory.mktemp("race"),
-        allow_private_networks=True,
-        allowed_ports=[],
-    )
-    rt = build_runtime(settings)
-    broker = redis.Redis.from_url(redis_url)
-    broker.flushdb()
-    try:
+    with isolated_runtime(stack, tmp_path_factory.mktemp("race"), 7) as rt:
         yield rt
-    finally:
-        broker.flushdb()
-        rt.run(rt.client.drop_database(settings.mongodb_database))
-        rt.run(rt.client.close())
-        rt.loop.close()
 
 
 def _queue_length(rt: WorkerRuntime, queue: str) -> int:

@@ -12,13 +12,20 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from PIL import Image
 
 from cli.stack import Stack
 from imaging import compress_image
+from imaging.profiles import storefront_profile
+from models.requests import RequestStatus
 from tests.conftest import CORPUS
 from tests.support.client import result_rows, sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.seeding import seed_request
+from tests.support.stacks import isolated_runtime
+from worker.dispatch import dispatch_request
+from worker.products import process_products
 
 
 def _unique(origin: Origin, name: str) -> str:
@@ -187,6 +194,31 @@ def test_the_same_bytes_twice_in_one_chunk_are_rendered_once(
     assert sorted(r["reused"] or "" for r in records) == ["", "duplicate", "duplicate"]
     assert len({r["output_url"] for r in records}) == 1
     assert len({json.dumps(r["variants"], sort_keys=True) for r in records}) == 1
+
+
+def test_concurrent_duplicates_claim_one_render_and_wait_for_it(
+    stack: Stack, origin: Origin, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Eight products of one chunk, all at once, the same bytes behind eight URLs.
+    token = uuid.uuid4().hex
+    target = quote(f"/unique/coffee_4mp.jpg?t={token}", safe="")
+    urls = [[origin.url(f"/redirect?to={target}&n={n}")] for n in range(8)]
+    with isolated_runtime(stack, tmp_path_factory.mktemp("claims"), 13) as rt:
+        request_id = seed_request(rt, urls, profile=storefront_profile(50))
+        rt.run(dispatch_request(rt, request_id))
+        rt.run(process_products(rt, request_id, list(range(1, 9))))
+        record = rt.run(rt.requests.get(request_id))
+        assert record is not None and record.status == RequestStatus.COMPLETED
+        products = [rt.run(rt.products.get(request_id, s)) for s in range(1, 9)]
+        outcomes = [p.images[0] for p in products if p is not None and p.images[0] is not None]
+        assert len(outcomes) == 8
+        assert sorted(o.reused or "" for o in outcomes) == ["", *["duplicate"] * 7]
+        assert len({o.media_id for o in outcomes}) == 1
+        media = rt.run(rt.media.get(outcomes[0].media_id))
+        assert media is not None and media.holders == [request_id]
+        # One render wrote one set of objects: four variants, nothing else.
+        written = sorted(p.name for p in (rt.settings.media_dir / outcomes[0].media_id).iterdir())
+        assert written == ["large.webp", "medium.webp", "original.jpg", "thumbnail.webp"]
 
 
 def test_the_same_bytes_in_a_second_request_are_a_duplicate(
