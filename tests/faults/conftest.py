@@ -168,7 +168,7 @@ def assert_recovered(
     writes = stack.stored_writes()
     media = stack.data_dir / "media"
     for product in status["products"]:
-        for index, output in enumerate(product["output_image_urls"]):
+        for output in product["output_image_urls"]:
             if output is None:
                 continue
             key = output.split("/media/", 1)[1]

@@ -37,6 +37,7 @@ COMPLETED_FIELDS = {
     "images_failed",
     "status_url",
     "download_url",
+    "results_url",
     "created_at",
     "completed_at",
 }
@@ -110,6 +111,9 @@ def test_every_delivery_is_signed_per_standard_webhooks(
     assert data["completed_at"] is not None
     assert hooks_api.get(data["status_url"]).json()["status"] == "completed"
     assert hooks_api.get(data["download_url"]).status_code == 200
+    results = hooks_api.get(data["results_url"])
+    assert results.status_code == 200
+    assert [json.loads(line)["status"] for line in results.text.splitlines()] == ["done"]
 
     # What a receiver must refuse: a changed body, a moved timestamp, someone else's secret,
     # and a correctly signed message that is too old to be anything but a replay.
