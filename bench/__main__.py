@@ -1,8 +1,9 @@
 """``make bench``: see bench/README.md for the method and what the numbers settle.
 
 Phases, each on fresh processes and all stopped in ``finally`` blocks:
-codec limits -> 100k-row upload (API only) -> 16 MP worker memory -> concurrency sweep ->
-decoupled-design prototype -> the main batch with status load and an urgent small request.
+codec limits -> profile costs (storefront vs default) -> 100k-row upload (API only) -> 16 MP
+worker memory -> concurrency sweep -> decoupled-design prototype -> the main batch with status
+load and an urgent small request -> re-import of an unchanged sheet.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import codecs, decoupled, memory, status, summary, throughput, upload
+from bench import (
+    codecs,
+    decoupled,
+    memory,
+    profiles,
+    reimport,
+    status,
+    summary,
+    throughput,
+    upload,
+)
 from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, copy_photos, load_photos
 from bench.harness import running
 from bench.report import RESULTS, write_json
@@ -52,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--status-duration", type=float, default=15.0)
     parser.add_argument("--probe-at", type=float, default=0.2, help="batch fraction done")
     parser.add_argument("--codec-seconds", type=float, default=3.0)
+    parser.add_argument("--profile-rounds", type=int, default=9, help="storefront vs default")
+    parser.add_argument(
+        "--reimport-products", type=int, default=200, help="re-imported sheet (x3 images)"
+    )
     parser.add_argument("--budget", type=float, default=540.0, help="scale the batch to fit, s")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy even if present")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -59,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.products, args.upload_rows, args.sweep_products = 150, 10_000, 40
         args.codec_seconds, args.status_duration, args.sweep = 1.0, 5.0, "2x8,4x8"
+        args.profile_rounds, args.reimport_products = 3, 50
     args.cores = cores
     return args
 
@@ -73,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     results["limits"] = codecs.limits(load_photos(photos), args.codec_seconds)
     results["per_image"] = codecs.per_image([*photos, BIG_PHOTO], args.codec_seconds / 6)
     results["codec_peak_mb_16mp"] = codecs.peak_memory(BIG_PHOTO)
+    print(f"profile costs, {args.profile_rounds} interleaved rounds ...", flush=True)
+    results["profiles"] = profiles.measure(photos, [BIG_PHOTO], args.profile_rounds)
 
     with tempfile.TemporaryDirectory(prefix="imgbatch-bench-") as tmp:
         work = Path(tmp)
@@ -114,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 profile_dir=None if args.no_profile else RESULTS / "profiles",
             )
             results["status_idle"] = status.serial_latency(bench, results["main"].request_id)
+            print(f"re-import: {args.reimport_products} products, twice ...", flush=True)
+            results["reimport"] = reimport.run(
+                bench, args.reimport_products, photos, timeout=max(120.0, args.budget)
+            )
     results["total_seconds"] = time.monotonic() - started
     print(summary.render(results))
     print(f"\nJSON: {write_json(results)}")

@@ -29,13 +29,18 @@ def load_photos(names: Sequence[str]) -> list[bytes]:
 
 
 def batch_csv(base_url: str, products: int, photos: Sequence[str], tag: str) -> bytes:
-    """``products`` rows of ``len(photos)`` images each; every URL is distinct (query string)."""
+    """``products`` rows of ``len(photos)`` images each; every URL is distinct (query string).
+
+    ``/unique/`` URLs: the origin appends the path to the bytes, so each image has a sha256 of
+    its own and is really rendered. The same bytes would be rendered once and then reused,
+    which measures reuse (see ``reimport.py``), not the pipeline.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
     for serial in range(1, products + 1):
         urls = ",".join(
-            f"{base_url}/img/{name}?r={tag}&p={serial}&i={index}"
+            f"{base_url}/unique/{name}?r={tag}&p={serial}&i={index}"
             for index, name in enumerate(photos)
         )
         writer.writerow([serial, f"{tag} product {serial}", urls])

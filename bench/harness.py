@@ -64,6 +64,13 @@ class Bench:
             raise LookupError(f"request {request_id} not found")
         return doc
 
+    def products(self, request_id: str) -> list[dict[str, Any]]:
+        """The request's product documents, read from MongoDB."""
+        self.progress(request_id)  # connects
+        assert self._mongo is not None
+        collection = self._mongo[self.stack.settings.mongodb_database]["products"]
+        return list(collection.find({"request_id": request_id}))
+
     def wait_done(self, request_id: str, timeout: float, poll: float = 0.25) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bench.codecs import CODECS, Limit
+from bench.profiles import ProfileCost, mix_ratio
+from bench.reimport import Reimport
 from bench.report import table, verdict
 from bench.throughput import BatchResult
 
@@ -62,7 +64,64 @@ def targets(results: dict[str, Any]) -> str:
         [f"5 worker peak RSS, 16 MP, IMAGE_CONCURRENCY={k}, MB", v, "< 300", verdict(v < 300)]
         for k, v in sorted(memory.items(), reverse=True)
     ]
+    costs: list[ProfileCost] = results["profiles"]
+    ratio = mix_ratio(costs)
+    rows.append(
+        ["7 codec CPU/image, storefront ÷ default, mix", ratio, "<= 2", verdict(ratio <= 2)]
+    )
+    again: Reimport = results["reimport"]
+    rows.append(
+        [
+            f"8 re-import of an unchanged {again.images}-image sheet, speedup",
+            again.speedup,
+            ">= 5",
+            verdict(again.speedup >= 5),
+        ]
+    )
     return table("TARGETS", ["metric", "measured", "target", "verdict"], rows)
+
+
+def profile_tables(results: dict[str, Any]) -> str:
+    costs: list[ProfileCost] = results["profiles"]
+    rows = [
+        [
+            c.photo + ("" if c.in_mix else " (not in mix)"),
+            c.compress_ms,
+            c.default_ms,
+            c.storefront_ms,
+            c.ratio,
+        ]
+        for c in costs
+    ]
+    mix = [c for c in costs if c.in_mix]
+    rows.append(
+        [
+            "mix mean",
+            sum(c.compress_ms for c in mix) / len(mix),
+            sum(c.default_ms for c in mix) / len(mix),
+            sum(c.storefront_ms for c in mix) / len(mix),
+            mix_ratio(costs),
+        ]
+    )
+    again: Reimport = results["reimport"]
+    return table(
+        "PROFILES (codec CPU ms per image, one core: decode, resizes, encodes, summaries)",
+        ["photo", "compress_image", "default", "storefront", "storefront ÷ default"],
+        rows,
+    ) + table(
+        "RE-IMPORT (the same sheet twice, same owner)",
+        ["images", "first s", "second s", "speedup", "304s", "second import's images"],
+        [
+            [
+                again.images,
+                again.first_seconds,
+                again.second_seconds,
+                again.speedup,
+                again.not_modified,
+                ", ".join(f"{k}: {v}" for k, v in sorted(again.reused.items())),
+            ]
+        ],
+    )
 
 
 def codec_tables(results: dict[str, Any]) -> str:
@@ -175,6 +234,7 @@ def render(results: dict[str, Any]) -> str:
     parts = [
         targets(results),
         codec_tables(results),
+        profile_tables(results),
         sweep_table(results),
         budget_table(results),
         profile_table(results),

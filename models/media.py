@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from models.db import MEDIA, Database
@@ -161,14 +162,38 @@ class MediaRepository:
             {"$set": {"claimed_at": now() - RENDER_LEASE * 2}},
         )
 
-    async def hold(self, media_id: str, holder: str) -> MediaRecord | None:
-        """Add ``holder`` to a ready object; the record, or None if it is not ready (any more)."""
+    async def hold(self, media_id: str, holder: str) -> bool:
+        """Add ``holder`` to a ready object; False if it is not ready (any more).
+
+        A ready object's ``rendered`` never changes, so a record read before is still right.
+        """
         result = await self._collection.update_one(
             {"_id": media_id, "state": MediaState.READY}, {"$addToSet": {"holders": holder}}
         )
-        if not result.matched_count:
-            return None
-        return await self.get(media_id)
+        return bool(result.matched_count)
+
+    async def hold_many(self, media_ids: Iterable[str], holder: str) -> set[str]:
+        """:meth:`hold` for several objects in one round trip; the ids it could hold."""
+        ids = list(dict.fromkeys(media_ids))
+        result = await self._collection.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": media_id, "state": MediaState.READY},
+                    {"$addToSet": {"holders": holder}},
+                )
+                for media_id in ids
+            ],
+            ordered=False,
+        )
+        if result.matched_count == len(ids):
+            return set(ids)
+        # Some were not ready any more: see which ones this holder now holds.
+        records = await self.get_many(ids)
+        return {
+            media_id
+            for media_id, record in records.items()
+            if record.state == MediaState.READY and holder in record.holders
+        }
 
     async def release(self, media_id: str, holder: str) -> str | None:
         """Drop ``holder``; if no one holds the object any more, move it to ``deleting``.

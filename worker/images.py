@@ -71,13 +71,35 @@ class ImageJob:
         return media_prefix(self.owner, sha256, self.profile_digest)
 
 
+@dataclass(frozen=True)
+class Known:
+    """A URL this owner fetched before, whose outputs under this profile are ready."""
+
+    validators: SourceValidators
+    media: MediaRecord
+
+
+async def known_sources(rt: WorkerRuntime, job: ImageJob, urls: list[str]) -> dict[str, Known]:
+    """The URLs worth a conditional request, in two reads for a whole chunk of products."""
+    if job.temp_key is not None or not urls:
+        return {}
+    validators = await rt.sources.get_many(job.owner, urls)
+    ready = await rt.media.get_many(job.media_id(v.sha256) for v in validators.values())
+    known = {}
+    for url, fetched in validators.items():
+        media = ready.get(job.media_id(fetched.sha256))
+        if media is not None and media.state == MediaState.READY and media.rendered:
+            known[url] = Known(fetched, media)
+    return known
+
+
 async def process_image(
     rt: WorkerRuntime,
     job: ImageJob,
     product: ProductRecord,
     index: int,
     url: str,
-    known: SourceValidators | None,
+    known: Known | None,
 ) -> ImageOutcome | ImageError:
     """The image's outcome, or its error. Errors that are not the image's fault propagate."""
     marker = rt.settings.test_crash_marker
@@ -111,28 +133,46 @@ def _ms_since(started: float) -> int:
 
 
 async def _reuse_unchanged(
-    rt: WorkerRuntime, job: ImageJob, url: str, known: SourceValidators
+    rt: WorkerRuntime, job: ImageJob, url: str, known: Known
 ) -> ImageOutcome | bytes | None:
     """Revalidate a URL whose bytes we have outputs for.
 
-    The reused outcome on ``304``; the new body if the source changed; None when there is
-    nothing to revalidate against (or it went away), and the caller downloads as usual.
+    The reused outcome on ``304``; the new body if the source changed; None when the outputs
+    went away, and the caller downloads as usual.
     """
-    media_id = job.media_id(known.sha256)
-    record = await rt.media.get(media_id)
-    if record is None or record.state != MediaState.READY or not await _files_exist(rt, record):
-        return None  # nothing to reuse under this profile: a plain download
-    validators = Validators(etag=known.etag, last_modified=known.last_modified)
+    if not await _files_exist(rt, known.media):
+        return None  # a wiped store: nothing to reuse, a plain download
+    validators = Validators(
+        etag=known.validators.etag, last_modified=known.validators.last_modified
+    )
     fetched = await fetch(rt.http, url, rt.download_policy, conditional=validators)
     if not fetched.not_modified:
         assert fetched.data is not None
         # Changed at the origin: these are the new bytes; no second download.
         await _remember(rt, job, url, fetched.validators, fetched.data)
         return fetched.data
-    held = await rt.media.hold(media_id, job.request_id)
-    if held is None or held.rendered is None:
-        return None  # deleted in the meantime: fetch again, unconditionally
-    return ImageOutcome(media_id=media_id, rendered=held.rendered, reused=NOT_MODIFIED)
+    assert known.media.rendered is not None
+    # Not held yet: hold_reused holds a product's reused images in one write.
+    return ImageOutcome(media_id=known.media.id, rendered=known.media.rendered, reused=NOT_MODIFIED)
+
+
+async def hold_reused(
+    rt: WorkerRuntime, job: ImageJob, results: list[ImageOutcome | ImageError]
+) -> list[int]:
+    """Hold the media of a product's ``not_modified`` images for this request, in one write.
+
+    Returns the indices whose media went away since it was read (retention deleted it in the
+    meantime): those images must be done again, with an unconditional download.
+    """
+    reused = {
+        index: result.media_id
+        for index, result in enumerate(results)
+        if isinstance(result, ImageOutcome) and result.reused == NOT_MODIFIED
+    }
+    if not reused:
+        return []
+    held = await rt.media.hold_many(reused.values(), job.request_id)
+    return [index for index, media_id in reused.items() if media_id not in held]
 
 
 async def _source_bytes(rt: WorkerRuntime, job: ImageJob, url: str) -> bytes:
@@ -189,11 +229,11 @@ async def _render_or_reuse(
         if record is None:
             token = await rt.media.claim(media_id, owner=job.owner, claimed_by=slot)
         elif record.state == MediaState.READY and await _files_exist(rt, record):
-            held = await rt.media.hold(media_id, job.request_id)
-            if held is not None and held.rendered is not None:
+            if await rt.media.hold(media_id, job.request_id):
+                assert record.rendered is not None
                 # Our own render, found by a re-run of this image, is not a duplicate.
-                reused = None if held.claimed_by == slot else DUPLICATE
-                return ImageOutcome(media_id=media_id, rendered=held.rendered, reused=reused)
+                reused = None if record.claimed_by == slot else DUPLICATE
+                return ImageOutcome(media_id=media_id, rendered=record.rendered, reused=reused)
         elif (
             record.state == MediaState.READY
             or record.claimed_by == slot

@@ -10,7 +10,7 @@ from core.logs import log_event
 from domain.completion import complete_when_counted
 from models.products import ImageError, ImageOutcome, ProductRecord
 from models.requests import RequestStatus
-from worker.images import ImageJob, process_image
+from worker.images import ImageJob, Known, hold_reused, known_sources, process_image
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -32,11 +32,15 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
         for serial_number in serial_numbers:
             product = await rt.products.claim(request_id, serial_number)
             if product is not None:  # None: already final, done by an earlier run
-                await _process_product(rt, job, product)
+                known = await known_sources(rt, job, _todo(product))
+                await _process_product(rt, job, product, known)
     else:
         claimed = await rt.products.claim_many(request_id, serial_numbers)
+        # What this owner's URLs answered last time, for conditional requests: for the chunk.
+        known = await known_sources(rt, job, [url for p in claimed for url in _todo(p)])
         outcomes = await asyncio.gather(
-            *(_process_product(rt, job, product) for product in claimed), return_exceptions=True
+            *(_process_product(rt, job, product, known) for product in claimed),
+            return_exceptions=True,
         )
         # Every product ran to its end before we raise: nothing is left half-done on the loop.
         for outcome in outcomes:
@@ -45,7 +49,9 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     await complete_when_counted(rt, request_id)
 
 
-async def _process_product(rt: WorkerRuntime, job: ImageJob, product: ProductRecord) -> None:
+async def _process_product(
+    rt: WorkerRuntime, job: ImageJob, product: ProductRecord, known: dict[str, Known]
+) -> None:
     if product.attempts > rt.settings.max_attempts:
         # This product has taken its worker down every time it ran: stop feeding it to workers.
         await _finish(
@@ -59,25 +65,30 @@ async def _process_product(rt: WorkerRuntime, job: ImageJob, product: ProductRec
         )
         return
     semaphore = asyncio.Semaphore(rt.settings.product_image_concurrency)
-    todo = [url for index, url in enumerate(product.input_image_urls) if not _done(product, index)]
-    # What this owner's URLs answered last time, for conditional requests: one read per product.
-    known = await rt.sources.get_many(job.owner, todo) if job.temp_key is None else {}
 
-    async def bounded(index: int, url: str) -> ImageOutcome | ImageError:
+    async def bounded(index: int, url: str, known: Known | None) -> ImageOutcome | ImageError:
         earlier = product.image(index)
         if earlier is not None and _done(product, index):
             return earlier  # done by an earlier run; a retry redoes only what failed
         async with semaphore:
-            return await process_image(rt, job, product, index, url, known.get(url))
+            return await process_image(rt, job, product, index, url, known)
 
-    results = await asyncio.gather(
-        *(bounded(index, url) for index, url in enumerate(product.input_image_urls))
+    urls = product.input_image_urls
+    results = list(
+        await asyncio.gather(*(bounded(i, url, known.get(url)) for i, url in enumerate(urls)))
     )
-    await _finish(rt, product, list(results))
+    # Unchanged sources are held in one write; any whose outputs went meanwhile are redone.
+    for index in await hold_reused(rt, job, results):
+        results[index] = await bounded(index, urls[index], None)
+    await _finish(rt, product, results)
 
 
 def _done(product: ProductRecord, index: int) -> bool:
     return product.output_key(index) is not None and product.image(index) is not None
+
+
+def _todo(product: ProductRecord) -> list[str]:
+    return [url for i, url in enumerate(product.input_image_urls) if not _done(product, i)]
 
 
 def _all_failed(

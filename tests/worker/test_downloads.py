@@ -18,7 +18,15 @@ import pytest
 from core.errors import ImageErrorCode, ImageFailure
 from netguard import NetworkPolicy
 from tests.support.origin import Origin
-from worker.downloads import USER_AGENT, DownloadPolicy, download, download_client
+from worker.downloads import (
+    USER_AGENT,
+    DownloadPolicy,
+    Fetched,
+    Validators,
+    download,
+    download_client,
+)
+from worker.downloads import fetch as fetch_url
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 CHELSEA = (CORPUS / "chelsea.jpg").read_bytes()
@@ -408,3 +416,71 @@ def test_origin_bandwidth_limit_is_applied() -> None:
         started = time.monotonic()
         assert fetch(throttled.url("/img/chelsea.jpg")) == CHELSEA
         assert time.monotonic() - started >= 0.15
+
+
+# --------------------------------------------------------------------------------------------
+# conditional requests
+# --------------------------------------------------------------------------------------------
+
+
+def fetch_conditional(
+    urls: list[str], conditional: Validators | None, policy: DownloadPolicy = POLICY
+) -> list[Fetched]:
+    async def run() -> list[Fetched]:
+        async with download_client(policy) as client:
+            return [await fetch_url(client, url, policy, conditional=conditional) for url in urls]
+
+    return asyncio.run(run())
+
+
+def test_a_download_returns_the_validators_and_a_conditional_one_gets_304(
+    origin: Origin,
+) -> None:
+    url = origin.url("/img/chelsea.jpg")
+    (first,) = fetch_conditional([url], None)
+    assert first.data == CHELSEA and not first.not_modified
+    assert first.validators.etag and first.validators.last_modified
+    connections = origin.connections
+
+    again = fetch_conditional([url, url, url], first.validators)
+    assert [f.not_modified for f in again] == [True, True, True]
+    assert all(f.data is None and f.validators.etag == first.validators.etag for f in again)
+    sent = origin.requests.headers(-1)
+    assert sent["if-none-match"] == first.validators.etag
+    assert sent["if-modified-since"] == first.validators.last_modified
+    assert origin.not_modified.count("/img/chelsea.jpg") >= 3
+    # A 304 has no body; reading its end keeps the connection for the next request.
+    assert origin.connections == connections + 1
+
+
+def test_a_changed_source_answers_200_to_a_conditional_request(origin: Origin) -> None:
+    stale = Validators(etag='"not-the-current-one"', last_modified=None)
+    (changed,) = fetch_conditional([origin.url("/img/chelsea.jpg")], stale)
+    assert changed.data == CHELSEA and not changed.not_modified
+
+
+def test_a_304_never_answers_an_unconditional_request(origin: Origin) -> None:
+    # Only a conditional request may be answered "not modified": otherwise it is an error.
+    error = failure(origin.url("/status/304"))
+    assert error.code is ImageErrorCode.HTTP_ERROR
+
+
+def test_conditional_requests_keep_the_address_guard(origin: Origin, listener: Listener) -> None:
+    policy = dataclasses.replace(
+        POLICY,
+        network=NetworkPolicy(allow_private_networks=True, allowed_ports=frozenset({origin.port})),
+    )
+    target = quote(f"http://127.0.0.1:{listener.port}/img.jpg", safe="")
+    validators = Validators(etag='"x"', last_modified=None)
+    with pytest.raises(ImageFailure) as caught:
+        fetch_conditional([origin.url(f"/redirect?to={target}")], validators, policy)
+    assert caught.value.code is ImageErrorCode.BLOCKED_ADDRESS
+    assert listener.accepted == 0
+    blocked = NetworkPolicy(allow_private_networks=False, allowed_ports=frozenset())
+    with pytest.raises(ImageFailure) as direct:
+        fetch_conditional(
+            [origin.url("/img/chelsea.jpg")],
+            validators,
+            dataclasses.replace(POLICY, network=blocked),
+        )
+    assert direct.value.code is ImageErrorCode.BLOCKED_ADDRESS

@@ -1,0 +1,82 @@
+"""Codec CPU per image, by output profile: ``storefront`` against ``default`` on the batch's
+photo mix, one core, no I/O.
+
+Each round renders every photo once under each profile, the two interleaved photo by photo, so
+a noisy neighbour slows both alike; the figure is the median over rounds of ``process_time``
+(this thread's CPU: decode, resizes, encodes, the colour and the placeholder). The per-image
+work is the worker's own (``imaging.open_image`` + ``imaging.render_profile``); storing the
+outputs is not included.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.data import CORPUS
+from core.settings import Settings
+from imaging import Profile, available_profiles, compress_image, open_image, render_profile
+
+_MAX_PIXELS = 50_000_000
+
+
+@dataclass(frozen=True)
+class ProfileCost:
+    photo: str
+    in_mix: bool
+    compress_ms: float  # the service's old path: one JPEG, nothing else
+    default_ms: float  # the default profile: the same JPEG, plus colour and placeholder
+    storefront_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.storefront_ms / self.default_ms
+
+
+def _render_ms(data: bytes, profile: Profile) -> float:
+    started = time.thread_time()
+    decoded = open_image(data, max_pixels=_MAX_PIXELS)
+    try:
+        render_profile(decoded, profile.variants)
+    finally:
+        decoded.close()
+    return (time.thread_time() - started) * 1000
+
+
+def _compress_ms(data: bytes) -> float:
+    started = time.thread_time()
+    compress_image(data, quality=50, max_pixels=_MAX_PIXELS)
+    return (time.thread_time() - started) * 1000
+
+
+def measure(mix: Sequence[str], extra: Sequence[str], rounds: int) -> list[ProfileCost]:
+    profiles = available_profiles(Settings())
+    default, storefront = profiles["default"], profiles["storefront"]
+    names = [*mix, *extra]
+    photos = {name: (CORPUS / name).read_bytes() for name in names}
+    samples: dict[tuple[str, str], list[float]] = {}
+    for data in photos.values():  # warm up: imports, allocator, codec tables
+        _render_ms(data, storefront)
+    for _ in range(rounds):
+        for name, data in photos.items():
+            samples.setdefault((name, "compress"), []).append(_compress_ms(data))
+            samples.setdefault((name, "default"), []).append(_render_ms(data, default))
+            samples.setdefault((name, "storefront"), []).append(_render_ms(data, storefront))
+    return [
+        ProfileCost(
+            photo=name,
+            in_mix=name in mix,
+            compress_ms=statistics.median(samples[name, "compress"]),
+            default_ms=statistics.median(samples[name, "default"]),
+            storefront_ms=statistics.median(samples[name, "storefront"]),
+        )
+        for name in names
+    ]
+
+
+def mix_ratio(costs: Sequence[ProfileCost]) -> float:
+    """Storefront over default, per image of the mix (each photo weighted equally)."""
+    mix = [c for c in costs if c.in_mix]
+    return sum(c.storefront_ms for c in mix) / sum(c.default_ms for c in mix)
