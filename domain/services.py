@@ -14,7 +14,6 @@ from models.db import Database
 from models.media import MediaRepository
 from models.products import ProductRepository
 from models.requests import RequestRepository
-from models.sources import SourceRepository
 from models.staging import StagedChunkRepository
 from models.temp import TempObjectRepository
 from storage import MediaStore
@@ -42,10 +41,6 @@ class Services:
     @property
     def media(self) -> MediaRepository:
         return MediaRepository(self.db)
-
-    @property
-    def sources(self) -> SourceRepository:
-        return SourceRepository(self.db)
 
     @property
     def temp_objects(self) -> TempObjectRepository:

@@ -22,7 +22,6 @@ WEBHOOK_SUBSCRIBERS = "webhook_subscribers"
 WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
 MEDIA = "media"
-SOURCES = "sources"
 TEMP_OBJECTS = "temp_objects"
 
 
@@ -79,10 +78,13 @@ async def ensure_indexes(db: Database) -> None:
     # The unique indexes are what make "one event per request" and "one delivery per target" hold
     # when the notice task runs twice.
     await db[WEBHOOK_EVENTS].create_indexes([IndexModel([("dedupe_key", ASCENDING)], unique=True)])
-    # Which media objects a request holds: retention releases them by this (multikey) index.
-    await db[MEDIA].create_indexes([IndexModel([("holders", ASCENDING)])])
-    await db[SOURCES].create_indexes(
-        [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)]
+    await db[MEDIA].create_indexes(
+        [
+            # Which media objects a request holds: retention releases them by this (multikey).
+            IndexModel([("holders", ASCENDING)]),
+            # Which ones a source URL gave: a re-import revalidates those URLs.
+            IndexModel([("source_keys", ASCENDING)]),
+        ]
     )
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [

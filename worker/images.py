@@ -1,16 +1,17 @@
 """One input image, from its URL (or uploaded original) to stored outputs, doing no work twice.
 
-1. **Unchanged source.** If this owner fetched the URL before and the outputs of those bytes
-   under this profile still exist, the request is conditional (``If-None-Match`` /
-   ``If-Modified-Since``); a ``304`` reuses the outputs without downloading the body
-   (``reused: "not_modified"``). If those outputs are gone, the URL is fetched unconditionally.
-2. **Same bytes.** The body's sha256 names a media object (``models.media``): if it is ready,
-   its outputs are reused (``reused: "duplicate"``); if another image is rendering it, this one
-   waits for that; otherwise this image claims it and renders. The claim is an insert, so of
-   two images with the same bytes (in one chunk, or in two workers) exactly one renders.
+1. **Unchanged source.** If this owner's URL gave bytes whose outputs under this profile exist
+   (``models.media`` records which URLs gave each object's bytes, with their ``ETag`` and
+   ``Last-Modified``), the request is conditional (``If-None-Match`` / ``If-Modified-Since``);
+   a ``304`` reuses the outputs without downloading the body (``reused: "not_modified"``). If
+   those outputs are gone, the URL is fetched unconditionally.
+2. **Same bytes.** The body's sha256 names a media object: if it is ready, its outputs are
+   reused (``reused: "duplicate"``). Images of one worker process with the same bytes render
+   one at a time (a lock per object), so the second finds the first's outputs: two products
+   of one chunk never render the same bytes twice.
 3. **Render.** One decode, every variant (``imaging.render``), under the process's decode slot;
-   the outputs go to content-addressed keys and the media object becomes ready, held by this
-   request.
+   the outputs go to content-addressed keys, then the media object is recorded ready, held by
+   this request.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import logging
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
-from datetime import timedelta
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Final
 
 from core.errors import ImageErrorCode, ImageFailure
@@ -30,10 +32,17 @@ from core.logs import log_event, redact_url
 from imaging import Profile, Rendition, open_image, render_profile
 from imaging.metadata import ExifInfo
 from imaging.profiles import OutputFormat, default_profile
-from models.media import MediaRecord, MediaState, Rendered, SourceInfo, StoredVariant
+from models.media import (
+    MediaRecord,
+    MediaState,
+    Rendered,
+    SourceInfo,
+    StoredVariant,
+    source_key,
+)
+from models.media import Validators as StoredValidators
 from models.products import ImageError, ImageOutcome, ProductRecord
-from models.requests import RequestRecord
-from models.sources import SourceValidators
+from models.requests import RequestRecord, now
 from storage import IMMUTABLE, media_prefix, variant_key
 from worker.downloads import Validators, fetch
 from worker.runtime import WorkerRuntime
@@ -42,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 DUPLICATE: Final = "duplicate"
 NOT_MODIFIED: Final = "not_modified"
-_WAIT_FIRST, _WAIT_MAX = 0.02, 0.5
+_WAIT_FIRST, _WAIT_MAX = 0.05, 1.0
+
+_Objects = dict[str, tuple[OutputFormat, bytes]]
 
 
 @dataclass(frozen=True)
@@ -71,25 +82,55 @@ class ImageJob:
         return media_prefix(self.owner, sha256, self.profile_digest)
 
 
+@dataclass
+class _Locks:
+    """One lock per media object in this process, dropped when no one holds or waits for it."""
+
+    locks: dict[str, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def hold(self, media_id: str) -> AsyncIterator[None]:
+        lock, users = self.locks.get(media_id, (asyncio.Lock(), 0))
+        self.locks[media_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.locks[media_id]
+            if users == 1:
+                del self.locks[media_id]
+            else:
+                self.locks[media_id] = (lock, users - 1)
+
+
+# Per process (each task process runs one event loop): images of one chunk always share it.
+_renders = _Locks()
+
+
 @dataclass(frozen=True)
 class Known:
     """A URL this owner fetched before, whose outputs under this profile are ready."""
 
-    validators: SourceValidators
+    key: str
+    validators: StoredValidators
     media: MediaRecord
 
 
-async def known_sources(rt: WorkerRuntime, job: ImageJob, urls: list[str]) -> dict[str, Known]:
-    """The URLs worth a conditional request, in two reads for a whole chunk of products."""
+async def known_sources(rt: WorkerRuntime, job: ImageJob, urls: Sequence[str]) -> dict[str, Known]:
+    """The URLs worth a conditional request, in one read for a whole chunk of products."""
     if job.temp_key is not None or not urls:
         return {}
-    validators = await rt.sources.get_many(job.owner, urls)
-    ready = await rt.media.get_many(job.media_id(v.sha256) for v in validators.values())
-    known = {}
-    for url, fetched in validators.items():
-        media = ready.get(job.media_id(fetched.sha256))
-        if media is not None and media.state == MediaState.READY and media.rendered:
-            known[url] = Known(fetched, media)
+    keys = {source_key(job.owner, url): url for url in urls}
+    known: dict[str, Known] = {}
+    for media in await rt.media.by_sources(keys):
+        if media.id != job.media_id(media.rendered.source.sha256):
+            continue  # the same bytes under another profile: those outputs do not serve here
+        for key in set(media.source_keys) & set(keys):
+            validators = media.validators.get(key)
+            url = keys[key]
+            # A URL that changed bytes may still be listed under the old ones: the newest wins.
+            if validators and (url not in known or known[url].validators.at < validators.at):
+                known[url] = Known(key, validators, media)
     return known
 
 
@@ -113,8 +154,12 @@ async def process_image(
         if isinstance(reused, ImageOutcome):
             outcome = reused
         else:
-            data = reused if reused is not None else await _source_bytes(rt, job, url)
-            outcome = await _render_or_reuse(rt, job, slot, data, product.attempts)
+            data, validators = reused or await _source(rt, job, url)
+            source = (source_key(job.owner, url), validators) if validators else None
+            outcome = await _render_or_reuse(rt, job, slot, data, source, product.attempts)
+            if known is not None and outcome.media_id != known.media.id:
+                # The URL gives other bytes now: stop revalidating it against the old ones.
+                await rt.media.forget_source(known.media.id, known.key)
     except ImageFailure as failure:
         log_event(
             logger,
@@ -132,13 +177,17 @@ def _ms_since(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 
 
+_Source = tuple[bytes, StoredValidators | None]
+
+
 async def _reuse_unchanged(
     rt: WorkerRuntime, job: ImageJob, url: str, known: Known
-) -> ImageOutcome | bytes | None:
+) -> ImageOutcome | _Source | None:
     """Revalidate a URL whose bytes we have outputs for.
 
-    The reused outcome on ``304``; the new body if the source changed; None when the outputs
-    went away, and the caller downloads as usual.
+    The reused outcome on ``304`` (not held yet: :func:`hold_reused` holds a product's reused
+    images in one write); the new body if the source changed; None when the outputs went away,
+    and the caller downloads as usual.
     """
     if not await _files_exist(rt, known.media):
         return None  # a wiped store: nothing to reuse, a plain download
@@ -146,13 +195,8 @@ async def _reuse_unchanged(
         etag=known.validators.etag, last_modified=known.validators.last_modified
     )
     fetched = await fetch(rt.http, url, rt.download_policy, conditional=validators)
-    if not fetched.not_modified:
-        assert fetched.data is not None
-        # Changed at the origin: these are the new bytes; no second download.
-        await _remember(rt, job, url, fetched.validators, fetched.data)
-        return fetched.data
-    assert known.media.rendered is not None
-    # Not held yet: hold_reused holds a product's reused images in one write.
+    if fetched.data is not None:
+        return fetched.data, _stored(fetched.validators)  # changed: the new bytes, no 2nd GET
     return ImageOutcome(media_id=known.media.id, rendered=known.media.rendered, reused=NOT_MODIFIED)
 
 
@@ -175,7 +219,13 @@ async def hold_reused(
     return [index for index, media_id in reused.items() if media_id not in held]
 
 
-async def _source_bytes(rt: WorkerRuntime, job: ImageJob, url: str) -> bytes:
+def _stored(validators: Validators) -> StoredValidators | None:
+    if not validators:
+        return None  # nothing to revalidate with next time
+    return StoredValidators(etag=validators.etag, last_modified=validators.last_modified, at=now())
+
+
+async def _source(rt: WorkerRuntime, job: ImageJob, url: str) -> _Source:
     if job.temp_key is not None:
         data = await rt.store.get(job.temp_key)
         if data is None:
@@ -183,109 +233,89 @@ async def _source_bytes(rt: WorkerRuntime, job: ImageJob, url: str) -> bytes:
                 ImageErrorCode.DOWNLOAD_FAILED,
                 "the uploaded original is no longer kept (IMGBATCH_TEMP_TTL_HOURS); upload again",
             )
-        return data
+        return data, None
     fetched = await fetch(rt.http, url, rt.download_policy)
     assert fetched.data is not None
-    await _remember(rt, job, url, fetched.validators, fetched.data)
-    return fetched.data
-
-
-async def _remember(
-    rt: WorkerRuntime, job: ImageJob, url: str, validators: Validators, data: bytes
-) -> None:
-    if not validators:
-        return  # nothing to revalidate with next time
-    days = rt.settings.result_ttl_days
-    await rt.sources.remember(
-        job.owner,
-        url,
-        SourceValidators(
-            etag=validators.etag, last_modified=validators.last_modified, sha256=_sha256(data)
-        ),
-        keep_for=timedelta(days=days) if days else None,
-    )
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return fetched.data, _stored(fetched.validators)
 
 
 async def _files_exist(rt: WorkerRuntime, record: MediaRecord) -> bool:
-    if record.rendered is None:
-        return False
     primary = next(iter(record.rendered.variants.values()))
     return await rt.store.exists(primary.key)
 
 
 async def _render_or_reuse(
-    rt: WorkerRuntime, job: ImageJob, slot: str, data: bytes, attempt: int
+    rt: WorkerRuntime,
+    job: ImageJob,
+    slot: str,
+    data: bytes,
+    source: tuple[str, StoredValidators] | None,
+    attempt: int,
 ) -> ImageOutcome:
-    sha256 = _sha256(data)
+    sha256 = hashlib.sha256(data).hexdigest()
     media_id = job.media_id(sha256)
+    rendered: tuple[_Objects, Rendered] | None = None
     wait = _WAIT_FIRST
-    while True:
-        record = await rt.media.get(media_id)
-        token: str | None = None
-        if record is None:
-            token = await rt.media.claim(media_id, owner=job.owner, claimed_by=slot)
-        elif record.state == MediaState.READY and await _files_exist(rt, record):
-            if await rt.media.hold(media_id, job.request_id):
-                assert record.rendered is not None
-                # Our own render, found by a re-run of this image, is not a duplicate.
-                reused = None if record.claimed_by == slot else DUPLICATE
-                return ImageOutcome(media_id=media_id, rendered=record.rendered, reused=reused)
-        elif (
-            record.state == MediaState.READY
-            or record.claimed_by == slot
-            or (record.lease_expired())
-        ):
-            # Ready but its files are gone; or an earlier run of this very image claimed it
-            # and died; or whoever claimed it has not finished within the lease.
-            token = await rt.media.take_over(record, claimed_by=slot)
-        if token is not None:
-            outcome = await _render(rt, job, media_id, token, data, sha256, attempt)
-            if outcome is not None:
-                return outcome
-            continue
-        if record is not None and record.state in (MediaState.RENDERING, MediaState.DELETING):
-            await asyncio.sleep(wait)  # another image renders these bytes (or deletes them)
-            wait = min(wait * 2, _WAIT_MAX)
+    # Images of this process with these bytes go one at a time: the first renders, the others
+    # find its outputs when their turn comes.
+    async with _renders.hold(media_id):
+        while True:
+            record = await rt.media.get(media_id)
+            if record is not None and record.state == MediaState.READY:
+                if not await _files_exist(rt, record):
+                    # Recorded but its files are gone (a wiped store): put them back.
+                    rendered = rendered or await _render(rt, job, media_id, data, sha256)
+                    await _store(rt, rendered[0], attempt)
+                if await rt.media.hold(media_id, job.request_id, source=source):
+                    # Our own render (a repair, or found again by a re-run of this image) is
+                    # no duplicate.
+                    reused = None if rendered or record.made_by == slot else DUPLICATE
+                    return ImageOutcome(media_id=media_id, rendered=record.rendered, reused=reused)
+                continue  # it was being deleted meanwhile: look again
+            if record is not None and not record.deletion_abandoned():
+                # Being deleted (its last request expired): its files go, then the record.
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _WAIT_MAX)
+                continue
+            if record is not None and record.token is not None:
+                await rt.media.forget(media_id, record.token)  # a deleter died half-way
+            rendered = rendered or await _render(rt, job, media_id, data, sha256)
+            objects, record_of_render = rendered
+            await _store(rt, objects, attempt)
+            created = await rt.media.create(
+                media_id,
+                owner=job.owner,
+                rendered=record_of_render,
+                holder=job.request_id,
+                made_by=slot,
+                source=source,
+            )
+            if created:
+                return ImageOutcome(media_id=media_id, rendered=record_of_render)
+            # Another process recorded the same bytes first (same keys, same content): reuse.
 
 
 async def _render(
-    rt: WorkerRuntime,
-    job: ImageJob,
-    media_id: str,
-    token: str,
-    data: bytes,
-    sha256: str,
-    attempt: int,
-) -> ImageOutcome | None:
-    """Render and publish under a claim; None if the claim was lost meanwhile."""
-    try:
-        async with rt.decode_slot:
-            objects, rendered = await asyncio.to_thread(
-                _render_sync,
-                data,
-                job.profile,
-                media_id,
-                sha256,
-                max_pixels=rt.settings.max_image_pixels,
-                jpeg_optimize=rt.settings.jpeg_optimize,
-                report_gps=rt.settings.report_gps,
-            )
-        for key, (output, encoded) in objects.items():
-            await rt.store.put(
-                key, encoded, content_type=output.content_type, cache_control=IMMUTABLE
-            )
-        primary = next(iter(rendered.variants.values()))
-        log_event(logger, "image.stored", key=primary.key, attempt=attempt, bytes=primary.bytes)
-        if await rt.media.publish(media_id, token, rendered, job.request_id):
-            return ImageOutcome(media_id=media_id, rendered=rendered)
-        return None  # our lease ran out and another image took over: reuse its outputs
-    except BaseException:
-        await asyncio.shield(rt.media.abandon(media_id, token))
-        raise
+    rt: WorkerRuntime, job: ImageJob, media_id: str, data: bytes, sha256: str
+) -> tuple[_Objects, Rendered]:
+    async with rt.decode_slot:
+        return await asyncio.to_thread(
+            _render_sync,
+            data,
+            job.profile,
+            media_id,
+            sha256,
+            max_pixels=rt.settings.max_image_pixels,
+            jpeg_optimize=rt.settings.jpeg_optimize,
+            report_gps=rt.settings.report_gps,
+        )
+
+
+async def _store(rt: WorkerRuntime, objects: _Objects, attempt: int) -> None:
+    for key, (output, encoded) in objects.items():
+        await rt.store.put(key, encoded, content_type=output.content_type, cache_control=IMMUTABLE)
+    primary = next(iter(objects))
+    log_event(logger, "image.stored", key=primary, attempt=attempt, bytes=len(objects[primary][1]))
 
 
 def _render_sync(
@@ -297,7 +327,7 @@ def _render_sync(
     max_pixels: int,
     jpeg_optimize: bool,
     report_gps: bool,
-) -> tuple[dict[str, tuple[OutputFormat, bytes]], Rendered]:
+) -> tuple[_Objects, Rendered]:
     """Decode once and render every variant (in a thread; Pillow releases the GIL)."""
     decoded = open_image(data, max_pixels=max_pixels)
     try:
@@ -315,7 +345,7 @@ def _render_sync(
         exif = _exif_record(decoded.exif, report_gps=report_gps)
     finally:
         decoded.close()
-    objects: dict[str, tuple[OutputFormat, bytes]] = {}
+    objects: _Objects = {}
     variants: dict[str, StoredVariant] = {}
     for name, encoded in rendition.outputs.items():
         # Variants that came out identical share the object stored under the first one's name.

@@ -214,8 +214,7 @@ def test_concurrent_duplicates_claim_one_render_and_wait_for_it(
         assert len(outcomes) == 8
         assert sorted(o.reused or "" for o in outcomes) == ["", *["duplicate"] * 7]
         assert len({o.media_id for o in outcomes}) == 1
-        media = rt.run(rt.media.get(outcomes[0].media_id))
-        assert media is not None and media.holders == [request_id]
+        assert rt.run(rt.media.holders(outcomes[0].media_id)) == [request_id]
         # One render wrote one set of objects: four variants, nothing else.
         written = sorted(p.name for p in (rt.settings.media_dir / outcomes[0].media_id).iterdir())
         assert written == ["large.webp", "medium.webp", "original.jpg", "thumbnail.webp"]
