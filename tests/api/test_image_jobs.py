@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,8 @@ def test_a_retry_reads_the_kept_original_until_it_is_swept(
     stack: Stack, offline: tuple[httpx.Client, WorkerRuntime]
 ) -> None:
     client, rt = offline
-    photo = (CORPUS / "coffee.jpg").read_bytes()
+    # Bytes of its own (after the image's end): the same bytes done before would be reused.
+    photo = (CORPUS / "coffee.jpg").read_bytes() + uuid.uuid4().bytes
     request_id = submit(client, photo, filename="mug.jpg").json()["request_id"]
     original: Path = stack.data_dir / "media" / "tmp" / request_id / "original"
 
