@@ -11,16 +11,19 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, health, media, requests, uploads, webhooks
+from api import controls, events, health, media, requests, uploads, webhooks
 from api.deps import AppState
+from api.feeds import EventHub
 from api.ratelimits import RateLimitHeaders
 from api.upload_guard import UploadSizeLimit
 from core.errors import ImgbatchError
 from core.logs import configure_logging, log_event
 from core.settings import Settings, get_settings
+from domain.events import RedisEventPublisher
 from domain.services import Services
 from domain.taskqueue import CeleryTaskSender
 from models.db import database, ensure_indexes, mongo_client
+from models.requests import RequestRepository
 from storage import create_store
 
 logger = logging.getLogger(__name__)
@@ -50,19 +53,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 db=db,
                 tasks=CeleryTaskSender.from_settings(settings),
                 store=create_store(settings),
+                events=RedisEventPublisher(redis),
             ),
+            events=EventHub(redis, RequestRepository(db), settings),
         )
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:
             yield
         finally:
+            await app.state.imgbatch.events.close()
             await redis.aclose()
             await mongo.close()
 
     app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    for module in (uploads, requests, controls, webhooks, media, health):
+    for module in (uploads, requests, events, controls, webhooks, media, health):
         app.include_router(module.router)
 
     @app.exception_handler(ImgbatchError)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from core.settings import Settings
 
 
@@ -19,3 +21,8 @@ def download_url(settings: Settings, request_id: str) -> str:
 
 def media_url(settings: Settings, key: str) -> str:
     return f"{_base(settings)}/media/{key}"
+
+
+def output_urls(settings: Settings, keys: Sequence[str | None]) -> list[str | None]:
+    """Public URLs of stored outputs, None where the image failed (status, CSV and events)."""
+    return [media_url(settings, key) if key else None for key in keys]
