@@ -1,4 +1,5 @@
-"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``."""
+"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``, and
+talk to a running server: ``submit`` a CSV, ``status``, ``watch`` and ``download`` a request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from cli import remote
 from cli.demo import run_demo
 from cli.keys import create_key, list_keys, revoke_key
 from cli.stack import Stack
@@ -85,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
+    remote.add_commands(commands)
     args = parser.parse_args(argv)
     configure_logging(get_settings().log_level)
+    if args.command in remote.HANDLED:
+        return remote.run(args, get_settings())
     handlers = {"run": _run, "demo": _demo, "keys": _keys}
     return handlers[args.command](args)
 
