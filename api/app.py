@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, events, health, media, requests, uploads, webhooks
+from api import controls, events, health, media, page, requests, uploads, webhooks
 from api.deps import AppState
 from api.feeds import EventHub
 from api.ratelimits import RateLimitHeaders
@@ -68,8 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    for module in (uploads, requests, events, controls, webhooks, media, health):
+    for module in (uploads, requests, events, controls, webhooks, media, health, page):
         app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
 
     @app.exception_handler(ImgbatchError)
     async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:
