@@ -10,14 +10,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from httpx_sse import aconnect_sse, connect_sse
+from httpx_sse import connect_sse
 from pymongo.database import Database
 
 from cli.stack import Stack
 from models.requests import RequestStatus
 from tests.conftest import KEYED_ENV, KeyedApi
 from tests.support.client import sheet, upload, wait_for_status
-from tests.support.events import Event, events_path, follow, parse, read_stream
+from tests.support.events import (
+    Event,
+    events_path,
+    follow,
+    parse,
+    read_stream,
+    watch_together,
+)
 from tests.support.keys import new_key
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request, stack_runtime
@@ -192,36 +199,15 @@ def test_two_hundred_subscribers_get_the_final_event_within_a_second(
     gate = uuid.uuid4().hex
     request_id = upload(api, sheet([(1, "Held", origin.url(f"/gate/{gate}/rocket.jpg"))]))
     request_id = request_id.json()["request_id"]
-    received = asyncio.run(_subscribers(str(api.base_url), request_id, 200, origin, gate))
+    watched = asyncio.run(
+        # Every subscriber is listening before the gate lets the request finish.
+        watch_together(
+            str(api.base_url), request_id, 200, when_listening=lambda: origin.open_gate(gate)
+        )
+    )
     status = wait_for_status(api, request_id)
     completed_at = datetime.fromisoformat(status["completed_at"]).timestamp()
-    assert len(received) == 200
-    lags = sorted(at - completed_at for at in received)
+    assert [w.final_event for w in watched] == ["completed"] * 200
+    lags = sorted(w.final_at - completed_at for w in watched)
     # Server clock (completed_at) against the receiving clock: the same machine.
     assert lags[-1] < 1.0, f"slowest subscriber got the final event {lags[-1]:.3f}s late"
-
-
-async def _subscribers(
-    base_url: str, request_id: str, count: int, origin: Origin, gate: str
-) -> list[float]:
-    connected = asyncio.Semaphore(0)
-    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-
-        async def subscriber() -> float:
-            async with aconnect_sse(client, "GET", events_path(request_id)) as source:
-                first = True
-                async for sse in source.aiter_sse():
-                    if sse.data and first:
-                        first = False
-                        connected.release()
-                    if sse.event == "completed":
-                        return time.time()
-            raise AssertionError("the stream ended without its final event")
-
-        tasks = [asyncio.create_task(subscriber()) for _ in range(count)]
-        async with asyncio.timeout(90):
-            for _ in range(count):
-                await connected.acquire()
-            origin.open_gate(gate)  # every subscriber is listening: let the request finish
-            return list(await asyncio.gather(*tasks))

@@ -3,13 +3,15 @@ followed across reconnects (``Last-Event-ID``) until its final event."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from httpx_sse import ServerSentEvent, connect_sse
+from httpx_sse import ServerSentEvent, aconnect_sse, connect_sse
 
 FINAL_EVENTS = ("completed", "failed", "cancelled")
 
@@ -72,3 +74,49 @@ def follow(
         if events and events[-1].event in FINAL_EVENTS:
             return events, connections
     raise AssertionError(f"no final event for {request_id} after {timeout}s: {events}")
+
+
+@dataclass
+class Watched:
+    """What one of many concurrent subscribers saw: when its final event came, how many."""
+
+    final_event: str
+    final_at: float
+    events: int
+
+
+async def watch_together(
+    base_url: str,
+    request_id: str,
+    count: int,
+    *,
+    when_listening: Callable[[], None] | None = None,
+    timeout: float = 120.0,
+) -> list[Watched]:
+    """``count`` concurrent subscribers on one request's stream (one asyncio client, a
+    connection each). ``when_listening`` runs once every subscriber has had its first event;
+    each subscriber returns at its final event."""
+    connected = asyncio.Semaphore(0)
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+
+        async def subscriber() -> Watched:
+            seen = 0
+            async with aconnect_sse(client, "GET", events_path(request_id)) as source:
+                async for sse in source.aiter_sse():
+                    if not sse.data:
+                        continue
+                    seen += 1
+                    if seen == 1:
+                        connected.release()
+                    if sse.event in FINAL_EVENTS:
+                        return Watched(sse.event, time.time(), seen)
+            raise AssertionError("a stream ended without its final event")
+
+        tasks = [asyncio.create_task(subscriber()) for _ in range(count)]
+        async with asyncio.timeout(timeout):
+            for _ in range(count):
+                await connected.acquire()
+            if when_listening is not None:
+                when_listening()
+            return list(await asyncio.gather(*tasks))
