@@ -138,9 +138,9 @@ class Snapshot:
         return self.record.status == RequestStatus.EXPIRED
 
     @cached_property
-    def progress_event(self) -> bytes:
+    def counters(self) -> dict[str, int]:
         r = self.record
-        payload = {
+        return {
             "progress": r.progress,
             "products_done": r.products_done,
             "products_total": r.products_total,
@@ -148,7 +148,10 @@ class Snapshot:
             "images_failed": r.images_failed,
             "images_total": r.images_total,
         }
-        return _encode("progress", payload, self.cursor)
+
+    @cached_property
+    def progress_event(self) -> bytes:
+        return _encode("progress", self.counters, self.cursor)
 
     @cached_property
     def status_event(self) -> bytes:
@@ -161,12 +164,7 @@ class Snapshot:
         payload = {
             "request_id": r.id,
             "status": str(r.status),
-            "progress": r.progress,
-            "products_done": r.products_done,
-            "products_total": r.products_total,
-            "images_done": r.images_done,
-            "images_failed": r.images_failed,
-            "images_total": r.images_total,
+            **self.counters,
             "completed_at": _iso(r.completed_at),
             "failure_reason": r.failure_reason,
         }
