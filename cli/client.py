@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -167,6 +167,7 @@ class ImgbatchClient:
         Last-Event-ID when a stream ends early; polling status if streams keep failing."""
         last_id: str | None = None
         status = "pending"
+        last: Progress | None = None
         failures = 0
         while failures < _STREAM_FAILURES:
             try:
@@ -175,8 +176,12 @@ class ImgbatchClient:
                     last_id = event.id
                     if event.event == "status":
                         status = str(event.data["status"])
+                        if last is not None:  # the counters stand; the status moved
+                            last = replace(last, status=status)
+                            yield last
                     elif event.event == "progress":
-                        yield Progress.of(status, event.data)
+                        last = Progress.of(status, event.data)
+                        yield last
                     elif event.event in FINAL_STATUSES:
                         yield Progress.of(event.event, event.data)
                         return

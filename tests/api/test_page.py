@@ -95,6 +95,14 @@ def test_upload_watch_gallery_download_and_errors(
     failed_rows = list(csv.reader(Path(failed.value.path()).read_text().splitlines()))
     assert failed_rows == [list(rows[0][:3]), ["2", "Coffee", f"{other},{bad}"]]
 
+    # Retry: the server answers 202, the bar comes back to 100 % (the 404 fails again).
+    with page.expect_response(lambda r: r.url.endswith("/retry")) as retried:
+        page.get_by_role("button", name="Retry failed images").click()
+    assert retried.value.status == 202
+    expect(page.locator("#status-badge")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#percent")).to_have_text("100 %")
+    expect(page.locator(".failed-badge")).to_have_text("http_error", timeout=20_000)
+
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "page-1280.png", full_page=True)
     page.set_viewport_size({"width": 375, "height": 800})
