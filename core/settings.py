@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     max_csv_rows: int = Field(100_000, gt=0)
     max_urls_per_row: int = Field(20, gt=0)
     max_url_length: int = Field(2048, gt=0)
+    # Named columns in a sheet's header, and UTF-8 bytes of one row's extra cells (column names
+    # included): every row stores its extras, so these bound a row's cost whatever the header.
+    max_csv_columns: int = Field(100, gt=0)
+    max_extra_bytes_per_row: int = Field(8192, gt=0)
 
     # Per API key: uploads per window, and unfinished requests at once.
     rate_limit_uploads: int = Field(60, gt=0)
