@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     download_backoff_initial: Seconds = 0.5
     download_backoff_max: Seconds = 30.0
     product_image_concurrency: int = Field(8, ge=1, le=64)
+    # Bytes of downloaded bodies one worker process holds at once while they wait to be
+    # compressed (worker/budget.py): 8 products x 8 images of 25 MB would otherwise be 1.6 GB.
+    download_budget_bytes: int = Field(256 * 1024 * 1024, gt=0)
     # Products per task: a process works on all of them at once, so it decodes one image while
     # the others download instead of waiting on each product's downloads in turn (bench/).
     products_per_task: int = Field(8, ge=1, le=100)

@@ -3,6 +3,7 @@ worker's memory, and the address guard switched on for a second API + worker."""
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from PIL import Image
 
+from bench.procfs import peak_rss_mb
 from cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
@@ -60,6 +63,34 @@ def test_a_decompression_bomb_is_refused_before_decoding(
     after = _worker_rss(stack)
     # Decoding it would take 2.7 GB (30000 x 30000 x RGB); the pool must stay where it was.
     assert max(after) < max(before) + 40 * MB, (before, after)
+
+
+def _padded_jpeg(size: int) -> bytes:
+    """A valid small JPEG followed by zeros up to ``size``: a big body that decodes cheaply."""
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(out, "JPEG")
+    return out.getvalue().ljust(size, b"\0")
+
+
+def test_in_flight_download_bytes_are_bounded_per_process(stack: Stack, origin: Origin) -> None:
+    # One pool process runs 8 products x 8 images = 64 downloads at once. Each 20 MB body used
+    # to be held whole while it waited for the process's one decode slot: 1.3 GB at once.
+    url = origin.put("padded-20mb.jpg", _padded_jpeg(20 * MB))
+    env = {"IMGBATCH_REDIS_URL": redis_db(stack, 9)}
+    with (
+        side_api(stack, "api-budget", env, worker_concurrency=1) as api_url,
+        httpx.Client(base_url=api_url, timeout=30) as client,
+    ):
+        rows = [
+            (p, f"Big {p}", ",".join(f"{url}?p={p}&i={i}" for i in range(8))) for p in range(1, 9)
+        ]
+        accepted = upload(client, sheet(rows))
+        assert accepted.status_code == 202, accepted.text
+        status = wait_for_status(client, accepted.json()["request_id"], timeout=300)
+        (pool,) = psutil.Process(stack.processes["api-budget-worker"].pid).children()
+        peak = peak_rss_mb(pool.pid)
+    assert (status["images_done"], status["images_failed"]) == (64, 0)
+    assert peak < 500, f"pool process peaked at {peak:.0f} MB"
 
 
 class _Listener:
