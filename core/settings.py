@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     jpeg_optimize: bool = False
     max_image_bytes: int = Field(25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)
+    # Decoding work (imaging/limits.py): a JPEG with more scans is refused before decoding,
+    # and a decode that uses more CPU seconds stops; both fail the image with decode_timeout.
+    max_jpeg_scans: int = Field(100, gt=0)
+    decode_cpu_seconds: Seconds = 5.0
     download_connect_timeout: Seconds = 5.0
     download_read_timeout: Seconds = 15.0
     download_deadline: Seconds = 60.0

@@ -115,6 +115,8 @@ async def _download_and_compress(rt: WorkerRuntime, url: str) -> CompressedImage
                 quality=rt.settings.jpeg_quality,
                 max_pixels=rt.settings.max_image_pixels,
                 optimize=rt.settings.jpeg_optimize,
+                max_jpeg_scans=rt.settings.max_jpeg_scans,
+                decode_seconds=rt.settings.decode_cpu_seconds,
             )
     finally:
         lease.release()
