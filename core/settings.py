@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -134,6 +134,12 @@ class Settings(BaseSettings):
             if password is not None and password.strip().lower() in _PLACEHOLDER_SECRETS:
                 raise ValueError(f"IMGBATCH_{name} has a placeholder password; set a real one")
         return self
+
+    @field_validator("s3_endpoint_url", "media_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        # `IMGBATCH_MEDIA_BASE_URL=` in an env file or compose means "not set", not "invalid".
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _presigned_needs_object_storage(self) -> Self:
