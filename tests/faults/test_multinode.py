@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def test_two_nodes_without_a_shared_disk_and_one_killed_at_30_percent(
     worker = stack.processes.pop(victim)
     os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool children at once
     worker.wait(10)
+    killed_at = time.monotonic()
     assert stack.db()["requests"].find_one({"_id": request_id})["status"] == "in_progress"
     before = len(stack.stored_writes(survivor))
 
@@ -85,3 +87,4 @@ def test_two_nodes_without_a_shared_disk_and_one_killed_at_30_percent(
     # Every output is in the bucket and nowhere on a disk: not the API's, not a node's.
     for home in (stack.data_dir, *homes.values()):
         assert not list(home.rglob("*.jpg")), home
+    print(f"one of two nodes SIGKILLed: finished in {time.monotonic() - killed_at:.1f}s")
