@@ -17,7 +17,7 @@ from cli.stack import Stack
 from core.settings import Settings
 from storage.buckets import ensure_bucket
 from tests.support.origin import Origin
-from tests.support.stacks import sync_db
+from tests.support.stacks import serving, sync_db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -50,15 +50,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api_port = free_port()
     env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
     settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
-    running = Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)
-    try:
-        running.start_services()
-        running.start_api()
-        running.start_worker(concurrency=2)
-        running.wait_healthy()
+    with serving(Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

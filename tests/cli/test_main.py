@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,26 @@ def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+@contextmanager
+def _imgbatch_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``imgbatch run``, killed on the way out if the test did not stop it."""
+    process = _imgbatch("run", env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _sigterm(process: subprocess.Popen[str]) -> str:
+    """Stop ``imgbatch run`` as an operator would; it must exit 0. Returns what it printed."""
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=90)
+    assert process.returncode == 0, output
+    return output
+
+
 def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {
@@ -41,8 +63,7 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
     }
     for unset in ("IMGBATCH_MONGODB_URL", "IMGBATCH_REDIS_URL"):
         env[unset] = ""  # empty means "start the embedded one"
-    process = _imgbatch("run", env=env)
-    try:
+    with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
         deadline = time.monotonic() + 60
         while httpx.get(f"http://127.0.0.1:{port}/api/health").status_code != 200:
@@ -54,12 +75,7 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
             assert part in names
         # No key, no upload: authentication is on by default.
         assert httpx.post(f"http://127.0.0.1:{port}/api/upload").status_code == 401
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
+        output = _sigterm(process)
     assert "API key for this run (shown once): ibk_" in output
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
@@ -76,18 +92,12 @@ def test_run_uses_configured_services_instead_of_embedded_ones(
         "IMGBATCH_REDIS_URL": stack.redis_url,
         "IMGBATCH_WORKER_CONCURRENCY": "1",
     }
-    process = _imgbatch("run", env=env)
-    try:
+    with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
         names = " ".join(" ".join(c.cmdline()) for c in psutil.Process(process.pid).children(True))
         assert "secantusd-py" not in names
         assert "redis-server" not in names
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
+        _sigterm(process)
 
 
 def test_run_with_s3_storage_and_no_endpoint_starts_seaweedfs_on_loopback(
@@ -108,8 +118,7 @@ def test_run_with_s3_storage_and_no_endpoint_starts_seaweedfs_on_loopback(
         "IMGBATCH_STORAGE": "s3",
         "IMGBATCH_S3_ENDPOINT_URL": "",
     }
-    process = _imgbatch("run", env=env)
-    try:
+    with _imgbatch_run(env) as process:
         assert process.stdout is not None
         lines = [process.stdout.readline() for _ in range(3)]
         key = next(line.split(": ")[1].strip() for line in lines if "API key" in line)
@@ -136,12 +145,7 @@ def test_run_with_s3_storage_and_no_endpoint_starts_seaweedfs_on_loopback(
         assert served.status_code == 200
         assert served.content[:3] == b"\xff\xd8\xff"
         assert not list((tmp_path / "media").rglob("*.jpg"))  # in the bucket, not on disk
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
+        _sigterm(process)
     assert not weed.is_running()
 
 

@@ -21,7 +21,7 @@ from storage import create_store
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
-from tests.support.stacks import redis_db, side_api
+from tests.support.stacks import redis_db, serving, side_api
 from worker.retention import expire_requests
 from worker.runtime import build_runtime
 
@@ -41,14 +41,10 @@ def s3_stack(stack: Stack, seaweedfs: EmbeddedSeaweedFS, s3_settings: Settings) 
         **seaweedfs.credentials_env(),
         "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
     }
-    running = Stack(settings, data_dir=stack.data_dir / "s3", api_port=api_port, extra_env=env)
-    try:
-        running.start_api()
-        running.start_worker(concurrency=2)
-        running.wait_healthy()
+    with serving(
+        Stack(settings, data_dir=stack.data_dir / "s3", api_port=api_port, extra_env=env)
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def _decoded(response: httpx.Response) -> Image.Image:
