@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     # Unset means "start the embedded server" for `imgbatch run`; the API and workers need them.
     mongodb_url: str | None = None
     mongodb_database: str = "imgbatch"
+    # Added to the MongoDB URL unless it names retryWrites itself. On for a production replica
+    # set (a write interrupted by a failover is retried once); the embedded server's URL turns
+    # it off, as SecantusDB has no sessions to retry in.
+    mongodb_retry_writes: bool = True
     redis_url: str | None = None
     data_dir: Path = Path(".data")
     public_base_url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
@@ -33,6 +37,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Twice the cores: a process waiting on downloads leaves its core to another (bench/).
     worker_concurrency: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
+
+    # --- media storage -----------------------------------------------------------------------
+    # Where outputs live: ``local`` (files under DATA_DIR/media, one machine or a shared disk) or
+    # ``s3`` (any S3-compatible object store; workers on many machines). Credentials for S3
+    # come from the standard AWS variables or credential chain, never from these settings.
+    storage: Literal["local", "s3"] = "local"
+    # Unset with storage=s3: AWS itself, or, under `imgbatch run`, an embedded SeaweedFS.
+    s3_endpoint_url: HttpUrl | None = None
+    s3_bucket: str = Field("imgbatch", min_length=3, max_length=63)
+    s3_region: str = "us-east-1"
+    # Output URLs point here when set (a CDN, or the bucket's public URL) instead of /media.
+    media_base_url: HttpUrl | None = None
+    # How /media answers: stream the bytes through the API, or redirect to a presigned URL
+    # of the object store (the store must then be reachable by whoever follows the redirect).
+    media_redirect: Literal["stream", "presigned"] = "stream"
+    media_presign_seconds: int = Field(3600, gt=0, le=7 * 24 * 3600)
 
     # --- image processing --------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)
@@ -126,6 +146,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"IMGBATCH_{name} has a placeholder password; set a real one")
         return self
 
+    @field_validator("s3_endpoint_url", "media_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        # `IMGBATCH_MEDIA_BASE_URL=` in an env file or compose means "not set", not "invalid".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _presigned_needs_object_storage(self) -> Self:
+        if self.media_redirect == "presigned" and self.storage != "s3":
+            raise ValueError("IMGBATCH_MEDIA_REDIRECT=presigned needs IMGBATCH_STORAGE=s3")
+        return self
+
     def require_mongodb_url(self) -> str:
         if not self.mongodb_url:
             raise RuntimeError("IMGBATCH_MONGODB_URL is not set")
@@ -142,6 +174,8 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def child_environment(overrides: dict[str, str]) -> dict[str, str]:
-    """The environment for a child process of ours: this one's, with ``IMGBATCH_`` overrides."""
-    return {**os.environ, **overrides}
+def child_environment(overrides: dict[str, str], *, without: str | None = None) -> dict[str, str]:
+    """The environment for a child process of ours: this one's, with ``IMGBATCH_`` overrides,
+    less the variables whose names start with ``without``."""
+    inherited = {k: v for k, v in os.environ.items() if not (without and k.startswith(without))}
+    return {**inherited, **overrides}
