@@ -1,5 +1,6 @@
-"""Session fixtures: a real stack (MongoDB-protocol server, Redis, API, Celery worker) and a real
-loopback image origin serving the corpus. Nothing of ours is mocked."""
+"""Session fixtures: a real stack (MongoDB-protocol server, Redis, API, Celery worker), a real
+loopback image origin serving the corpus and, for the tests that ask for it, a real S3 server
+(SeaweedFS). Nothing of ours is mocked."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.embedded import free_port
+from cli.embedded import EmbeddedSeaweedFS, free_port
 from cli.stack import Stack
 from core.settings import Settings
+from storage.buckets import ensure_bucket
 from tests.support.keys import new_key
 from tests.support.origin import Origin
-from tests.support.stacks import side_api, sync_db
+from tests.support.stacks import serving, side_api, sync_db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -50,15 +52,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     api_port = free_port()
     env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
     settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
-    running = Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)
-    try:
-        running.start_services()
-        running.start_api()
-        running.start_worker(concurrency=2)
-        running.wait_healthy()
+    with serving(Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 # A second API as deployed: keys required. Its event streams send a keep-alive comment every
@@ -98,3 +93,25 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 def mongo(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
     with sync_db(stack) as db:
         yield db
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSeaweedFS]:
+    """One S3 server for the session, started only if a test asks for it (about 1 s), with
+    its credentials in this process's AWS_* variables, as a deployment would have them."""
+    with (
+        EmbeddedSeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server,
+        pytest.MonkeyPatch.context() as environment,
+    ):
+        for name, value in server.credentials_env().items():
+            environment.setenv(name, value)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_settings(seaweedfs: EmbeddedSeaweedFS) -> Settings:
+    """Settings naming the session's S3 server and its bucket (created here). Tests share the
+    bucket; every key they write is under their own request id or a fresh uuid."""
+    settings = Settings(storage="s3", s3_endpoint_url=seaweedfs.url, s3_bucket="imgbatch-tests")
+    ensure_bucket(settings)
+    return settings

@@ -1,4 +1,5 @@
-"""Extra processes beside a running stack: another API or worker with different settings."""
+"""Stacks for tests: one serving an API and a worker, and extra processes beside a running
+stack (another API or worker with different settings)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ def redis_db(stack: Stack, number: int) -> str:
     """The stack's Redis, another database: a queue there is consumed by no one else."""
     assert stack.redis_url
     return stack.redis_url.rsplit("/", 1)[0] + f"/{number}"
+
+
+@contextmanager
+def serving(stack: Stack, *, worker_concurrency: int = 2) -> Iterator[Stack]:
+    """``stack`` with its data services (embedded where no URL is set), an API and a worker."""
+    try:
+        stack.start_services()
+        stack.start_api()
+        stack.start_worker(concurrency=worker_concurrency)
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.stop()
 
 
 @contextmanager
