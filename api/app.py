@@ -11,17 +11,20 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, health, media, requests, uploads, webhooks
+from api import controls, events, health, media, page, requests, uploads, webhooks
 from api.deps import AppState
 from api.errors import database_unavailable, error_response
+from api.feeds import EventHub
 from api.ratelimits import RateLimitHeaders
 from api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit
 from core.errors import ImgbatchError
 from core.logs import configure_logging, log_event
 from core.settings import Settings, get_settings
+from domain.events import RedisEventPublisher
 from domain.services import Services
 from domain.taskqueue import CeleryTaskSender
 from models.db import database, ensure_indexes, mongo_client
+from models.requests import RequestRepository
 from storage import create_store
 
 logger = logging.getLogger(__name__)
@@ -51,12 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 db=db,
                 tasks=CeleryTaskSender.from_settings(settings),
                 store=create_store(settings),
+                events=RedisEventPublisher(redis),
             ),
+            events=EventHub(redis, RequestRepository(db), settings),
         )
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:
             yield
         finally:
+            await app.state.imgbatch.events.close()
             await redis.aclose()
             await mongo.close()
 
@@ -66,8 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # only then may the form parser read a byte of the body.
     app.add_middleware(UploadSizeLimit, paths=UPLOAD_PATHS, max_bytes=settings.max_csv_bytes)
     app.add_middleware(UploadAuthGuard, paths=UPLOAD_PATHS)
-    for module in (uploads, requests, controls, webhooks, media, health):
+    for module in (uploads, requests, events, controls, webhooks, media, health, page):
         app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
 
     @app.exception_handler(ImgbatchError)
     async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:

@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
+from api.feeds import EventHub
 from core.settings import Settings
 from domain.services import Services
 from domain.taskqueue import TaskSender
@@ -31,6 +32,8 @@ class AppState:
     db: Database
     redis: Redis
     services: Services
+    # Live events: this process's one pub/sub connection and its per-request feeds.
+    events: EventHub
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
     status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)

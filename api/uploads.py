@@ -130,6 +130,7 @@ async def _accept(
             created_at=created,
             updated_at=now(),
             expires_at=expires_at,
+            file_name=(file.filename or "")[:255] or None,
         )
     )
     try:

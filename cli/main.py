@@ -1,4 +1,5 @@
 """The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``, and
+talk to a running server: ``submit`` a CSV, ``status``, ``watch`` and ``download`` a request;
 create the ``storage`` bucket."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from cli import remote
 from cli.demo import run_demo
 from cli.keys import create_key, list_keys, revoke_key
 from cli.stack import Stack
@@ -112,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         "create-bucket",
         help="create IMGBATCH_S3_BUCKET if missing (AWS credentials allowed to create it)",
     )
+    remote.add_commands(commands)
     args = parser.parse_args(argv)
     configure_logging(get_settings().log_level)
+    if args.command in remote.HANDLED:
+        return remote.run(args, get_settings())
     handlers = {"run": _run, "demo": _demo, "keys": _keys, "storage": _storage}
     return handlers[args.command](args)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, field_validator, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -132,6 +132,20 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: Seconds = 5.0
     # How long a rotated-out subscriber secret keeps signing next to the new one.
     webhook_secret_overlap_seconds: Seconds = 24 * 3600.0
+
+    # --- live events (GET /api/requests/{id}/events) -----------------------------------------
+    # A comment line this often keeps proxies from closing an idle stream.
+    events_keepalive_seconds: Seconds = 15.0
+    # A stream is closed after this long; clients reconnect with Last-Event-ID and lose nothing.
+    events_max_seconds: Seconds = 600.0
+    # Pub/sub may drop messages: each API process also re-reads a watched request this often.
+    events_poll_seconds: Seconds = 2.0
+
+    # --- the `imgbatch` client commands (submit, status, watch, download) --------------------
+    # Where the client commands send their HTTP calls, and the key they send. Optional: only
+    # the client reads them, and --server/--api-key override them.
+    server_url: str | None = None
+    api_key: SecretStr | None = None
 
     @property
     def media_dir(self) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from core.logs import log_event
+from domain.events import status_changed
 from domain.services import Services
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
         images_failed=completed.images_failed,
     )
     # Only the caller that won the transition gets here, so the notice is sent once.
+    await status_changed(svc.events, request_id, completed.status)
     await svc.tasks.request_finished(request_id)
     return True
 
@@ -50,5 +52,6 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
     # The same notice as completion: its task reads the final status and publishes the event
     # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.
+    await status_changed(svc.events, request_id, failed.status)
     await svc.tasks.request_finished(request_id)
     return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from core.settings import Settings
@@ -54,7 +54,11 @@ def database(client: AsyncMongoClient[Document], settings: Settings) -> Database
 
 async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
-        [IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)])]
+        [
+            IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            # GET /api/requests: a key's requests, newest first.
+            IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)]),
+        ]
     )
     await db[PRODUCTS].create_indexes(
         [
@@ -65,6 +69,8 @@ async def ensure_indexes(db: Database) -> None:
             ),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
+            # A resumed event stream replays the products finished since its last event.
+            IndexModel([("request_id", ASCENDING), ("finished_at", ASCENDING)]),
             # A backstop behind the retention sweeper, which removes products with their files.
             IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]

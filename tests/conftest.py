@@ -5,6 +5,7 @@ loopback image origin serving the corpus and, for the tests that ask for it, a r
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from cli.embedded import EmbeddedSeaweedFS, free_port
 from cli.stack import Stack
 from core.settings import Settings
 from storage.buckets import ensure_bucket
+from tests.support.keys import new_key
 from tests.support.origin import Origin
-from tests.support.stacks import serving, sync_db
+from tests.support.stacks import serving, side_api, sync_db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -52,6 +54,33 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
     with serving(Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)) as running:
         yield running
+
+
+# A second API as deployed: keys required. Its event streams send a keep-alive comment every
+# second and end after 5 s, so every client that watches through it (CLI, page) reconnects with
+# Last-Event-ID a few times per request.
+KEYED_ENV = {
+    "IMGBATCH_AUTH_DISABLED": "false",
+    "IMGBATCH_EVENTS_KEEPALIVE_SECONDS": "1",
+    "IMGBATCH_EVENTS_MAX_SECONDS": "5",
+}
+
+
+@dataclass(frozen=True)
+class KeyedApi:
+    url: str
+    key: str
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def keyed_api(stack: Stack) -> Iterator[KeyedApi]:
+    with side_api(stack, "api-keyed", KEYED_ENV) as url:
+        _, key = new_key(stack, "keyed-api")
+        yield KeyedApi(url, key)
 
 
 @pytest.fixture

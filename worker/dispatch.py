@@ -6,6 +6,7 @@ import logging
 
 from core.logs import log_event
 from domain.completion import complete_if_finished, fail_request
+from domain.events import status_changed
 from domain.runtime import Runtime
 from models.products import ProductRecord
 from models.requests import RequestStatus
@@ -32,7 +33,8 @@ async def dispatch_request(rt: Runtime, request_id: str) -> None:
         await rt.requests.mark_ingested(request_id)
         await rt.chunks.discard(request_id)
         log_event(logger, "request.ingested", request_id=request_id, products=inserted)
-    await rt.requests.start(request_id)
+    if await rt.requests.start(request_id):
+        await status_changed(rt.events, request_id, RequestStatus.IN_PROGRESS)
     serials = [s async for s in rt.products.unfinished_serials(request_id)]
     sent = await rt.tasks.products(
         request_id, serials, request.priority, per_task=rt.settings.products_per_task

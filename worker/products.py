@@ -10,6 +10,7 @@ import signal
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import log_event, redact_url
 from domain.completion import complete_when_counted
+from domain.events import product_finished
 from imaging import CompressedImage, compress_image
 from models.products import ImageError, ProductRecord
 from models.requests import RequestStatus
@@ -153,4 +154,7 @@ async def _finish(
         product.request_id,
         images_done=len(output_keys) - len(errors),
         images_failed=len(errors),
+    )
+    await product_finished(
+        rt.events, product.request_id, product.serial_number, status, output_keys, errors
     )

@@ -26,6 +26,9 @@ parameters as shown):
     ``n`` relative 302 hops, then the file.
 ``/slow/<name>?delay=S``
     Waits ``S`` seconds before sending anything, then the file.
+``/gate/<key>/<name>``
+    Holds the response until the test calls :meth:`Origin.open_gate` with ``key`` (at most
+    60 s), then sends the file: a test decides when an image finishes.
 ``/trickle/<name>?interval=S``
     Full ``Content-Length`` up front, then one byte every ``S`` seconds (stops when the client
     goes away).
@@ -58,6 +61,7 @@ from tests.support.loopback import CountingServer, LoopbackServer
 __all__ = ["Origin", "RequestLog"]
 
 _CHUNK = 64 * 1024
+_GATE_TIMEOUT = 60.0
 _ZEROS = bytes(_CHUNK)
 
 
@@ -152,6 +156,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif head == "slow" and len(rest) == 1:
             self._sleep(float(query.get("delay", "1")))
             self._send_file(rest[0])
+        elif head == "gate" and len(rest) == 2:
+            self.origin.gate(rest[0]).wait(_GATE_TIMEOUT)
+            self._send_file(rest[1])
         elif head == "trickle" and len(rest) == 1:
             self._trickle(rest[0], float(query.get("interval", "0.5")))
         elif head == "huge":
@@ -291,6 +298,7 @@ class Origin(LoopbackServer):
         self.generated: dict[str, bytes] = {}
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
+        self._gates: defaultdict[str, threading.Event] = defaultdict(threading.Event)
         server = _Server(_Handler)
         server.origin = self
         super().__init__(server, "origin")
@@ -309,6 +317,14 @@ class Origin(LoopbackServer):
             return 0.0
         jitter = random.uniform(-self.latency_jitter, self.latency_jitter)
         return max(0.0, self.latency + jitter)
+
+    def gate(self, key: str) -> threading.Event:
+        with self._hits_lock:
+            return self._gates[key]
+
+    def open_gate(self, key: str) -> None:
+        """Let every held and future ``/gate/<key>/...`` request through."""
+        self.gate(key).set()
 
     def count_hit(self, key: str) -> int:
         """Increment and return the per-key counter (1 on the first request)."""
