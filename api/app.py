@@ -11,8 +11,11 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, health, media, requests, uploads, webhooks
+# Before anything that counts: it checks prometheus_client came up in multiprocess mode.
+import core.metrics  # noqa: F401
+from api import audit, controls, health, media, metrics, requests, stats, uploads, webhooks
 from api.deps import AppState
+from api.observability import HttpObservability
 from api.ratelimits import RateLimitHeaders
 from api.upload_guard import UploadSizeLimit
 from core.errors import ImgbatchError
@@ -28,10 +31,11 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Here rather than in the lifespan: uvicorn's own start-up lines are structured too.
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
         mongo = mongo_client(settings)
         db = database(mongo, settings)
         redis = Redis.from_url(settings.require_redis_url())
@@ -62,7 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    for module in (uploads, requests, controls, webhooks, media, health):
+    # Outermost: it times and logs the whole request, 413s from the size limit included.
+    app.add_middleware(HttpObservability)
+    modules = (uploads, requests, audit, controls, stats, webhooks, media, health, metrics)
+    for module in modules:
         app.include_router(module.router)
 
     @app.exception_handler(ImgbatchError)

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.deps import StoreDep
+from api.errors import errors
 from core.errors import NotFound
 
 router = APIRouter(tags=["media"])
@@ -16,7 +17,7 @@ _DEFAULT_CACHE_CONTROL = "public, max-age=3600"
 @router.get(
     "/media/{key:path}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such image"}},
+    responses={200: {"content": {"image/jpeg": {}}}, **errors(NotFound)},
 )
 async def media(key: str, store: StoreDep) -> StreamingResponse:
     stored = await store.open(key)

@@ -13,9 +13,11 @@ from fastapi.responses import StreamingResponse
 from api.auth import OwnerDep
 from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
+from api.errors import OWNED_REQUEST, errors
 from api.schemas import ImageErrorView, ProductView, StatusView
 from api.webhooks import request_webhook_view
-from core.errors import Conflict, Gone, NotFound
+from core.errors import Conflict, Gone, NotFound, UnprocessableEntity
+from core.logs import bind_context
 from core.settings import Settings
 from domain.urls import media_url
 from models.products import ProductRecord, ProductRepository
@@ -33,6 +35,7 @@ async def get_owned_request(
     requests: RequestRepository, request_id: str, owner: str
 ) -> RequestRecord:
     """The caller's request: 404 if it is someone else's or unknown, 410 once it has expired."""
+    bind_context(request_id=request_id)  # every log line of this API call names the request
     record = await requests.get(request_id, owner=owner)
     if record is None:
         raise NotFound(f"request {request_id} not found")
@@ -47,7 +50,11 @@ def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]
     return [media_url(settings, key) if key else None for key in product.output_keys]
 
 
-@router.get("/api/status/{request_id}", response_model=StatusView)
+@router.get(
+    "/api/status/{request_id}",
+    response_model=StatusView,
+    responses=errors(*OWNED_REQUEST, UnprocessableEntity),
+)
 async def request_status(
     request_id: str,
     owner: OwnerDep,
@@ -124,7 +131,7 @@ async def _status_json(
 @router.get(
     "/api/download/{request_id}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}}, 409: {"description": "not completed yet"}},
+    responses={200: {"content": {"text/csv": {}}}, **errors(*OWNED_REQUEST, Conflict)},
 )
 async def download_results(
     request_id: str,

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
     args = parser.parse_args(argv)
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, get_settings().log_format)
     handlers = {"run": _run, "demo": _demo, "keys": _keys}
     return handlers[args.command](args)
 

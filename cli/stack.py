@@ -2,10 +2,15 @@
 
 It starts MongoDB and Redis (embedded ones when no URL is configured), then the API, a Celery
 worker and Celery beat as child processes, and stops them all, children first, on exit.
+
+While it runs, ``<data dir>/stack.json`` names its services, so tools started beside it
+(``imgbatch flower``) find the broker of a running ``make run`` without being told. Its
+processes share one Prometheus multiprocess directory, ``<data dir>/metrics``, emptied at start.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,11 +28,13 @@ from cli.embedded import (
     free_port,
     wait_for_port,
 )
-from core.settings import Settings, child_environment
+from core.metrics import prepare_multiprocess_dir
+from core.settings import METRICS_DIR_ENV, Settings, child_environment
 from domain.taskqueue import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
 
 _STOP_TIMEOUT = 30.0
 WORKER_NICENESS = 10
+STACK_FILE = "stack.json"
 
 
 class Stack(Managed):
@@ -58,6 +65,10 @@ class Stack(Managed):
         configured = self.extra_env.get("IMGBATCH_PUBLIC_BASE_URL")
         return configured or f"http://{self.settings.host}:{self.api_port}"
 
+    @property
+    def metrics_dir(self) -> Path:
+        return self.data_dir / "metrics"
+
     def env(self) -> dict[str, str]:
         assert self.mongodb_url and self.redis_url, "start the data services first"
         return child_environment(
@@ -66,6 +77,8 @@ class Stack(Managed):
                 "IMGBATCH_REDIS_URL": self.redis_url,
                 "IMGBATCH_DATA_DIR": str(self.data_dir),
                 "IMGBATCH_PUBLIC_BASE_URL": self.public_base_url,
+                # Every process of the stack counts into one directory; GET /metrics sums it.
+                METRICS_DIR_ENV: str(self.metrics_dir),
                 **self.extra_env,
             }
         )
@@ -77,6 +90,8 @@ class Stack(Managed):
         )
 
     def start_services(self) -> None:
+        # Emptied before any process starts: an earlier run's counters would be summed in.
+        prepare_multiprocess_dir(self.metrics_dir)
         if not self.mongodb_url:
             mongo = EmbeddedMongo(self.data_dir / "mongodb").start()
             self.services.append(mongo)
@@ -85,6 +100,23 @@ class Stack(Managed):
             redis = EmbeddedRedis(self.data_dir / "redis").start()
             self.services.append(redis)
             self.redis_url = redis.url
+        self._write_stack_file()
+
+    def _write_stack_file(self) -> None:
+        # Owner-only: a configured URL may carry a password.
+        path = self.data_dir / STACK_FILE
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(
+                {
+                    "pid": os.getpid(),
+                    "api_url": self.api_url,
+                    "mongodb_url": self.mongodb_url,
+                    "redis_url": self.redis_url,
+                },
+                handle,
+            )
 
     def spawn(
         self,
@@ -148,6 +180,8 @@ class Stack(Managed):
                 "celery",
                 "-A",
                 "worker.app:celery_app",
+                # No ASCII banner: it goes to stdout unlogged, and every line should be an event.
+                "--quiet",
                 "worker",
                 "--hostname",
                 f"{name}-{free_port()}@%h",
@@ -174,6 +208,7 @@ class Stack(Managed):
                 "celery",
                 "-A",
                 "worker.app:celery_app",
+                "--quiet",
                 "beat",
                 "--schedule",
                 str(self.data_dir / "celerybeat-schedule"),
@@ -220,6 +255,7 @@ class Stack(Managed):
             process.wait()
 
     def stop(self) -> None:
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         for name in list(self.processes):
             self.stop_process(name)
         for service in reversed(self.services):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 
+from core import metrics
 from core.logs import log_event
+from domain.audit import record
 from domain.services import Services
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,14 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
         images_done=completed.images_done,
         images_failed=completed.images_failed,
     )
+    metrics.REQUESTS.labels("completed").inc()
+    await record(
+        svc,
+        request_id,
+        "request.completed",
+        images_done=completed.images_done,
+        images_failed=completed.images_failed,
+    )
     # Only the caller that won the transition gets here, so the notice is sent once.
     await svc.tasks.request_finished(request_id)
     return True
@@ -48,6 +58,8 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
     if failed is None:
         return False
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
+    metrics.REQUESTS.labels("failed").inc()
+    await record(svc, request_id, "request.failed", reason=reason)
     # The same notice as completion: its task reads the final status and publishes the event
     # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.
     await svc.tasks.request_finished(request_id)

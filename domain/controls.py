@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from core import metrics
 from core.errors import Conflict
 from core.logs import log_event
+from domain.audit import record as audit
 from domain.recount import recount
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
@@ -29,6 +31,7 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
     await recount(svc, record.id)
     await svc.tasks.dispatch(record.id)
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
+    await audit(svc, record.id, "request.retried", products=reopened)
     return reopened
 
 
@@ -38,4 +41,6 @@ async def cancel(svc: Services, record: RequestRecord) -> RequestRecord:
     if cancelled is None:
         raise Conflict({"message": "the request has already finished", "status": record.status})
     log_event(logger, "request.cancelled", request_id=record.id)
+    metrics.REQUESTS.labels("cancelled").inc()
+    await audit(svc, record.id, "request.cancelled")
     return cancelled

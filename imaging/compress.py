@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from imaging.decode import check_pixels, corrupt, decode, too_many_pixels_from_pillow
 from imaging.sniff import SNIFF_BYTES, declared_size, describe_non_image, sniff_format
@@ -52,7 +53,8 @@ def compress_image(
         check_pixels(*declared, max_pixels=max_pixels)
 
     try:
-        image, icc_profile = decode(data, source_format, max_pixels)
+        with metrics.IMAGE_PHASE_SECONDS.labels("decode").time():
+            image, icc_profile = decode(data, source_format, max_pixels)
     except ImageFailure:
         raise
     except MemoryError:
@@ -90,12 +92,13 @@ def _encode_jpeg(
     # (bench/README.md has the side-by-side numbers.)
     # Metadata is opt-in in Pillow's JPEG writer except the COM marker, which it copies from
     # ``image.info``; comment=b"" stops that (cameras and editors put serials there).
-    image.save(
-        out,
-        format="JPEG",
-        quality=quality,
-        optimize=optimize,
-        comment=b"",
-        icc_profile=icc_profile,
-    )
+    with metrics.IMAGE_PHASE_SECONDS.labels("encode").time():
+        image.save(
+            out,
+            format="JPEG",
+            quality=quality,
+            optimize=optimize,
+            comment=b"",
+            icc_profile=icc_profile,
+        )
     return out.getvalue()

@@ -21,6 +21,7 @@ IDEMPOTENCY_KEYS = "idempotency_keys"
 WEBHOOK_SUBSCRIBERS = "webhook_subscribers"
 WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
+ACTIVITY = "activity"
 
 
 def client_url(url: str) -> str:
@@ -51,7 +52,11 @@ def database(client: AsyncMongoClient[Document], settings: Settings) -> Database
 
 async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
-        [IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)])]
+        [
+            IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            # An owner's requests by status, oldest first (GET /api/stats, in-flight limits).
+            IndexModel([("owner", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
+        ]
     )
     await db[PRODUCTS].create_indexes(
         [
@@ -63,6 +68,12 @@ async def ensure_indexes(db: Database) -> None:
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
             # A backstop behind the retention sweeper, which removes products with their files.
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
+    )
+    await db[ACTIVITY].create_indexes(
+        [
+            IndexModel([("owner", ASCENDING), ("minute", ASCENDING)]),
             IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]
     )

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import redact_url, scrub_message
 from netguard import (
@@ -302,6 +303,14 @@ async def download(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) 
     ``client`` must come from :func:`download_client` (or :func:`netguard.guarded_client`):
     the SSRF guarantee is the client's, this function only adds per-hop checks on top.
     """
+    # The phase's time includes retries and their backoff: it is what the image waited.
+    with metrics.IMAGE_PHASE_SECONDS.labels("download").time():
+        body = await _download(client, url, policy)
+    metrics.DOWNLOAD_BYTES.inc(len(body))
+    return body
+
+
+async def _download(client: httpx.AsyncClient, url: str, policy: DownloadPolicy) -> bytes:
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, policy.attempts)),
         wait=_wait_strategy(policy),

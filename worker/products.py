@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import log_event, redact_url
 from domain.completion import complete_when_counted
@@ -15,6 +16,7 @@ from models.products import ImageError, ProductRecord
 from models.requests import RequestStatus
 from storage import output_key
 from worker.downloads import download
+from worker.outcomes import product_finished
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -105,7 +107,9 @@ async def _process_image(
         )
         return ImageError(index=index, url=url, code=failure.code, message=failure.message)
     key = output_key(product.request_id, product.serial_number, index)
-    await rt.store.put(key, image.data, content_type="image/jpeg")
+    with metrics.IMAGE_PHASE_SECONDS.labels("store").time():
+        await rt.store.put(key, image.data, content_type="image/jpeg")
+    metrics.OUTPUT_BYTES.labels("jpeg").inc(len(image.data))
     log_event(logger, "image.stored", key=key, attempt=product.attempts, bytes=len(image.data))
     return key
 
@@ -142,3 +146,4 @@ async def _finish(
         images_done=len(output_keys) - len(errors),
         images_failed=len(errors),
     )
+    await product_finished(rt, product, results)
