@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo run test lint format bench clean
+.PHONY: install demo run flower test lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/imgbatch run
+
+# Celery's dashboard for the stack `make run` started (found through .data/stack.json).
+flower: $(STAMP)
+	$(BIN)/imgbatch flower
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from cli.demo import run_demo
+from cli.flower import run_flower
 from cli.keys import create_key, list_keys, revoke_key
 from cli.stack import Stack
 from core.logs import configure_logging, redact_url
@@ -53,6 +54,10 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(get_settings(), lambda line: print(line, flush=True), args.csv)
 
 
+def _flower(_: argparse.Namespace) -> int:
+    return run_flower(get_settings(), lambda line: print(line, flush=True))
+
+
 def _keys(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.keys_command == "create":
@@ -78,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = commands.add_parser("demo", help="process sample_csvs/products.csv end to end, offline")
     demo.add_argument("--csv", type=Path, default=None, help="another sheet to run")
+    commands.add_parser(
+        "flower", help="Celery's dashboard for the running stack, on 127.0.0.1 with basic auth"
+    )
     keys = commands.add_parser("keys", help="manage API keys (needs IMGBATCH_MONGODB_URL)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("create", help="create a key and print it once").add_argument(
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
     args = parser.parse_args(argv)
     configure_logging(get_settings().log_level, get_settings().log_format)
-    handlers = {"run": _run, "demo": _demo, "keys": _keys}
+    handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys}
     return handlers[args.command](args)
 
 

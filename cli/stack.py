@@ -143,7 +143,12 @@ class Stack(Managed):
         return process
 
     def start_api(
-        self, name: str = "api", *, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        name: str = "api",
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        host: str | None = None,
     ) -> subprocess.Popen[bytes]:
         port = port or self.api_port
         process = self.spawn(
@@ -153,7 +158,7 @@ class Stack(Managed):
                 "uvicorn",
                 "api.main:app",
                 "--host",
-                self.settings.host,
+                host or self.settings.host,
                 "--port",
                 str(port),
                 "--no-access-log",

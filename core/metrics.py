@@ -34,6 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.errors import ImageErrorCode
 from core.settings import METRICS_DIR_ENV, metrics_multiprocess_dir
 
 MULTIPROCESS = metrics_multiprocess_dir() is not None
@@ -86,6 +87,23 @@ HTTP_REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+# Every known series starts at 0, so a dashboard's rate() sees the first increment and a missing
+# series means a missing process, not "nothing happened yet".
+for _outcome in ("done", "reused"):
+    IMAGES.labels(_outcome, "")
+for _code in ImageErrorCode:
+    IMAGES.labels("failed", _code.value)
+for _phase in ("download", "decode", "encode", "store"):
+    IMAGE_PHASE_SECONDS.labels(_phase)
+OUTPUT_BYTES.labels("jpeg")
+for _status in ("completed", "failed", "cancelled"):
+    REQUESTS.labels(_status)
+for _outcome in ("delivered", "retried", "failed"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
+for _kind in ("redispatched", "requeued", "notice_resent", "upload_swept"):
+    RECONCILER_REPAIRS.labels(_kind)
 
 
 def prepare_multiprocess_dir(path: Path) -> None:
