@@ -11,11 +11,10 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.embedded import free_port
 from cli.stack import Stack
-from core.settings import Settings
+from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
-from tests.support.stacks import sync_db
+from tests.support.stacks import started_stack, sync_db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -44,19 +43,17 @@ def origin() -> Iterator[Origin]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
-    api_port = free_port()
-    env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
-    settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
-    running = Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)
-    try:
-        running.start_services()
-        running.start_api()
-        running.start_worker(concurrency=2)
-        running.wait_healthy()
+    with started_stack(tmp_path_factory.mktemp("stack"), STACK_ENV) as running:
         yield running
-    finally:
-        running.stop()
+
+
+@pytest.fixture(scope="session")
+def json_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own, logging JSON, so its metrics (summed across every process) and its
+    log files hold only what the tests that use it did."""
+    env = {**STACK_ENV, **JSON_LOGS, "IMGBATCH_PRODUCTS_PER_TASK": "2"}
+    with started_stack(tmp_path_factory.mktemp("json-stack"), env) as running:
+        yield running
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
@@ -11,6 +12,24 @@ from pymongo.database import Database
 
 from cli.embedded import free_port
 from cli.stack import Stack
+from core.settings import Settings
+
+
+@contextmanager
+def started_stack(data_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
+    """Embedded services, the API and a worker of two processes on every queue."""
+    api_port = free_port()
+    env = {**env, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
+    running = Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)
+    try:
+        running.start_services()
+        running.start_api()
+        running.start_worker(concurrency=2)
+        running.wait_healthy()
+        yield running
+    finally:
+        running.stop()
 
 
 def redis_db(stack: Stack, number: int) -> str:
