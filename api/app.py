@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 import core.metrics  # noqa: F401
 from api import audit, controls, health, media, metrics, requests, stats, uploads, webhooks
 from api.deps import AppState
-from api.observability import HttpObservability
+from api.observability import HttpObservability, bind_request_id
 from api.ratelimits import RateLimitHeaders
 from api.upload_guard import UploadSizeLimit
 from core.errors import ImgbatchError
@@ -63,7 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             await mongo.close()
 
-    app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="imgbatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(bind_request_id)],
+    )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
     # Outermost: it times and logs the whole request, 413s from the size limit included.

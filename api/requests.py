@@ -17,7 +17,6 @@ from api.errors import OWNED_REQUEST, errors
 from api.schemas import ImageErrorView, ProductView, StatusView
 from api.webhooks import request_webhook_view
 from core.errors import Conflict, Gone, NotFound, UnprocessableEntity
-from core.logs import bind_context
 from core.settings import Settings
 from domain.urls import media_url
 from models.products import ProductRecord, ProductRepository
@@ -35,7 +34,6 @@ async def get_owned_request(
     requests: RequestRepository, request_id: str, owner: str
 ) -> RequestRecord:
     """The caller's request: 404 if it is someone else's or unknown, 410 once it has expired."""
-    bind_context(request_id=request_id)  # every log line of this API call names the request
     record = await requests.get(request_id, owner=owner)
     if record is None:
         raise NotFound(f"request {request_id} not found")
