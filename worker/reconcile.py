@@ -65,4 +65,4 @@ async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
     )
     log_event(logger, "request.reconciled", request_id=request.id, requeued=sent, **tally)
     metrics.RECONCILER_REPAIRS.labels("requeued").inc()
-    await record(rt, request.id, "reconciler.requeued", products=sent, **tally)
+    await record(rt, request.id, "reconciler.requeued", requeued=sent, **tally)

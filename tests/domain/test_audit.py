@@ -59,7 +59,7 @@ def test_reconciler_repairs_are_recorded(isolated: WorkerRuntime) -> None:
     assert events(rt, never_dispatched) == ["reconciler.redispatched"]
     requeued = rt.run(AuditRepository(rt.db).for_request(stalled))
     assert [e.event for e in requeued] == ["reconciler.requeued"]
-    assert requeued[0].detail["products"] == 2
+    assert requeued[0].detail["requeued"] == 2
 
 
 def test_expiry_is_recorded_on_the_tombstone(isolated: WorkerRuntime) -> None:
