@@ -3,7 +3,6 @@ every API process, equals what status reports; and who may scrape it."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from tests.support.client import sheet, upload, wait_for_status
 from tests.support.logs import log_events
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
-from tests.support.stacks import side_api, sync_db
+from tests.support.stacks import non_loopback_address, side_api, sync_db
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -163,7 +162,7 @@ def test_metrics_need_the_token_when_one_is_set(stack: Stack) -> None:
 
 
 def test_without_a_token_metrics_are_served_to_this_host_only(stack: Stack) -> None:
-    address = _non_loopback_address()
+    address = non_loopback_address()
     port = free_port()
     stack.start_api("api-public", port=port, host="0.0.0.0")
     try:
@@ -174,15 +173,6 @@ def test_without_a_token_metrics_are_served_to_this_host_only(stack: Stack) -> N
         assert "IMGBATCH_METRICS_TOKEN" in remote.json()["detail"]
     finally:
         stack.stop_process("api-public")
-
-
-def _non_loopback_address() -> str:
-    """An address of this machine that is not loopback: connecting to it, we are not local."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the interface
-        address = str(probe.getsockname()[0])
-    assert not address.startswith("127."), "this machine needs a non-loopback interface"
-    return address
 
 
 def _wait_until(condition: Any, timeout: float = 60.0) -> None:
