@@ -1,4 +1,4 @@
-"""The audit entries that the maintenance tasks write (reconciler repairs, expiry), run
+"""The audit entries the maintenance tasks write (reconciler repairs, expiry), run
 in-process against the real MongoDB with a database and Redis database of their own, so the
 reconciler sees only the requests made here."""
 
