@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 import core.metrics  # noqa: F401
 from api import audit, controls, health, media, metrics, requests, stats, uploads, webhooks
 from api.deps import AppState
+from api.errors import database_unavailable, error_response
 from api.observability import HttpObservability, bind_request_id
 from api.ratelimits import RateLimitHeaders
-from api.upload_guard import UploadSizeLimit
+from api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit
 from core.errors import ImgbatchError
 from core.logs import configure_logging, log_event
 from core.settings import Settings, get_settings
@@ -70,8 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(bind_request_id)],
     )
     app.add_middleware(RateLimitHeaders)
-    app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    # Outermost: it times and logs the whole request, 413s from the size limit included.
+    # Starlette runs the middleware added last first: the key is checked, then the size, and
+    # only then may the form parser read a byte of the body.
+    app.add_middleware(UploadSizeLimit, paths=UPLOAD_PATHS, max_bytes=settings.max_csv_bytes)
+    app.add_middleware(UploadAuthGuard, paths=UPLOAD_PATHS)
+    # Outermost: it times and logs the whole request, the guards' 401s and 413s included.
     app.add_middleware(HttpObservability)
     modules = (uploads, requests, audit, controls, stats, webhooks, media, health, metrics)
     for module in modules:
@@ -79,18 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ImgbatchError)
     async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        return error_response(exc)
 
     @app.exception_handler(ConnectionFailure)
-    async def database_unavailable(_: Request, exc: ConnectionFailure) -> JSONResponse:
-        log_event(logger, "api.database_unavailable", logging.WARNING, error=type(exc).__name__)
-        return JSONResponse(
-            {"detail": "the database is unavailable; try again shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+    async def database_down(_: Request, exc: ConnectionFailure) -> JSONResponse:
+        return database_unavailable(exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.auth import OwnerDep
 from api.deps import DatabaseDep, RequestsDep
-from api.errors import OWNED_REQUEST, errors
+from api.openapi import OWNED_REQUEST, errors
 from api.requests import get_owned_request
 from models.audit import AuditRepository
 

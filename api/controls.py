@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from api.auth import OwnerDep
 from api.deps import RequestsDep, ServicesDep, StateDep
-from api.errors import OWNED_REQUEST, errors
+from api.openapi import OWNED_REQUEST, errors
 from api.requests import get_owned_request
 from core.errors import Conflict
 from domain.controls import cancel, retry_failed

@@ -1,25 +1,26 @@
-"""The error bodies each route declares in the OpenAPI document (``/docs``).
-
-Every error is ``{"detail": ...}`` from one exception handler; each error class provides its
-schema (:meth:`core.errors.ImgbatchError.schema`), and a route lists the ones it can answer
-with ``responses=errors(...)``. tests/api/test_docs.py checks every route against its list.
-"""
+"""The JSON error answers, shared by the app's exception handlers and the ASGI guards in front
+of the app (which answer before any route, so the handlers never see their errors)."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
 
-from api.auth import Unauthorized
-from core.errors import Gone, ImgbatchError, NotFound
+from fastapi.responses import JSONResponse
 
+from core.errors import ImgbatchError
+from core.logs import log_event
 
-def errors(*classes: type[ImgbatchError]) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route that may answer with these errors."""
-    return {
-        cls.status_code: {"model": cls.schema(), "description": cls.docs_description()}
-        for cls in classes
-    }
+logger = logging.getLogger(__name__)
 
 
-# Reading one of the caller's requests: no key, someone else's or unknown, expired.
-OWNED_REQUEST = (Unauthorized, NotFound, Gone)
+def error_response(exc: ImgbatchError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def database_unavailable(exc: Exception) -> JSONResponse:
+    log_event(logger, "api.database_unavailable", logging.WARNING, error=type(exc).__name__)
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import Unauthorized
 from api.deps import StateDep
-from api.errors import errors
+from api.openapi import errors
 from core import metrics
 from core.errors import ImgbatchError
 from domain.taskqueue import queue_depths

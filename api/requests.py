@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from api.auth import OwnerDep
 from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
-from api.errors import OWNED_REQUEST, errors
+from api.openapi import OWNED_REQUEST, errors
 from api.schemas import ImageErrorView, ProductView, StatusView
 from api.webhooks import request_webhook_view
 from core.errors import Conflict, Gone, NotFound, UnprocessableEntity

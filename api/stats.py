@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from api.auth import OwnerDep, Unauthorized
 from api.deps import DatabaseDep, StateDep
-from api.errors import errors
+from api.openapi import errors
 from domain.taskqueue import queue_depths
 from models.activity import ActivityMinute, ActivityRepository, RequestStatsRepository
 from models.requests import RequestStatus, now

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep, Unauthorized
 from api.deps import ChunksDep, IdempotencyDep, RequestsDep, ServicesDep, SettingsDep, TasksDep
-from api.errors import errors
+from api.openapi import errors
 from api.ratelimits import TooManyRequests, UploadLimitDep
 from api.schemas import UploadAccepted
 from core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
@@ -28,9 +28,14 @@ from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
 from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
-from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
+from models.staging import (
+    CHUNK_MAX_BYTES,
+    CHUNK_MAX_ROWS,
+    ROW_OVERHEAD_BYTES,
+    StagedChunkRepository,
+)
 from netguard import literal_host_reason
-from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
+from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet, utf8_length
 
 router = APIRouter(tags=["requests"])
 logger = logging.getLogger(__name__)
@@ -104,6 +109,8 @@ async def _accept(
         max_rows=settings.max_csv_rows,
         max_urls_per_row=settings.max_urls_per_row,
         max_url_length=settings.max_url_length,
+        max_columns=settings.max_csv_columns,
+        max_extra_bytes=settings.max_extra_bytes_per_row,
         url_check=None if settings.allow_private_networks else literal_host_reason,
     )
     created = now()
@@ -212,7 +219,14 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
     size = 0
     for row in rows:
         batch.append(row)
-        size += sum(len(url) for url in row.image_urls) + len(row.product_name) + 64
+        # UTF-8 bytes, as MongoDB stores them, of everything a row brings: a chunk sized by
+        # characters and without the extras could pass the 16 MB document limit (a 500).
+        size += (
+            sum(utf8_length(url) for url in row.image_urls)
+            + utf8_length(row.product_name)
+            + row.extra_bytes
+            + ROW_OVERHEAD_BYTES
+        )
         if len(batch) >= CHUNK_MAX_ROWS or size >= CHUNK_MAX_BYTES:
             break
     return batch

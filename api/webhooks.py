@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import OwnerDep, Unauthorized
 from api.deps import DeliveriesDep, SettingsDep, SubscribersDep, TasksDep
-from api.errors import errors
+from api.openapi import errors
 from api.schemas import RequestWebhookView, WebhookAttemptView
 from core.errors import Conflict, NotFound, UnprocessableEntity
 from core.logs import log_event, redact_url

@@ -54,7 +54,7 @@ def run_flower(settings: Settings, say: Callable[[str], None]) -> int:
         {"IMGBATCH_REDIS_URL": redis_url, "FLOWER_BASIC_AUTH": f"{user}:{password}"},
         # Flower imports prometheus_client too: in the stack's directory, its own gauges would
         # be summed into the API's /metrics.
-        without=(METRICS_DIR_ENV,),
+        without=METRICS_DIR_ENV,
     )
     process = subprocess.Popen(
         [

@@ -1,4 +1,5 @@
-"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``."""
+"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``, and
+create the ``storage`` bucket."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def _run(_: argparse.Namespace) -> int:
         )
         print(
             f"imgbatch is up: API {stack.api_url} (MongoDB {redact_url(stack.mongodb_url or '')}, "
-            f"Redis {redact_url(stack.redis_url or '')}); logs in {stack.data_dir / 'logs'}\n"
+            f"Redis {redact_url(stack.redis_url or '')}, media {_media(stack)}); "
+            f"logs in {stack.data_dir / 'logs'}\n"
             f"API key for this run (shown once): {key}\n"
             f"  curl -H 'Authorization: Bearer {key}' -F file=@sample_csvs/products.csv "
             f"{stack.api_url}/api/upload",
@@ -47,6 +49,25 @@ def _run(_: argparse.Namespace) -> int:
                     return 1
             time.sleep(0.5)
         print("stopping", flush=True)
+    return 0
+
+
+def _media(stack: Stack) -> str:
+    settings = stack.settings
+    if settings.storage == "local":
+        return f"on disk in {settings.media_dir}"
+    return f"in bucket {settings.s3_bucket} at {stack.s3_endpoint_url or 'AWS S3'}"
+
+
+def _storage(_: argparse.Namespace) -> int:
+    from storage.buckets import ensure_bucket
+
+    settings = get_settings()
+    if settings.storage != "s3":
+        print("IMGBATCH_STORAGE is not s3: there is no bucket to create", file=sys.stderr)
+        return 1
+    created = ensure_bucket(settings)
+    print(f"bucket {settings.s3_bucket} {'created' if created else 'already exists'}")
     return 0
 
 
@@ -93,9 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
+    storage = commands.add_parser("storage", help="object storage (IMGBATCH_STORAGE=s3)")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    storage_commands.add_parser(
+        "create-bucket",
+        help="create IMGBATCH_S3_BUCKET if missing (AWS credentials allowed to create it)",
+    )
     args = parser.parse_args(argv)
     configure_logging(get_settings().log_level, get_settings().log_format)
-    handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys}
+    handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys, "storage": _storage}
     return handlers[args.command](args)
 
 

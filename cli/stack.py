@@ -1,7 +1,9 @@
 """The local stack behind ``imgbatch run``/``make run``, ``make demo``, the tests and the benchmark.
 
-It starts MongoDB and Redis (embedded ones when no URL is configured), then the API, a Celery
-worker and Celery beat as child processes, and stops them all, children first, on exit.
+It starts MongoDB and Redis (embedded ones when no URL is configured) and, for
+``IMGBATCH_STORAGE=s3`` with no endpoint, an embedded S3 server (SeaweedFS) with its bucket; then
+the API, a Celery worker and Celery beat as child processes, and stops them all, children first,
+on exit.
 
 While it runs, ``<data dir>/stack.json`` names its services, so tools started beside it
 (``imgbatch flower``) find the broker of a running ``make run`` without being told. Its
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import IO, Self
 
 import httpx
+from pydantic import HttpUrl
 
 from cli.embedded import (
     EmbeddedMongo,
     EmbeddedRedis,
+    EmbeddedSeaweedFS,
     EmbeddedServer,
     Managed,
     free_port,
@@ -31,6 +35,7 @@ from cli.embedded import (
 from core.metrics import prepare_multiprocess_dir
 from core.settings import METRICS_DIR_ENV, Settings, child_environment
 from domain.taskqueue import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
+from storage.buckets import ensure_bucket
 
 _STOP_TIMEOUT = 30.0
 WORKER_NICENESS = 10
@@ -55,6 +60,9 @@ class Stack(Managed):
         self._logs: list[IO[bytes]] = []
         self.mongodb_url = settings.mongodb_url
         self.redis_url = settings.redis_url
+        self.s3_endpoint_url = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+        # The embedded S3 server's credentials, handed to children as the standard variables.
+        self.s3_credentials: dict[str, str] = {}
 
     @property
     def api_url(self) -> str:
@@ -79,14 +87,34 @@ class Stack(Managed):
                 "IMGBATCH_PUBLIC_BASE_URL": self.public_base_url,
                 # Every process of the stack counts into one directory; GET /metrics sums it.
                 METRICS_DIR_ENV: str(self.metrics_dir),
+                **self._storage_env(),
                 **self.extra_env,
             }
         )
 
+    def _storage_env(self) -> dict[str, str]:
+        settings = self.settings
+        if settings.storage != "s3":
+            return {"IMGBATCH_STORAGE": settings.storage}
+        endpoint = (
+            {"IMGBATCH_S3_ENDPOINT_URL": self.s3_endpoint_url} if self.s3_endpoint_url else {}
+        )
+        return {
+            "IMGBATCH_STORAGE": "s3",
+            "IMGBATCH_S3_BUCKET": settings.s3_bucket,
+            "IMGBATCH_S3_REGION": settings.s3_region,
+            **endpoint,
+            **self.s3_credentials,
+        }
+
     def settings_for_children(self) -> Settings:
         """The settings the stack's processes run with, for talking to its services in-process."""
         return self.settings.model_copy(
-            update={"mongodb_url": self.mongodb_url, "redis_url": self.redis_url}
+            update={
+                "mongodb_url": self.mongodb_url,
+                "redis_url": self.redis_url,
+                "s3_endpoint_url": HttpUrl(self.s3_endpoint_url) if self.s3_endpoint_url else None,
+            }
         )
 
     def start_services(self) -> None:
@@ -100,6 +128,16 @@ class Stack(Managed):
             redis = EmbeddedRedis(self.data_dir / "redis").start()
             self.services.append(redis)
             self.redis_url = redis.url
+        if self.settings.storage == "s3" and not self.s3_endpoint_url:
+            seaweedfs = EmbeddedSeaweedFS(self.data_dir / "seaweedfs").start()
+            self.services.append(seaweedfs)
+            self.s3_endpoint_url = seaweedfs.url
+            self.s3_credentials = seaweedfs.credentials_env()
+            ensure_bucket(
+                self.settings_for_children(),
+                access_key=seaweedfs.access_key,
+                secret_key=seaweedfs.secret_key,
+            )
         self._write_stack_file()
 
     def _write_stack_file(self) -> None:
@@ -125,6 +163,8 @@ class Stack(Managed):
         env: dict[str, str] | None = None,
         *,
         niceness: int = 0,
+        cwd: Path | None = None,
+        own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
         log = self.data_dir / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +176,9 @@ class Stack(Managed):
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            # A process group of its own: it and its children can be signalled as one.
+            process_group=0 if own_group else None,
             # os.nice runs in the child between fork and exec: only that process is demoted.
             preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
         )
@@ -177,6 +220,8 @@ class Stack(Managed):
         concurrency: int | None = None,
         queues: tuple[str, ...] = ALL_QUEUES,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
         return self.spawn(
             name,
@@ -200,6 +245,8 @@ class Stack(Managed):
                 "--without-mingle",
             ],
             env,
+            cwd=cwd,
+            own_group=own_group,
             # Batch work yields the CPU to the API and the database when a box is shared, so
             # status polls stay fast while a big batch saturates every core.
             niceness=WORKER_NICENESS,

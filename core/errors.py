@@ -84,6 +84,8 @@ class ImageErrorCode(StrEnum):
     TOO_MANY_PIXELS = "too_many_pixels"
     NOT_AN_IMAGE = "not_an_image"
     CORRUPT_IMAGE = "corrupt_image"
+    # Decoding would take (or took) more work than any sane image needs; see imaging/limits.py.
+    DECODE_TIMEOUT = "decode_timeout"
     BLOCKED_ADDRESS = "blocked_address"
     WORKER_CRASH = "worker_crash"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     # Unset means "start the embedded server" for `imgbatch run`; the API and workers need them.
     mongodb_url: str | None = None
     mongodb_database: str = "imgbatch"
+    # Added to the MongoDB URL unless it names retryWrites itself. On for a production replica
+    # set (a write interrupted by a failover is retried once); the embedded server's URL turns
+    # it off, as SecantusDB has no sessions to retry in.
+    mongodb_retry_writes: bool = True
     redis_url: str | None = None
     data_dir: Path = Path(".data")
     public_base_url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
@@ -36,6 +40,22 @@ class Settings(BaseSettings):
     # Twice the cores: a process waiting on downloads leaves its core to another (bench/).
     worker_concurrency: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
 
+    # --- media storage -----------------------------------------------------------------------
+    # Where outputs live: ``local`` (files under DATA_DIR/media, one machine or a shared disk) or
+    # ``s3`` (any S3-compatible object store; workers on many machines). Credentials for S3
+    # come from the standard AWS variables or credential chain, never from these settings.
+    storage: Literal["local", "s3"] = "local"
+    # Unset with storage=s3: AWS itself, or, under `imgbatch run`, an embedded SeaweedFS.
+    s3_endpoint_url: HttpUrl | None = None
+    s3_bucket: str = Field("imgbatch", min_length=3, max_length=63)
+    s3_region: str = "us-east-1"
+    # Output URLs point here when set (a CDN, or the bucket's public URL) instead of /media.
+    media_base_url: HttpUrl | None = None
+    # How /media answers: stream the bytes through the API, or redirect to a presigned URL
+    # of the object store (the store must then be reachable by whoever follows the redirect).
+    media_redirect: Literal["stream", "presigned"] = "stream"
+    media_presign_seconds: int = Field(3600, gt=0, le=7 * 24 * 3600)
+
     # --- image processing --------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)
     # Per-image Huffman tables: ~8 % smaller files for ~1.9x the codec CPU. Off by default
@@ -43,6 +63,10 @@ class Settings(BaseSettings):
     jpeg_optimize: bool = False
     max_image_bytes: int = Field(25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)
+    # Decoding work (imaging/limits.py): a JPEG with more scans is refused before decoding,
+    # and a decode that uses more CPU seconds stops; both fail the image with decode_timeout.
+    max_jpeg_scans: int = Field(100, gt=0)
+    decode_cpu_seconds: Seconds = 5.0
     download_connect_timeout: Seconds = 5.0
     download_read_timeout: Seconds = 15.0
     download_deadline: Seconds = 60.0
@@ -51,6 +75,9 @@ class Settings(BaseSettings):
     download_backoff_initial: Seconds = 0.5
     download_backoff_max: Seconds = 30.0
     product_image_concurrency: int = Field(8, ge=1, le=64)
+    # Bytes of downloaded bodies one worker process holds at once while they wait to be
+    # compressed (worker/budget.py): 8 products x 8 images of 25 MB would otherwise be 1.6 GB.
+    download_budget_bytes: int = Field(256 * 1024 * 1024, gt=0)
     # Products per task: a process works on all of them at once, so it decodes one image while
     # the others download instead of waiting on each product's downloads in turn (bench/).
     products_per_task: int = Field(8, ge=1, le=100)
@@ -64,6 +91,10 @@ class Settings(BaseSettings):
     max_csv_rows: int = Field(100_000, gt=0)
     max_urls_per_row: int = Field(20, gt=0)
     max_url_length: int = Field(2048, gt=0)
+    # Named columns in a sheet's header, and UTF-8 bytes of one row's extra cells (column names
+    # included): every row stores its extras, so these bound a row's cost whatever the header.
+    max_csv_columns: int = Field(100, gt=0)
+    max_extra_bytes_per_row: int = Field(8192, gt=0)
 
     # Per API key: uploads per window, and unfinished requests at once.
     rate_limit_uploads: int = Field(60, gt=0)
@@ -126,6 +157,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"IMGBATCH_{name} has a placeholder password; set a real one")
         return self
 
+    @field_validator("s3_endpoint_url", "media_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        # `IMGBATCH_MEDIA_BASE_URL=` in an env file or compose means "not set", not "invalid".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _presigned_needs_object_storage(self) -> Self:
+        if self.media_redirect == "presigned" and self.storage != "s3":
+            raise ValueError("IMGBATCH_MEDIA_REDIRECT=presigned needs IMGBATCH_STORAGE=s3")
+        return self
+
     def require_mongodb_url(self) -> str:
         if not self.mongodb_url:
             raise RuntimeError("IMGBATCH_MONGODB_URL is not set")
@@ -142,15 +185,11 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def child_environment(
-    overrides: dict[str, str], *, without: tuple[str, ...] = ()
-) -> dict[str, str]:
+def child_environment(overrides: dict[str, str], *, without: str | None = None) -> dict[str, str]:
     """The environment for a child process of ours: this one's, with ``IMGBATCH_`` overrides,
-    less the variables named in ``without``."""
-    env = {**os.environ, **overrides}
-    for name in without:
-        env.pop(name, None)
-    return env
+    less the variables whose names start with ``without``."""
+    inherited = {k: v for k, v in os.environ.items() if not (without and k.startswith(without))}
+    return {**inherited, **overrides}
 
 
 # prometheus_client reads this variable itself, once, when it is first imported: every value is

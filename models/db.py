@@ -24,18 +24,20 @@ WEBHOOK_DELIVERIES = "webhook_deliveries"
 ACTIVITY = "activity"
 
 
-def client_url(url: str) -> str:
+def client_url(url: str, *, retry_writes: bool = True) -> str:
     """Keep the operator's URL, but default the options our workload depends on.
 
-    - ``retryWrites=false``: every write we make is already idempotent or conditional, so
-      driver-level retryable writes buy nothing and cost a lot on servers without sessions.
+    - ``retryWrites`` from ``IMGBATCH_MONGODB_RETRY_WRITES`` (on): on a replica set a write cut
+      off by a failover is retried once by the driver instead of failing the task. Our writes
+      are idempotent or conditional, so a retry never double-counts. The embedded server's URL
+      says ``retryWrites=false`` itself: SecantusDB has no sessions to retry in.
     - ``journal=true``: a write is acknowledged once it is in the journal. The counters and the
       completion flip are exact only if an acknowledged write survives a server crash; without
       it the fault test that kills the database loses the last half second of transitions.
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    query.setdefault("retryWrites", "false")
+    query.setdefault("retryWrites", "true" if retry_writes else "false")
     query.setdefault("journal", "true")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
@@ -43,7 +45,8 @@ def client_url(url: str) -> str:
 def mongo_client(settings: Settings, **kwargs: Any) -> AsyncMongoClient[Document]:
     kwargs.setdefault("serverSelectionTimeoutMS", 5000)
     kwargs.setdefault("tz_aware", True)
-    return AsyncMongoClient(client_url(settings.require_mongodb_url()), **kwargs)
+    url = client_url(settings.require_mongodb_url(), retry_writes=settings.mongodb_retry_writes)
+    return AsyncMongoClient(url, **kwargs)
 
 
 def database(client: AsyncMongoClient[Document], settings: Settings) -> Database:

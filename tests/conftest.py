@@ -1,9 +1,11 @@
-"""Session fixtures: a real stack (MongoDB-protocol server, Redis, API, Celery worker) and a real
-loopback image origin serving the corpus. Nothing of ours is mocked."""
+"""Session fixtures: a real stack (MongoDB-protocol server, Redis, API, Celery worker), a real
+loopback image origin serving the corpus and, for the tests that ask for it, a real S3 server
+(SeaweedFS). Nothing of ours is mocked."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,13 @@ import httpx
 import pytest
 from pymongo.database import Database
 
+from cli.embedded import EmbeddedSeaweedFS, free_port
 from cli.stack import Stack
+from core.settings import Settings
+from storage.buckets import ensure_bucket
 from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
-from tests.support.stacks import started_stack, sync_db
+from tests.support.stacks import serving, sync_db
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -41,9 +46,18 @@ def origin() -> Iterator[Origin]:
         yield served
 
 
+@contextmanager
+def _serving(data_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
+    api_port = free_port()
+    env = {**env, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
+    with serving(Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with started_stack(tmp_path_factory.mktemp("stack"), STACK_ENV) as running:
+    with _serving(tmp_path_factory.mktemp("stack"), STACK_ENV) as running:
         yield running
 
 
@@ -52,7 +66,7 @@ def json_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own, logging JSON, so its metrics (summed across every process) and its
     log files hold only what the tests that use it did."""
     env = {**STACK_ENV, **JSON_LOGS, "IMGBATCH_PRODUCTS_PER_TASK": "2"}
-    with started_stack(tmp_path_factory.mktemp("json-stack"), env) as running:
+    with _serving(tmp_path_factory.mktemp("json-stack"), env) as running:
         yield running
 
 
@@ -66,3 +80,25 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 def mongo(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
     with sync_db(stack) as db:
         yield db
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSeaweedFS]:
+    """One S3 server for the session, started only if a test asks for it (about 1 s), with
+    its credentials in this process's AWS_* variables, as a deployment would have them."""
+    with (
+        EmbeddedSeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server,
+        pytest.MonkeyPatch.context() as environment,
+    ):
+        for name, value in server.credentials_env().items():
+            environment.setenv(name, value)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_settings(seaweedfs: EmbeddedSeaweedFS) -> Settings:
+    """Settings naming the session's S3 server and its bucket (created here). Tests share the
+    bucket; every key they write is under their own request id or a fresh uuid."""
+    settings = Settings(storage="s3", s3_endpoint_url=seaweedfs.url, s3_bucket="imgbatch-tests")
+    ensure_bucket(settings)
+    return settings

@@ -1,11 +1,12 @@
-"""Retention: requests past ``IMGBATCH_RESULT_TTL_DAYS`` lose their products and output files.
+"""Retention: requests past ``IMGBATCH_RESULT_TTL_DAYS`` lose their products and outputs.
 
 The request itself stays as a tombstone for a while, so its owner gets 410 Gone rather than a
 404 that would look like a mistyped id. MongoDB TTL indexes back this up for the documents;
-files have no TTL, so this sweeper is what removes them.
+stored outputs (files, or objects in a bucket) have no TTL of ours, so this sweeper is what
+removes them, through the media store whichever backend it is.
 
-Originals are never written to disk: a download lives in memory for the length of one product
-task, and a retry downloads again, so there is no temporary area to expire.
+Originals are never stored: a download lives in memory for the length of one product task,
+and a retry downloads again, so there is no temporary area to expire.
 """
 
 from __future__ import annotations

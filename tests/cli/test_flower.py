@@ -26,7 +26,7 @@ def _flower(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "cli.main", "flower"],
-            env=child_environment(env, without=("IMGBATCH_FLOWER_PASSWORD",)),
+            env=child_environment(env, without="IMGBATCH_FLOWER_PASSWORD"),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -8,7 +8,8 @@
 stdlib ``ThreadingHTTPServer`` in a daemon thread: one daemon thread per connection, a large
 listen backlog, keep-alive (HTTP/1.1), so a few hundred concurrent connections are fine.
 
-Routes (``<name>`` is a file under ``root``; query parameters as shown):
+Routes (``<name>`` is a file under ``root``, or a body given to :meth:`Origin.put`; query
+parameters as shown):
 
 ``/img/<name>``
     The file, always ``Content-Type: image/jpeg`` whatever it really is (content sniffing must
@@ -165,6 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- responses -----------------------------------------------------------------------
 
     def _read(self, name: str) -> bytes | None:
+        generated = self.origin.generated.get(name)
+        if generated is not None:
+            return generated
         root = self.origin.root
         path = (root / name).resolve()
         if not path.is_relative_to(root) or not path.is_file():
@@ -283,12 +287,19 @@ class Origin(LoopbackServer):
         self.latency_jitter = latency_jitter
         self.bandwidth = bandwidth
         self.requests = RequestLog()
+        # Bodies made by a test (a 20 MB image, a crafted file), served like files in root.
+        self.generated: dict[str, bytes] = {}
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
         server = _Server(_Handler)
         server.origin = self
         super().__init__(server, "origin")
         self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def put(self, name: str, data: bytes) -> str:
+        """Serve ``data`` as ``<name>`` on every route that serves a file; returns its /img URL."""
+        self.generated[name] = data
+        return self.url(f"/img/{name}")
 
     def url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else f"/{path}")

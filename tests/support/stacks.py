@@ -1,11 +1,11 @@
-"""Extra processes beside a running stack: another API or worker with different settings."""
+"""Stacks for tests: one serving an API and a worker, and extra processes beside a running
+stack (another API or worker with different settings)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
@@ -13,30 +13,25 @@ from pymongo.database import Database
 
 from cli.embedded import free_port
 from cli.stack import Stack
-from core.settings import Settings
-
-
-@contextmanager
-def started_stack(data_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
-    """Embedded services, the API and a worker of two processes on every queue."""
-    api_port = free_port()
-    env = {**env, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
-    settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
-    running = Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)
-    try:
-        running.start_services()
-        running.start_api()
-        running.start_worker(concurrency=2)
-        running.wait_healthy()
-        yield running
-    finally:
-        running.stop()
 
 
 def redis_db(stack: Stack, number: int) -> str:
     """The stack's Redis, another database: a queue there is consumed by no one else."""
     assert stack.redis_url
     return stack.redis_url.rsplit("/", 1)[0] + f"/{number}"
+
+
+@contextmanager
+def serving(stack: Stack, *, worker_concurrency: int = 2) -> Iterator[Stack]:
+    """``stack`` with its data services (embedded where no URL is set), an API and a worker."""
+    try:
+        stack.start_services()
+        stack.start_api()
+        stack.start_worker(concurrency=worker_concurrency)
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.stop()
 
 
 @contextmanager
