@@ -114,7 +114,8 @@ def test_counters_summed_across_processes_equal_what_status_reports(
         }
         downloaded = sum(sizes.get(u, 0) for p in products for u in p["input_image_urls"])
         assert value(samples, "imgbatch_download_bytes_total") == downloaded
-        stored = sum(f.stat().st_size for f in (json_stack.data_dir / "media").rglob("*.jpg"))
+        media = json_stack.data_dir / "media"
+        stored = sum((media / k).stat().st_size for p in products for k in p["output_keys"] if k)
         assert value(samples, "imgbatch_output_bytes_total", format="jpeg") == stored
         # Phases: each image downloads once; decode, encode and store once per image done.
         phases = {
