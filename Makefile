@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo run test lint format bench clean
+.PHONY: install browser demo run flower test lint format bench clean
 
 # The browser test drives Debian's chromium (not a browser Playwright downloads: this machine
 # reaches package registries only). Installed with apt when missing; a no-op when present.
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/imgbatch run
+
+# Celery's dashboard for the stack `make run` started (found through .data/stack.json).
+flower: $(STAMP)
+	$(BIN)/imgbatch flower
 
 # --no-install-recommends: Recommends would pull in systemd, perl, cups and ~90 more packages.
 browser:

@@ -6,15 +6,30 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, events, health, media, page, requests, uploads, webhooks
+# Before anything that counts: it checks prometheus_client came up in multiprocess mode.
+import core.metrics  # noqa: F401
+from api import (
+    audit,
+    controls,
+    events,
+    health,
+    media,
+    metrics,
+    page,
+    requests,
+    stats,
+    uploads,
+    webhooks,
+)
 from api.deps import AppState
 from api.errors import database_unavailable, error_response
 from api.feeds import EventHub
+from api.observability import HttpObservability, bind_request_id
 from api.ratelimits import RateLimitHeaders
 from api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit
 from core.errors import ImgbatchError
@@ -32,10 +47,11 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Here rather than in the lifespan: uvicorn's own start-up lines are structured too.
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
         mongo = mongo_client(settings)
         db = database(mongo, settings)
         redis = Redis.from_url(settings.require_redis_url())
@@ -66,13 +82,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
             await mongo.close()
 
-    app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="imgbatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(bind_request_id)],
+    )
     app.add_middleware(RateLimitHeaders)
     # Starlette runs the middleware added last first: the key is checked, then the size, and
     # only then may the form parser read a byte of the body.
     app.add_middleware(UploadSizeLimit, paths=UPLOAD_PATHS, max_bytes=settings.max_csv_bytes)
     app.add_middleware(UploadAuthGuard, paths=UPLOAD_PATHS)
-    for module in (uploads, requests, events, controls, webhooks, media, health, page):
+    # Outermost: it times and logs the whole request, the guards' 401s and 413s included.
+    app.add_middleware(HttpObservability)
+    modules = (
+        uploads,
+        requests,
+        events,
+        audit,
+        controls,
+        stats,
+        webhooks,
+        media,
+        health,
+        metrics,
+        page,
+    )
+    for module in modules:
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
 

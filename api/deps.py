@@ -38,6 +38,9 @@ class AppState:
     status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
     )
+    # The workers that answered the last ping (GET /api/stats): a ping holds a thread for a
+    # second, so stats callers share one every few seconds.
+    workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
 
 
 def app_state(request: Request) -> AppState:

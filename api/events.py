@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.auth import OwnerDep
 from api.deps import ProductsDep, RequestsDep, SettingsDep, StateDep
 from api.feeds import Cursor, EventHub, Overflow, replayed_product
+from api.openapi import OWNED_REQUEST, errors
 from api.requests import get_owned_request
 from core.settings import Settings
 from models.products import ProductRepository
@@ -77,11 +78,7 @@ async def _stream(
 @router.get(
     "/api/requests/{request_id}/events",
     response_class=EventSourceResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        404: {"description": "unknown, or another key's request"},
-        410: {"description": "expired"},
-    },
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(*OWNED_REQUEST)},
 )
 async def request_events(
     request_id: str,

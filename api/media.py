@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from api.deps import SettingsDep, StoreDep
+from api.openapi import errors
 from core.errors import NotFound
 from storage import InvalidKey
 
@@ -26,7 +27,7 @@ _DEFAULT_CACHE_CONTROL = "public, max-age=3600"
     responses={
         200: {"content": {"image/jpeg": {}}},
         302: {"description": "IMGBATCH_MEDIA_REDIRECT=presigned: the object's presigned URL"},
-        404: {"description": "no such image"},
+        **errors(NotFound),
     },
 )
 async def media(key: str, store: StoreDep, settings: SettingsDep) -> Response:

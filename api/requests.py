@@ -11,9 +11,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from api.auth import OwnerDep
+from api.auth import OwnerDep, Unauthorized
 from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
+from api.openapi import OWNED_REQUEST, errors
 from api.schemas import (
     ImageErrorView,
     ProductView,
@@ -22,7 +23,7 @@ from api.schemas import (
     StatusView,
 )
 from api.webhooks import request_webhook_view
-from core.errors import Conflict, Gone, NotFound
+from core.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from core.settings import Settings
 from domain.urls import output_urls
 from models.products import ProductRecord, ProductRepository
@@ -54,7 +55,11 @@ def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]
     return output_urls(settings, product.output_keys)
 
 
-@router.get("/api/status/{request_id}", response_model=StatusView)
+@router.get(
+    "/api/status/{request_id}",
+    response_model=StatusView,
+    responses=errors(*OWNED_REQUEST, UnprocessableEntity),
+)
 async def request_status(
     request_id: str,
     owner: OwnerDep,
@@ -135,7 +140,7 @@ def _summary(record: RequestRecord) -> RequestSummaryView:
     )
 
 
-@router.get("/api/requests", response_model=RequestListView)
+@router.get("/api/requests", response_model=RequestListView, responses=errors(Unauthorized))
 async def list_requests(
     owner: OwnerDep,
     requests: RequestsDep,
@@ -157,7 +162,7 @@ async def list_requests(
 @router.get(
     "/api/download/{request_id}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}}, 409: {"description": "not completed yet"}},
+    responses={200: {"content": {"text/csv": {}}}, **errors(*OWNED_REQUEST, Conflict)},
 )
 async def download_results(
     request_id: str,

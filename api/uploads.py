@@ -12,13 +12,16 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Form, Header, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import OwnerDep
-from api.deps import ChunksDep, IdempotencyDep, RequestsDep, SettingsDep, TasksDep
-from api.ratelimits import UploadLimitDep
+from api.auth import OwnerDep, Unauthorized
+from api.deps import ChunksDep, IdempotencyDep, RequestsDep, ServicesDep, SettingsDep, TasksDep
+from api.openapi import errors
+from api.ratelimits import TooManyRequests, UploadLimitDep
 from api.schemas import UploadAccepted
-from core.errors import Conflict, UnprocessableEntity
-from core.logs import log_event, redact_url
+from core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
+from core.logs import bind_context, log_event, redact_url
 from core.settings import Settings
+from domain.audit import key_name, record
+from domain.services import Services
 from domain.taskqueue import TaskSender
 from domain.urls import download_url, status_url
 from domain.webhook_signing import new_secret
@@ -38,11 +41,17 @@ router = APIRouter(tags=["requests"])
 logger = logging.getLogger(__name__)
 
 
-@router.post("/api/upload", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+@router.post(
+    "/api/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+)
 async def upload(
     file: UploadFile,
     owner: OwnerDep,
     _: UploadLimitDep,
+    services: ServicesDep,
     settings: SettingsDep,
     requests: RequestsDep,
     chunks: ChunksDep,
@@ -55,7 +64,9 @@ async def upload(
     ] = None,
 ) -> UploadAccepted:
     if idempotency_key is None:
-        return await _accept(file, owner, webhook_url, priority, settings, requests, chunks, tasks)
+        return await _accept(
+            file, owner, webhook_url, priority, settings, requests, chunks, tasks, services
+        )
     fingerprint = await run_in_threadpool(_fingerprint, file.file)
     existing = await keys.reserve(owner, idempotency_key, fingerprint)
     if existing is not None:
@@ -66,7 +77,7 @@ async def upload(
         return UploadAccepted.model_validate(existing.response)
     try:
         accepted = await _accept(
-            file, owner, webhook_url, priority, settings, requests, chunks, tasks
+            file, owner, webhook_url, priority, settings, requests, chunks, tasks, services
         )
     except BaseException:
         await keys.release(owner, idempotency_key)
@@ -84,8 +95,10 @@ async def _accept(
     requests: RequestRepository,
     chunks: StagedChunkRepository,
     tasks: TaskSender,
+    services: Services,
 ) -> UploadAccepted:
     request_id = uuid.uuid4().hex
+    bind_context(request_id=request_id)
     # Checked before the sheet is read: a bad URL is refused without staging anything.
     if webhook_url:
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
@@ -132,6 +145,16 @@ async def _accept(
             expires_at=expires_at,
             file_name=(file.filename or "")[:255] or None,
         )
+    )
+    await record(
+        services,
+        request_id,
+        "request.uploaded",
+        key=await key_name(services, owner),
+        products=products,
+        images=images,
+        priority=priority,
+        webhook=bool(webhook_url),
     )
     try:
         await tasks.dispatch(request_id)

@@ -14,6 +14,7 @@ from types import FrameType
 
 from cli import remote
 from cli.demo import run_demo
+from cli.flower import run_flower
 from cli.keys import create_key, list_keys, revoke_key
 from cli.stack import Stack
 from core.logs import configure_logging, redact_url
@@ -76,6 +77,10 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(get_settings(), lambda line: print(line, flush=True), args.csv)
 
 
+def _flower(_: argparse.Namespace) -> int:
+    return run_flower(get_settings(), lambda line: print(line, flush=True))
+
+
 def _keys(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.keys_command == "create":
@@ -101,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = commands.add_parser("demo", help="process sample_csvs/products.csv end to end, offline")
     demo.add_argument("--csv", type=Path, default=None, help="another sheet to run")
+    commands.add_parser(
+        "flower", help="Celery's dashboard for the running stack, on 127.0.0.1 with basic auth"
+    )
     keys = commands.add_parser("keys", help="manage API keys (needs IMGBATCH_MONGODB_URL)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("create", help="create a key and print it once").add_argument(
@@ -116,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     remote.add_commands(commands)
     args = parser.parse_args(argv)
-    configure_logging(get_settings().log_level)
+    configure_logging(get_settings().log_level, get_settings().log_format)
     if args.command in remote.HANDLED:
         return remote.run(args, get_settings())
-    handlers = {"run": _run, "demo": _demo, "keys": _keys, "storage": _storage}
+    handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys, "storage": _storage}
     return handlers[args.command](args)
 
 

@@ -4,10 +4,15 @@ It starts MongoDB and Redis (embedded ones when no URL is configured) and, for
 ``IMGBATCH_STORAGE=s3`` with no endpoint, an embedded S3 server (SeaweedFS) with its bucket; then
 the API, a Celery worker and Celery beat as child processes, and stops them all, children first,
 on exit.
+
+While it runs, ``<data dir>/stack.json`` names its services, so tools started beside it
+(``imgbatch flower``) find the broker of a running ``make run`` without being told. Its
+processes share one Prometheus multiprocess directory, ``<data dir>/metrics``, emptied at start.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,12 +32,14 @@ from cli.embedded import (
     free_port,
     wait_for_port,
 )
-from core.settings import Settings, child_environment
+from core.metrics import prepare_multiprocess_dir
+from core.settings import METRICS_DIR_ENV, Settings, child_environment
 from domain.taskqueue import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
 from storage.buckets import ensure_bucket
 
 _STOP_TIMEOUT = 30.0
 WORKER_NICENESS = 10
+STACK_FILE = "stack.json"
 
 
 class Stack(Managed):
@@ -66,6 +73,10 @@ class Stack(Managed):
         configured = self.extra_env.get("IMGBATCH_PUBLIC_BASE_URL")
         return configured or f"http://{self.settings.host}:{self.api_port}"
 
+    @property
+    def metrics_dir(self) -> Path:
+        return self.data_dir / "metrics"
+
     def env(self) -> dict[str, str]:
         assert self.mongodb_url and self.redis_url, "start the data services first"
         return child_environment(
@@ -74,6 +85,8 @@ class Stack(Managed):
                 "IMGBATCH_REDIS_URL": self.redis_url,
                 "IMGBATCH_DATA_DIR": str(self.data_dir),
                 "IMGBATCH_PUBLIC_BASE_URL": self.public_base_url,
+                # Every process of the stack counts into one directory; GET /metrics sums it.
+                METRICS_DIR_ENV: str(self.metrics_dir),
                 **self._storage_env(),
                 **self.extra_env,
             }
@@ -105,6 +118,8 @@ class Stack(Managed):
         )
 
     def start_services(self) -> None:
+        # Emptied before any process starts: an earlier run's counters would be summed in.
+        prepare_multiprocess_dir(self.metrics_dir)
         if not self.mongodb_url:
             mongo = EmbeddedMongo(self.data_dir / "mongodb").start()
             self.services.append(mongo)
@@ -122,6 +137,23 @@ class Stack(Managed):
                 self.settings_for_children(),
                 access_key=seaweedfs.access_key,
                 secret_key=seaweedfs.secret_key,
+            )
+        self._write_stack_file()
+
+    def _write_stack_file(self) -> None:
+        # Owner-only: a configured URL may carry a password.
+        path = self.data_dir / STACK_FILE
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(
+                {
+                    "pid": os.getpid(),
+                    "api_url": self.api_url,
+                    "mongodb_url": self.mongodb_url,
+                    "redis_url": self.redis_url,
+                },
+                handle,
             )
 
     def spawn(
@@ -154,7 +186,12 @@ class Stack(Managed):
         return process
 
     def start_api(
-        self, name: str = "api", *, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        name: str = "api",
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        host: str | None = None,
     ) -> subprocess.Popen[bytes]:
         port = port or self.api_port
         process = self.spawn(
@@ -164,7 +201,7 @@ class Stack(Managed):
                 "uvicorn",
                 "api.main:app",
                 "--host",
-                self.settings.host,
+                host or self.settings.host,
                 "--port",
                 str(port),
                 "--no-access-log",
@@ -193,6 +230,8 @@ class Stack(Managed):
                 "celery",
                 "-A",
                 "worker.app:celery_app",
+                # No ASCII banner: it goes to stdout unlogged, and every line should be an event.
+                "--quiet",
                 "worker",
                 "--hostname",
                 f"{name}-{free_port()}@%h",
@@ -221,6 +260,7 @@ class Stack(Managed):
                 "celery",
                 "-A",
                 "worker.app:celery_app",
+                "--quiet",
                 "beat",
                 "--schedule",
                 str(self.data_dir / "celerybeat-schedule"),
@@ -267,6 +307,7 @@ class Stack(Managed):
             process.wait()
 
     def stop(self) -> None:
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         for name in list(self.processes):
             self.stop_process(name)
         for service in reversed(self.services):

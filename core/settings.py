@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # One JSON object per line for log shippers, or aligned key=value lines for people.
+    log_format: Literal["json", "console"] = "console"
     # Twice the cores: a process waiting on downloads leaves its core to another (bench/).
     worker_concurrency: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
 
@@ -119,6 +121,15 @@ class Settings(BaseSettings):
     # How often a worker scans for messages whose consumer died (kombu's default is ~100 s).
     broker_restore_interval_seconds: int = Field(10, gt=0)
 
+    # --- operating ---------------------------------------------------------------------------
+    # Bearer token for GET /metrics; without one, /metrics answers only loopback clients.
+    metrics_token: SecretStr | None = None
+    # `imgbatch flower`: basic-auth credentials (a password is generated and printed once when
+    # none is set) and the loopback port it listens on.
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = None
+    flower_port: int = Field(5555, gt=0, lt=65536)
+
     # --- webhooks ----------------------------------------------------------------------------
     # Every webhook is signed with a secret of its own (a subscriber's, or the one the upload
     # response hands out for its webhook_url), so there is no installation-wide webhook secret.
@@ -193,3 +204,14 @@ def child_environment(overrides: dict[str, str], *, without: str | None = None) 
     less the variables whose names start with ``without``."""
     inherited = {k: v for k, v in os.environ.items() if not (without and k.startswith(without))}
     return {**inherited, **overrides}
+
+
+# prometheus_client reads this variable itself, once, when it is first imported: every value is
+# then an mmap file in that directory, summed at scrape time across processes. The stack sets it
+# for the processes it starts (cli/stack.py); core/metrics.py checks it was set early enough.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_multiprocess_dir() -> Path | None:
+    value = os.environ.get(METRICS_DIR_ENV)
+    return Path(value) if value else None

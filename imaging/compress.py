@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from imaging.decode import check_pixels, corrupt, decode, too_many_pixels_from_pillow
 from imaging.limits import check_jpeg_scans
@@ -63,7 +64,8 @@ def compress_image(
         check_jpeg_scans(data, max_jpeg_scans)
 
     try:
-        image, icc_profile = decode(data, source_format, max_pixels, decode_seconds)
+        with metrics.IMAGE_PHASE_SECONDS.labels("decode").time():
+            image, icc_profile = decode(data, source_format, max_pixels, decode_seconds)
     except ImageFailure:
         raise
     except MemoryError:
@@ -101,12 +103,13 @@ def _encode_jpeg(
     # (bench/README.md has the side-by-side numbers.)
     # Metadata is opt-in in Pillow's JPEG writer except the COM marker, which it copies from
     # ``image.info``; comment=b"" stops that (cameras and editors put serials there).
-    image.save(
-        out,
-        format="JPEG",
-        quality=quality,
-        optimize=optimize,
-        comment=b"",
-        icc_profile=icc_profile,
-    )
+    with metrics.IMAGE_PHASE_SECONDS.labels("encode").time():
+        image.save(
+            out,
+            format="JPEG",
+            quality=quality,
+            optimize=optimize,
+            comment=b"",
+            icc_profile=icc_profile,
+        )
     return out.getvalue()

@@ -21,6 +21,7 @@ IDEMPOTENCY_KEYS = "idempotency_keys"
 WEBHOOK_SUBSCRIBERS = "webhook_subscribers"
 WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
+ACTIVITY = "activity"
 
 
 def client_url(url: str, *, retry_writes: bool = True) -> str:
@@ -58,6 +59,8 @@ async def ensure_indexes(db: Database) -> None:
             IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
             # GET /api/requests: a key's requests, newest first.
             IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)]),
+            # An owner's requests by status, oldest first (GET /api/stats, in-flight limits).
+            IndexModel([("owner", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
         ]
     )
     await db[PRODUCTS].create_indexes(
@@ -72,6 +75,12 @@ async def ensure_indexes(db: Database) -> None:
             # A resumed event stream replays the products finished since its last event.
             IndexModel([("request_id", ASCENDING), ("finished_at", ASCENDING)]),
             # A backstop behind the retention sweeper, which removes products with their files.
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
+    )
+    await db[ACTIVITY].create_indexes(
+        [
+            IndexModel([("owner", ASCENDING), ("minute", ASCENDING)]),
             IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]
     )

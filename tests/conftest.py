@@ -5,6 +5,7 @@ loopback image origin serving the corpus and, for the tests that ask for it, a r
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from cli.stack import Stack
 from core.settings import Settings
 from storage.buckets import ensure_bucket
 from tests.support.keys import new_key
+from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
 from tests.support.stacks import serving, side_api, sync_db
 
@@ -46,11 +48,10 @@ def origin() -> Iterator[Origin]:
         yield served
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
+@contextmanager
+def _serving(data_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
     api_port = free_port()
-    env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    env = {**env, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
     settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
     with serving(Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)) as running:
         yield running
@@ -81,6 +82,21 @@ def keyed_api(stack: Stack) -> Iterator[KeyedApi]:
     with side_api(stack, "api-keyed", KEYED_ENV) as url:
         _, key = new_key(stack, "keyed-api")
         yield KeyedApi(url, key)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with _serving(tmp_path_factory.mktemp("stack"), STACK_ENV) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def json_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own, logging JSON, so its metrics (summed across every process) and its
+    log files hold only what the tests that use it did."""
+    env = {**STACK_ENV, **JSON_LOGS, "IMGBATCH_PRODUCTS_PER_TASK": "2"}
+    with _serving(tmp_path_factory.mktemp("json-stack"), env) as running:
+        yield running
 
 
 @pytest.fixture

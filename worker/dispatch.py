@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from core.logs import log_event
+from domain.audit import record
 from domain.completion import complete_if_finished, fail_request
 from domain.events import status_changed
 from domain.runtime import Runtime
@@ -41,6 +42,7 @@ async def dispatch_request(rt: Runtime, request_id: str) -> None:
     )
     await rt.requests.mark_dispatched(request_id)
     log_event(logger, "request.dispatched", request_id=request_id, products=sent)
+    await record(rt, request_id, "request.dispatched", products=sent)
     if sent == 0:
         # Every product was already final (a re-dispatch after a crash): finish the request here.
         await complete_if_finished(rt, request_id)

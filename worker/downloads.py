@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import redact_url, scrub_message
 from netguard import (
@@ -383,6 +384,16 @@ async def download(
     ``lease``, the body is reserved in its budget before it is read and stays reserved (trimmed
     to its size) on return; a failed attempt gives its bytes back. The caller releases it.
     """
+    # The phase's time includes retries and their backoff: it is what the image waited.
+    with metrics.IMAGE_PHASE_SECONDS.labels("download").time():
+        body = await _download(client, url, policy, lease)
+    metrics.DOWNLOAD_BYTES.inc(len(body))
+    return body
+
+
+async def _download(
+    client: httpx.AsyncClient, url: str, policy: DownloadPolicy, lease: BudgetLease | None
+) -> bytes:
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max(1, policy.attempts)),
         wait=_wait_strategy(policy),

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import log_event, redact_url
 from domain.completion import complete_when_counted
@@ -16,6 +17,7 @@ from models.products import ImageError, ProductRecord
 from models.requests import RequestStatus
 from storage import output_key
 from worker.downloads import download
+from worker.outcomes import count_outcomes
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -98,7 +100,9 @@ async def _process_image(
         )
         return ImageError(index=index, url=url, code=failure.code, message=failure.message)
     key = output_key(product.request_id, product.serial_number, index)
-    await rt.store.put(key, image.data, content_type="image/jpeg")
+    with metrics.IMAGE_PHASE_SECONDS.labels("store").time():
+        await rt.store.put(key, image.data, content_type="image/jpeg")
+    metrics.OUTPUT_BYTES.labels("jpeg").inc(len(image.data))
     log_event(logger, "image.stored", key=key, attempt=product.attempts, bytes=len(image.data))
     return key
 
@@ -158,3 +162,4 @@ async def _finish(
     await product_finished(
         rt.events, product.request_id, product.serial_number, status, output_keys, errors
     )
+    await count_outcomes(rt, product, results)

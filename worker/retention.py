@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 
 from core.logs import log_event
+from domain.audit import record
 from domain.runtime import Runtime
 from models.requests import now
 
@@ -32,5 +33,6 @@ async def expire_requests(rt: Runtime) -> int:
         await rt.chunks.discard(request.id)
         await rt.requests.mark_expired(request.id, purge_at=now() + TOMBSTONE_TTL)
         log_event(logger, "request.expired", request_id=request.id, products=products)
+        await record(rt, request.id, "request.expired", products_deleted=products)
         expired += 1
     return expired

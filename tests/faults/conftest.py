@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,12 +21,14 @@ from cli.stack import Stack
 from core.settings import Settings
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
+from tests.support.logs import JSON_LOGS, log_events
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
 
 POISON = "poison-pill"
 FAULT_ENV = {
     **STACK_ENV,
+    **JSON_LOGS,  # what each worker stored is read back from its log
     # Recovery paths run on a test's time scale; README explains the production values.
     "IMGBATCH_REQUEST_IDLE_SECONDS": "4",
     "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",
@@ -41,7 +42,6 @@ FAULT_ENV = {
     "IMGBATCH_WEBHOOK_POLL_INTERVAL_SECONDS": "0.5",
 }
 PHOTOS = ["chelsea.jpg", "rocket.jpg", "coffee.jpg", "astronaut.jpg"]
-_STORED = re.compile(r"image\.stored key=(\S+) attempt=(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,9 @@ class FaultStack(Stack):
         matches ``worker``."""
         writes: dict[str, int] = {}
         for log in (self.data_dir / "logs").glob(f"{worker}.log"):
-            for key, _ in _STORED.findall(log.read_text(errors="replace")):
-                writes[key] = writes.get(key, 0) + 1
+            for event in log_events(log):
+                if event["event"] == "image.stored":
+                    writes[event["key"]] = writes.get(event["key"], 0) + 1
         return writes
 
 

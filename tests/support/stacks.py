@@ -3,6 +3,7 @@ stack (another API or worker with different settings)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -61,3 +62,12 @@ def sync_db(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
         yield client["imgbatch"]
     finally:
         client.close()
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback: connecting to it, we are not local."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the interface
+        address = str(probe.getsockname()[0])
+    assert not address.startswith("127."), "this machine needs a non-loopback interface"
+    return address
