@@ -1,22 +1,30 @@
 """What the endpoints that create a request share: ``Idempotency-Key`` (same key and same
 input, same response; the same key with other input is a 422; a second call while the first
-runs, a 409) and handing the new request to the dispatcher."""
+runs, a 409), the upload's audit entry and handing the new request to the dispatcher."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from api.schemas import UploadAccepted
 from core.errors import Conflict, UnprocessableEntity
 from core.logs import log_event
 from core.settings import Settings
+from domain.audit import key_name, record
+from domain.services import Services
 from domain.taskqueue import TaskSender
 from domain.urls import download_url, status_url
 from models.idempotency import IdempotencyRepository
 from models.requests import RequestStatus
 
 logger = logging.getLogger(__name__)
+
+
+async def audit_upload(svc: Services, request_id: str, owner: str, **detail: Any) -> None:
+    """The first entry of a request's audit trail: who uploaded it (the key's name), and what."""
+    await record(svc, request_id, "request.uploaded", key=await key_name(svc, owner), **detail)
 
 
 async def dispatch_new(tasks: TaskSender, request_id: str) -> None:

@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
+from api.feeds import EventHub
 from core.errors import UnprocessableEntity
 from core.settings import Settings
 from domain.services import Services
@@ -35,10 +36,15 @@ class AppState:
     services: Services
     # The built-in and operator profiles, validated when the app was created.
     profiles: dict[str, Profile]
+    # Live events: this process's one pub/sub connection and its per-request feeds.
+    events: EventHub
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
     status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
     )
+    # The workers that answered the last ping (GET /api/stats): a ping holds a thread for a
+    # second, so stats callers share one every few seconds.
+    workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
 
 
 def app_state(request: Request) -> AppState:

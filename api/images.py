@@ -1,10 +1,12 @@
 """Single-image jobs: ``POST /api/images`` (one uploaded image) and ``GET /api/images/{id}``.
 
 A job is an ordinary request of one product, so status, download, retry, cancel and webhooks
-all work unchanged. The original is checked at the door (magic bytes, header pixel count: a 422
-before any job exists), then kept in temporary storage under ``tmp/`` (never served by
-``/media``) until the job has been final for ``IMGBATCH_TEMP_TTL_HOURS``; a retry reads it
-from there.
+all work unchanged. The body gets the upload guards (``api.upload_guard``: the key before a
+byte is read, ``MAX_IMAGE_BYTES``). The original is checked at the door (magic bytes, header
+pixel count, a JPEG's scan count: a 422 before any job exists), then kept in temporary storage
+under ``tmp/`` (never served, streamed or presigned) until the job has been final for
+``IMGBATCH_TEMP_TTL_HOURS``; a retry reads it from there. Its decode in the worker has the same
+caps as any image's (``imaging.limits``).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import logging
 import uuid
 from datetime import timedelta
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Header, UploadFile, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.accepting import accepted, dispatch_new, once
-from api.auth import OwnerDep
+from api.accepting import accepted, audit_upload, dispatch_new, once
+from api.auth import OwnerDep, Unauthorized
 from api.deps import (
     IdempotencyDep,
     ProductsDep,
@@ -30,11 +33,12 @@ from api.deps import (
     SettingsDep,
     choose_profile,
 )
-from api.ratelimits import UploadLimitDep
+from api.openapi import OWNED_REQUEST, errors
+from api.ratelimits import TooManyRequests, UploadLimitDep
 from api.requests import get_owned_request
-from api.schemas import UploadAccepted
-from core.errors import ImageFailure, NotFound, PayloadTooLarge, UnprocessableEntity
-from core.logs import log_event, redact_url
+from api.schemas import SingleImageView, UploadAccepted
+from core.errors import Conflict, ImageFailure, NotFound, PayloadTooLarge, UnprocessableEntity
+from core.logs import bind_context, log_event, redact_url
 from domain.images import single_image_json
 from domain.services import Services
 from domain.webhook_signing import new_secret
@@ -42,7 +46,7 @@ from domain.webhook_targets import validate_webhook_url
 from imaging.compress import inspect_image
 from imaging.profiles import Profile
 from models.products import ProductRecord
-from models.requests import RequestKind, RequestRecord, RequestStatus, now
+from models.requests import Priority, RequestKind, RequestRecord, RequestStatus, now
 from sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN
 from storage import temp_key
 
@@ -60,7 +64,12 @@ _COLUMNS: list[tuple[str, str | None]] = [
 UPLOAD_SCHEME = "upload:"
 
 
-@router.post(PATH, status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+@router.post(
+    PATH,
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+)
 async def submit_image(
     file: UploadFile,
     owner: OwnerDep,
@@ -82,7 +91,12 @@ async def submit_image(
             f"the image is larger than the limit of {settings.max_image_bytes} bytes"
         )
     try:
-        await run_in_threadpool(inspect_image, data, max_pixels=settings.max_image_pixels)
+        await run_in_threadpool(
+            inspect_image,
+            data,
+            max_pixels=settings.max_image_pixels,
+            max_jpeg_scans=settings.max_jpeg_scans,
+        )
     except ImageFailure as refused:
         raise UnprocessableEntity({"code": refused.code, "message": refused.message}) from None
     name = _display_name(file.filename)
@@ -121,6 +135,7 @@ async def _accept(
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
     webhook_secret = new_secret() if webhook_url else None
     request_id = uuid.uuid4().hex
+    bind_context(request_id=request_id)
     created = now()
     expires_at = (
         created + timedelta(days=settings.result_ttl_days) if settings.result_ttl_days else None
@@ -160,7 +175,18 @@ async def _accept(
             kind=RequestKind.IMAGE,
             profile=profile,
             temp_key=original,
+            file_name=name,
         )
+    )
+    await audit_upload(
+        svc,
+        request_id,
+        owner,
+        products=1,
+        images=1,
+        priority=Priority.NORMAL,
+        profile=profile.name,
+        webhook=bool(webhook_url),
     )
     await dispatch_new(svc.tasks, request_id)
     log_event(
@@ -175,14 +201,19 @@ async def _accept(
     return accepted(settings, request_id, products=1, images=1, webhook_secret=webhook_secret)
 
 
-@router.get(PATH + "/{request_id}")
+@router.get(
+    PATH + "/{request_id}",
+    response_model=None,
+    # Documented, not re-validated: the record leaves out GPS coordinates unless reported.
+    responses={200: {"model": SingleImageView}, **errors(*OWNED_REQUEST)},
+)
 async def image_result(
     request_id: str,
     owner: OwnerDep,
     settings: SettingsDep,
     requests: RequestsDep,
     products: ProductsDep,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """The job's one image record (every variant, source, EXIF, colour, placeholder)."""
     record = await get_owned_request(requests, request_id, owner)
     if record.kind != RequestKind.IMAGE:
@@ -190,4 +221,4 @@ async def image_result(
     product = await products.get(request_id, 1)
     if product is None:
         raise NotFound(f"request {request_id} not found")
-    return single_image_json(settings, record, product)
+    return JSONResponse(single_image_json(settings, record, product))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.auth import OwnerDep
+from api.auth import OwnerDep, Unauthorized
 from api.deps import ProfilesDep
+from api.openapi import errors
 from api.schemas import ProfilesView, ProfileView, VariantSpecView
 from imaging.profiles import DEFAULT_PROFILE, STOREFRONT_PROFILE, Profile
 
@@ -27,7 +28,7 @@ def profile_view(profile: Profile) -> ProfileView:
     )
 
 
-@router.get("/api/profiles", response_model=ProfilesView)
+@router.get("/api/profiles", response_model=ProfilesView, responses=errors(Unauthorized))
 async def list_profiles(_: OwnerDep, profiles: ProfilesDep) -> ProfilesView:
     return ProfilesView(
         default=DEFAULT_PROFILE, profiles=[profile_view(p) for p in profiles.values()]

@@ -62,7 +62,9 @@ class RequestWebhookView(BaseModel):
     log: list[WebhookAttemptView]
 
 
-class StatusView(BaseModel):
+class RequestSummaryView(BaseModel):
+    """A request and its counters: an entry of ``GET /api/requests``, and the head of status."""
+
     request_id: str
     status: str
     progress: int
@@ -75,6 +77,17 @@ class StatusView(BaseModel):
     updated_at: datetime
     completed_at: datetime | None
     failure_reason: str | None = None
+    file_name: str | None = None
+
+
+class RequestListView(BaseModel):
+    requests: list[RequestSummaryView]
+    offset: int
+    limit: int
+    has_more: bool
+
+
+class StatusView(RequestSummaryView):
     webhook: RequestWebhookView | None = None
     offset: int
     limit: int
@@ -98,3 +111,10 @@ class ProfileView(BaseModel):
 class ProfilesView(BaseModel):
     default: str
     profiles: list[ProfileView]
+
+
+class SingleImageView(ImageView):
+    """``GET /api/images/{id}``: a single-image job's one record, with its request."""
+
+    request_id: str
+    request_status: str

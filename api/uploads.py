@@ -12,41 +12,55 @@ from typing import Annotated, Any, BinaryIO
 from fastapi import APIRouter, Form, Header, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
-from api.accepting import accepted, dispatch_new, once
-from api.auth import OwnerDep
+from api.accepting import accepted, audit_upload, dispatch_new, once
+from api.auth import OwnerDep, Unauthorized
 from api.deps import (
     ChunksDep,
     IdempotencyDep,
     ProfilesDep,
     RequestsDep,
+    ServicesDep,
     SettingsDep,
     TasksDep,
     choose_profile,
 )
-from api.ratelimits import UploadLimitDep
+from api.openapi import errors
+from api.ratelimits import TooManyRequests, UploadLimitDep
 from api.schemas import UploadAccepted
-from core.errors import UnprocessableEntity
-from core.logs import log_event, redact_url
+from core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
+from core.logs import bind_context, log_event, redact_url
 from core.settings import Settings
+from domain.services import Services
 from domain.taskqueue import TaskSender
 from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
 from imaging.profiles import Profile
 from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
-from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
+from models.staging import (
+    CHUNK_MAX_BYTES,
+    CHUNK_MAX_ROWS,
+    ROW_OVERHEAD_BYTES,
+    StagedChunkRepository,
+)
 from netguard import literal_host_reason
-from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
+from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet, utf8_length
 
 router = APIRouter(tags=["requests"])
 logger = logging.getLogger(__name__)
 
 
-@router.post("/api/upload", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+@router.post(
+    "/api/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+)
 async def upload(
     file: UploadFile,
     owner: OwnerDep,
     _: UploadLimitDep,
+    services: ServicesDep,
     settings: SettingsDep,
     requests: RequestsDep,
     chunks: ChunksDep,
@@ -67,7 +81,7 @@ async def upload(
         idempotency_key,
         lambda: run_in_threadpool(_fingerprint, file.file),
         lambda: _accept(
-            file, owner, webhook_url, priority, chosen, settings, requests, chunks, tasks
+            file, owner, webhook_url, priority, chosen, settings, requests, chunks, tasks, services
         ),
     )
 
@@ -82,8 +96,10 @@ async def _accept(
     requests: RequestRepository,
     chunks: StagedChunkRepository,
     tasks: TaskSender,
+    services: Services,
 ) -> UploadAccepted:
     request_id = uuid.uuid4().hex
+    bind_context(request_id=request_id)
     # Checked before the sheet is read: a bad URL is refused without staging anything.
     if webhook_url:
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
@@ -94,6 +110,8 @@ async def _accept(
         max_rows=settings.max_csv_rows,
         max_urls_per_row=settings.max_urls_per_row,
         max_url_length=settings.max_url_length,
+        max_columns=settings.max_csv_columns,
+        max_extra_bytes=settings.max_extra_bytes_per_row,
         url_check=None if settings.allow_private_networks else literal_host_reason,
     )
     created = now()
@@ -127,7 +145,18 @@ async def _accept(
             updated_at=now(),
             expires_at=expires_at,
             profile=profile,
+            file_name=(file.filename or "")[:255] or None,
         )
+    )
+    await audit_upload(
+        services,
+        request_id,
+        owner,
+        products=products,
+        images=images,
+        priority=priority,
+        profile=profile.name,
+        webhook=bool(webhook_url),
     )
     await dispatch_new(tasks, request_id)
     log_event(
@@ -179,7 +208,14 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
     size = 0
     for row in rows:
         batch.append(row)
-        size += sum(len(url) for url in row.image_urls) + len(row.product_name) + 64
+        # UTF-8 bytes, as MongoDB stores them, of everything a row brings: a chunk sized by
+        # characters and without the extras could pass the 16 MB document limit (a 500).
+        size += (
+            sum(utf8_length(url) for url in row.image_urls)
+            + utf8_length(row.product_name)
+            + row.extra_bytes
+            + ROW_OVERHEAD_BYTES
+        )
         if len(batch) >= CHUNK_MAX_ROWS or size >= CHUNK_MAX_BYTES:
             break
     return batch

@@ -3,7 +3,8 @@
 Phases, each on fresh processes and all stopped in ``finally`` blocks:
 codec limits -> profile costs (storefront vs default) -> 100k-row upload (API only) -> 16 MP
 worker memory -> concurrency sweep -> decoupled-design prototype -> the main batch with status
-load and an urgent small request -> re-import of an unchanged sheet.
+load and an urgent small request -> re-import of an unchanged sheet -> 200 event-stream
+subscribers on one request.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from bench import (
     codecs,
     decoupled,
+    events,
     memory,
     profiles,
     reimport,
@@ -68,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reimport-products", type=int, default=200, help="re-imported sheet (x3 images)"
     )
     parser.add_argument("--budget", type=float, default=540.0, help="scale the batch to fit, s")
+    parser.add_argument("--subscribers", type=int, default=200, help="event-stream clients")
+    parser.add_argument("--events-products", type=int, default=150, help="their batch (x1)")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy even if present")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)
@@ -75,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.products, args.upload_rows, args.sweep_products = 150, 10_000, 40
         args.codec_seconds, args.status_duration, args.sweep = 1.0, 5.0, "2x8,4x8"
         args.profile_rounds, args.reimport_products = 3, 50
+        args.events_products = 60
     args.cores = cores
     return args
 
@@ -135,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"re-import: {args.reimport_products} products, twice ...", flush=True)
             results["reimport"] = reimport.run(
                 bench, args.reimport_products, photos, timeout=max(120.0, args.budget)
+            )
+            print(f"{args.subscribers} event-stream subscribers on one request ...", flush=True)
+            results["events"] = events.run(
+                bench, products=args.events_products, subscribers=args.subscribers
             )
     results["total_seconds"] = time.monotonic() - started
     print(summary.render(results))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from core import metrics
 from core.logs import log_event
+from domain.audit import record
+from domain.events import status_changed
 from domain.services import Services
 
 logger = logging.getLogger(__name__)
@@ -38,7 +41,16 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
         images_done=completed.images_done,
         images_failed=completed.images_failed,
     )
+    metrics.REQUESTS.labels("completed").inc()
+    await record(
+        svc,
+        request_id,
+        "request.completed",
+        images_done=completed.images_done,
+        images_failed=completed.images_failed,
+    )
     # Only the caller that won the transition gets here, so the notice is sent once.
+    await status_changed(svc.events, request_id, completed.status)
     await svc.tasks.request_finished(request_id)
     return True
 
@@ -48,7 +60,10 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
     if failed is None:
         return False
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
+    metrics.REQUESTS.labels("failed").inc()
+    await record(svc, request_id, "request.failed", reason=reason)
     # The same notice as completion: its task reads the final status and publishes the event
     # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.
+    await status_changed(svc.events, request_id, failed.status)
     await svc.tasks.request_finished(request_id)
     return True

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from core import metrics
 from core.errors import Conflict
 from core.logs import log_event
+from domain.audit import record as audit
+from domain.events import status_changed
 from domain.recount import recount
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
@@ -27,8 +30,10 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
     # run again. If we die between these steps the reconciler recounts and finishes the job.
     reopened = await svc.products.reopen_failed(record.id)
     await recount(svc, record.id)
+    await status_changed(svc.events, record.id, RequestStatus.IN_PROGRESS)
     await svc.tasks.dispatch(record.id)
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
+    await audit(svc, record.id, "request.retried", products=reopened)
     return reopened
 
 
@@ -38,4 +43,7 @@ async def cancel(svc: Services, record: RequestRecord) -> RequestRecord:
     if cancelled is None:
         raise Conflict({"message": "the request has already finished", "status": record.status})
     log_event(logger, "request.cancelled", request_id=record.id)
+    await status_changed(svc.events, record.id, cancelled.status)
+    metrics.REQUESTS.labels("cancelled").inc()
+    await audit(svc, record.id, "request.cancelled")
     return cancelled

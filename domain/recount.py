@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from domain.events import progress_moved
 from domain.services import Services
 
 
@@ -14,4 +15,5 @@ async def recount(svc: Services, request_id: str) -> dict[str, int]:
         images_done=tally["images_done"],
         images_failed=tally["images_failed"],
     )
+    await progress_moved(svc.events, request_id)
     return tally

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from core.settings import Settings
@@ -23,20 +23,23 @@ WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
 MEDIA = "media"
 TEMP_OBJECTS = "temp_objects"
+ACTIVITY = "activity"
 
 
-def client_url(url: str) -> str:
+def client_url(url: str, *, retry_writes: bool = True) -> str:
     """Keep the operator's URL, but default the options our workload depends on.
 
-    - ``retryWrites=false``: every write we make is already idempotent or conditional, so
-      driver-level retryable writes buy nothing and cost a lot on servers without sessions.
+    - ``retryWrites`` from ``IMGBATCH_MONGODB_RETRY_WRITES`` (on): on a replica set a write cut
+      off by a failover is retried once by the driver instead of failing the task. Our writes
+      are idempotent or conditional, so a retry never double-counts. The embedded server's URL
+      says ``retryWrites=false`` itself: SecantusDB has no sessions to retry in.
     - ``journal=true``: a write is acknowledged once it is in the journal. The counters and the
       completion flip are exact only if an acknowledged write survives a server crash; without
       it the fault test that kills the database loses the last half second of transitions.
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    query.setdefault("retryWrites", "false")
+    query.setdefault("retryWrites", "true" if retry_writes else "false")
     query.setdefault("journal", "true")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
@@ -44,7 +47,8 @@ def client_url(url: str) -> str:
 def mongo_client(settings: Settings, **kwargs: Any) -> AsyncMongoClient[Document]:
     kwargs.setdefault("serverSelectionTimeoutMS", 5000)
     kwargs.setdefault("tz_aware", True)
-    return AsyncMongoClient(client_url(settings.require_mongodb_url()), **kwargs)
+    url = client_url(settings.require_mongodb_url(), retry_writes=settings.mongodb_retry_writes)
+    return AsyncMongoClient(url, **kwargs)
 
 
 def database(client: AsyncMongoClient[Document], settings: Settings) -> Database:
@@ -53,7 +57,13 @@ def database(client: AsyncMongoClient[Document], settings: Settings) -> Database
 
 async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
-        [IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)])]
+        [
+            IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            # GET /api/requests: a key's requests, newest first.
+            IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)]),
+            # An owner's requests by status, oldest first (GET /api/stats, in-flight limits).
+            IndexModel([("owner", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
+        ]
     )
     await db[PRODUCTS].create_indexes(
         [
@@ -64,7 +74,15 @@ async def ensure_indexes(db: Database) -> None:
             ),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
+            # A resumed event stream replays the products finished since its last event.
+            IndexModel([("request_id", ASCENDING), ("finished_at", ASCENDING)]),
             # A backstop behind the retention sweeper, which removes products with their files.
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
+    )
+    await db[ACTIVITY].create_indexes(
+        [
+            IndexModel([("owner", ASCENDING), ("minute", ASCENDING)]),
             IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]
     )

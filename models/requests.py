@@ -77,6 +77,8 @@ class RequestRecord(BaseModel):
     profile: Profile | None = None
     # A single-image job's original in temporary storage (never served), until it is swept.
     temp_key: str | None = None
+    # The uploaded file's name as the client sent it, so a person can tell requests apart.
+    file_name: str | None = None
 
     @property
     def progress(self) -> int:
@@ -267,6 +269,16 @@ class RequestRepository:
         return await self._collection.count_documents(
             {"owner": owner, "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]}}
         )
+
+    async def list_for_owner(
+        self, owner: str, *, status: RequestStatus | None, offset: int, limit: int
+    ) -> list[RequestRecord]:
+        """The owner's requests, newest first (on the (owner, created_at) index)."""
+        query: dict[str, Any] = {"owner": owner}
+        if status is not None:
+            query["status"] = status
+        cursor = self._collection.find(query).sort("created_at", -1).skip(offset).limit(limit)
+        return [RequestRecord.model_validate(doc) async for doc in cursor]
 
     async def touch(self, request_id: str) -> None:
         await self._collection.update_one({"_id": request_id}, {"$set": {"updated_at": now()}})

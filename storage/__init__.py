@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from core.settings import Settings
-from storage.base import InvalidKey, MediaStore, StoredObject
+from storage.base import MediaStore, StoredObject
 from storage.keys import (
     IMMUTABLE,
     TEMP_PREFIX,
-    cache_control_for,
+    InvalidKey,
+    folder_of,
     is_public_key,
     media_prefix,
     output_key,
@@ -23,8 +24,8 @@ __all__ = [
     "LocalMediaStore",
     "MediaStore",
     "StoredObject",
-    "cache_control_for",
     "create_store",
+    "folder_of",
     "is_public_key",
     "media_prefix",
     "output_key",
@@ -34,5 +35,10 @@ __all__ = [
 
 
 def create_store(settings: Settings) -> MediaStore:
-    """The store the settings name (only ``local`` so far)."""
+    """The store ``IMGBATCH_STORAGE`` names."""
+    if settings.storage == "s3":
+        # Imported here: a process on local storage never loads the S3 client.
+        from storage.s3 import S3MediaStore
+
+        return S3MediaStore.from_settings(settings)
     return LocalMediaStore(settings.media_dir)

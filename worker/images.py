@@ -27,6 +27,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import log_event, redact_url
 from imaging import Profile, Rendition, open_image, render_profile
@@ -44,6 +45,7 @@ from models.media import Validators as StoredValidators
 from models.products import ImageError, ImageOutcome, ProductRecord
 from models.requests import RequestRecord, now
 from storage import IMMUTABLE, media_prefix, variant_key
+from worker.budget import BudgetLease
 from worker.downloads import Validators, fetch
 from worker.runtime import WorkerRuntime
 
@@ -149,12 +151,15 @@ async def process_image(
         os.kill(os.getpid(), signal.SIGKILL)
     started = time.monotonic()
     slot = f"{product.request_id}:{product.serial_number}:{index}"
+    # The body counts against the process's download budget from before it is read until it
+    # has been rendered, the span in which it waits for the one decode slot.
+    lease = rt.download_budget.lease()
     try:
-        reused = await _reuse_unchanged(rt, job, url, known) if known else None
+        reused = await _reuse_unchanged(rt, job, url, known, lease) if known else None
         if isinstance(reused, ImageOutcome):
             outcome = reused
         else:
-            data, validators = reused or await _source(rt, job, url)
+            data, validators = reused or await _source(rt, job, url, lease)
             source = (source_key(job.owner, url), validators) if validators else None
             outcome = await _render_or_reuse(rt, job, slot, data, source, product.attempts)
             if known is not None and outcome.media_id != known.media.id:
@@ -170,6 +175,8 @@ async def process_image(
             code=failure.code,
         )
         return ImageError(index=index, url=url, code=failure.code, message=failure.message)
+    finally:
+        lease.release()
     return outcome.model_copy(update={"processing_ms": _ms_since(started)})
 
 
@@ -181,7 +188,7 @@ _Source = tuple[bytes, StoredValidators | None]
 
 
 async def _reuse_unchanged(
-    rt: WorkerRuntime, job: ImageJob, url: str, known: Known
+    rt: WorkerRuntime, job: ImageJob, url: str, known: Known, lease: BudgetLease
 ) -> ImageOutcome | _Source | None:
     """Revalidate a URL whose bytes we have outputs for.
 
@@ -194,7 +201,7 @@ async def _reuse_unchanged(
     validators = Validators(
         etag=known.validators.etag, last_modified=known.validators.last_modified
     )
-    fetched = await fetch(rt.http, url, rt.download_policy, conditional=validators)
+    fetched = await fetch(rt.http, url, rt.download_policy, lease=lease, conditional=validators)
     if fetched.data is not None:
         return fetched.data, _stored(fetched.validators)  # changed: the new bytes, no 2nd GET
     return ImageOutcome(media_id=known.media.id, rendered=known.media.rendered, reused=NOT_MODIFIED)
@@ -225,7 +232,7 @@ def _stored(validators: Validators) -> StoredValidators | None:
     return StoredValidators(etag=validators.etag, last_modified=validators.last_modified, at=now())
 
 
-async def _source(rt: WorkerRuntime, job: ImageJob, url: str) -> _Source:
+async def _source(rt: WorkerRuntime, job: ImageJob, url: str, lease: BudgetLease) -> _Source:
     if job.temp_key is not None:
         data = await rt.store.get(job.temp_key)
         if data is None:
@@ -234,7 +241,7 @@ async def _source(rt: WorkerRuntime, job: ImageJob, url: str) -> _Source:
                 "the uploaded original is no longer kept (IMGBATCH_TEMP_TTL_HOURS); upload again",
             )
         return data, None
-    fetched = await fetch(rt.http, url, rt.download_policy)
+    fetched = await fetch(rt.http, url, rt.download_policy, lease=lease)
     assert fetched.data is not None
     return fetched.data, _stored(fetched.validators)
 
@@ -266,6 +273,7 @@ async def _render_or_reuse(
                     # Recorded but its files are gone (a wiped store): put them back.
                     rendered = rendered or await _render(rt, job, media_id, data, sha256)
                     await _store(rt, rendered[0], attempt)
+                    _count_stored(rendered[0])
                 if await rt.media.hold(media_id, job.request_id, source=source):
                     # Our own render (a repair, or found again by a re-run of this image) is
                     # no duplicate.
@@ -291,6 +299,7 @@ async def _render_or_reuse(
                 source=source,
             )
             if created:
+                _count_stored(objects)
                 return ImageOutcome(media_id=media_id, rendered=record_of_render)
             # Another process recorded the same bytes first (same keys, same content): reuse.
 
@@ -306,16 +315,28 @@ async def _render(
             media_id,
             sha256,
             max_pixels=rt.settings.max_image_pixels,
+            max_jpeg_scans=rt.settings.max_jpeg_scans,
+            decode_seconds=rt.settings.decode_cpu_seconds,
             jpeg_optimize=rt.settings.jpeg_optimize,
             report_gps=rt.settings.report_gps,
         )
 
 
 async def _store(rt: WorkerRuntime, objects: _Objects, attempt: int) -> None:
-    for key, (output, encoded) in objects.items():
-        await rt.store.put(key, encoded, content_type=output.content_type, cache_control=IMMUTABLE)
+    with metrics.IMAGE_PHASE_SECONDS.labels("store").time():
+        for key, (output, encoded) in objects.items():
+            await rt.store.put(
+                key, encoded, content_type=output.content_type, cache_control=IMMUTABLE
+            )
     primary = next(iter(objects))
     log_event(logger, "image.stored", key=primary, attempt=attempt, bytes=len(objects[primary][1]))
+
+
+def _count_stored(objects: _Objects) -> None:
+    """Output bytes by format, once per object set that is recorded (a process that lost the
+    race to record the same bytes stored identical files under the same keys: not counted)."""
+    for output, encoded in objects.values():
+        metrics.OUTPUT_BYTES.labels(output.value).inc(len(encoded))
 
 
 def _render_sync(
@@ -325,11 +346,20 @@ def _render_sync(
     sha256: str,
     *,
     max_pixels: int,
+    max_jpeg_scans: int,
+    decode_seconds: float,
     jpeg_optimize: bool,
     report_gps: bool,
 ) -> tuple[_Objects, Rendered]:
-    """Decode once and render every variant (in a thread; Pillow releases the GIL)."""
-    decoded = open_image(data, max_pixels=max_pixels)
+    """Decode once and render every variant (in a thread; Pillow releases the GIL).
+
+    The decode caps (pixels, JPEG scans, CPU seconds: ``imaging.limits``) apply here, for every
+    image, sheet or single-image job alike. The CPU deadline is this thread's, so the reader is
+    made in the thread that decodes.
+    """
+    decoded = open_image(
+        data, max_pixels=max_pixels, max_jpeg_scans=max_jpeg_scans, decode_seconds=decode_seconds
+    )
     try:
         rendition: Rendition = render_profile(
             decoded, profile.variants, jpeg_optimize=jpeg_optimize

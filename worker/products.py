@@ -8,9 +8,11 @@ import logging
 from core.errors import ImageErrorCode
 from core.logs import log_event
 from domain.completion import complete_when_counted
+from domain.events import product_finished
 from models.products import ImageError, ImageOutcome, ProductRecord
 from models.requests import RequestStatus
 from worker.images import ImageJob, Known, hold_reused, known_sources, process_image
+from worker.outcomes import count_outcomes
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -128,6 +130,10 @@ async def _finish(
         images_done=len(output_keys) - len(errors),
         images_failed=len(errors),
     )
+    await product_finished(
+        rt.events, product.request_id, product.serial_number, status, output_keys, errors
+    )
+    await count_outcomes(rt, product, results)
 
 
 def _primary_key(image: ImageOutcome) -> str:

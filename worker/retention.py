@@ -4,7 +4,8 @@ final.
 
 The request itself stays as a tombstone for a while, so its owner gets 410 Gone rather than a
 404 that would look like a mistyped id. MongoDB TTL indexes back this up for the documents;
-files have no TTL, so this sweeper is what removes them.
+stored outputs (files, or objects in a bucket) have no TTL of ours, so this sweeper is what
+removes them, through the media store whichever backend it is.
 
 Outputs are content-addressed and may be shared with other requests of the same owner
 (``models.media``), so expiry never deletes them directly: it releases the request's hold on
@@ -18,8 +19,10 @@ import logging
 from datetime import timedelta
 
 from core.logs import log_event
+from domain.audit import record
 from domain.runtime import Runtime
 from models.requests import RequestStatus, now
+from storage import folder_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ async def expire_requests(rt: Runtime) -> int:
         await rt.store.delete_prefix(f"{request.id}/")  # the layout before content addressing
         deleted = await release_media(rt, request.id)
         if request.temp_key:
-            await rt.store.delete_prefix(request.temp_key)
+            await rt.store.delete_prefix(folder_of(request.temp_key))
             await rt.temp_objects.remove(request.temp_key)
         products = await rt.products.delete_for_request(request.id)
         await rt.chunks.discard(request.id)
@@ -48,6 +51,9 @@ async def expire_requests(rt: Runtime) -> int:
             request_id=request.id,
             products=products,
             media_deleted=deleted,
+        )
+        await record(
+            rt, request.id, "request.expired", products_deleted=products, media_deleted=deleted
         )
         expired += 1
     await sweep_temp_originals(rt)
@@ -95,7 +101,7 @@ async def sweep_temp_originals(rt: Runtime) -> int:
             finished_at = request.completed_at or request.updated_at
             if request.status not in _FINAL or now() - finished_at < keep:
                 continue
-        await rt.store.delete_prefix(temp.key)
+        await rt.store.delete_prefix(folder_of(temp.key))
         await rt.temp_objects.remove(temp.key)
         log_event(logger, "temp.swept", request_id=temp.request_id)
         swept += 1

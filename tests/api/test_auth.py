@@ -3,19 +3,16 @@ the upload size cap, against a second API process with authentication switched o
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from pymongo.database import Database
 
 from cli.stack import Stack
 from tests.support.client import sheet, upload
+from tests.support.keys import cli, client, new_key
 from tests.support.origin import Origin
 from tests.support.stacks import side_api
 
@@ -25,6 +22,7 @@ LIMITS = {
     "IMGBATCH_RATE_LIMIT_WINDOW_SECONDS": "3600",
     "IMGBATCH_MAX_REQUESTS_IN_FLIGHT": "3",
     "IMGBATCH_MAX_CSV_BYTES": "20000",
+    "IMGBATCH_MAX_IMAGE_BYTES": "30000",
 }
 URL = "https://images.example.com/a.jpg"
 
@@ -33,35 +31,6 @@ URL = "https://images.example.com/a.jpg"
 def secure_url(stack: Stack) -> Iterator[str]:
     with side_api(stack, "api-secure", LIMITS) as url:
         yield url
-
-
-def cli(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout
-
-
-def new_key(stack: Stack, name: str) -> tuple[str, str]:
-    out = cli(stack, "keys", "create", "--name", name)
-    key = re.search(r"^(ibk_\S+)$", out, re.MULTILINE)
-    key_id = re.search(r"created (key_\w+)", out)
-    assert key and key_id, out
-    return key_id.group(1), key.group(1)
-
-
-def client(url: str, key: str | None = None, header: str = "bearer") -> httpx.Client:
-    headers = {}
-    if key and header == "bearer":
-        headers["Authorization"] = f"Bearer {key}"
-    elif key:
-        headers["X-API-Key"] = key
-    return httpx.Client(base_url=url, headers=headers, timeout=30)
 
 
 def test_requests_without_a_valid_key_get_401(stack: Stack, secure_url: str) -> None:
@@ -206,3 +175,11 @@ def test_oversized_uploads_get_413_before_the_body_is_read(stack: Stack, secure_
         )
         assert "content-length" not in streamed.request.headers
         assert streamed.status_code == 413
+
+        # POST /api/images has the same guard with the image cap (MAX_IMAGE_BYTES), not the
+        # sheet's: refused on its Content-Length, the route never reads it.
+        image = caller.post(
+            "/api/images", files={"file": ("a.jpg", b"\xff\xd8\xff" + bytes(30000 + 70 * 1024))}
+        )
+        assert image.status_code == 413
+        assert "larger than the limit of 30000 bytes" in image.json()["detail"]

@@ -18,6 +18,7 @@ from pymongo.database import Database
 from cli.stack import Stack
 from tests.conftest import CORPUS
 from tests.support.client import result_rows, wait_for_status
+from tests.support.images import many_scan_jpeg
 from tests.support.receiver import Receiver
 from tests.support.stacks import redis_db, side_api
 from worker.dispatch import dispatch_request
@@ -126,6 +127,10 @@ def test_not_an_image_or_a_pixel_bomb_is_refused_at_once(
         refused = submit(api, (CORPUS / name).read_bytes(), filename=name)
         assert refused.status_code == 422, name
         assert refused.json()["detail"]["code"] == code
+    # A JPEG with thousands of do-nothing scans: counted from its markers, never decoded.
+    scans = submit(api, many_scan_jpeg(2000, side=64), filename="scans.jpg")
+    assert scans.status_code == 422
+    assert scans.json()["detail"]["code"] == "decode_timeout"
     html = submit(api, b"<!doctype html><html>login</html>")
     assert html.status_code == 422
     assert "HTML" in html.json()["detail"]["message"]
@@ -184,7 +189,13 @@ def test_a_retry_reads_the_kept_original_until_it_is_swept(
     assert failed["products"][0]["images"][0]["error"]["code"] == "too_many_pixels"
     assert client.post(f"/api/requests/{request_id}/retry").status_code == 202
 
-    _run(rt, request_id, max_image_pixels=50_000_000)
+    # The decode caps hold for a single image's render too: no CPU left, decode_timeout.
+    _run(rt, request_id, max_image_pixels=50_000_000, decode_cpu_seconds=1e-6)
+    slow = wait_for_status(client, request_id)
+    assert slow["products"][0]["images"][0]["error"]["code"] == "decode_timeout"
+    assert client.post(f"/api/requests/{request_id}/retry").status_code == 202
+
+    _run(rt, request_id, decode_cpu_seconds=5.0)
     done = wait_for_status(client, request_id)
     assert (done["images_done"], done["images_failed"]) == (1, 0)
     record = client.get(f"/api/images/{request_id}").json()

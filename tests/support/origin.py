@@ -8,7 +8,8 @@
 stdlib ``ThreadingHTTPServer`` in a daemon thread: one daemon thread per connection, a large
 listen backlog, keep-alive (HTTP/1.1), so a few hundred concurrent connections are fine.
 
-Routes (``<name>`` is a file under ``root``; query parameters as shown):
+Routes (``<name>`` is a file under ``root``, or a body given to :meth:`Origin.put`; query
+parameters as shown):
 
 ``/img/<name>``
     The file, always ``Content-Type: image/jpeg`` whatever it really is (content sniffing must
@@ -33,6 +34,9 @@ mtime) and honours ``If-None-Match`` / ``If-Modified-Since`` with ``304 Not Modi
     ``n`` relative 302 hops, then the file.
 ``/slow/<name>?delay=S``
     Waits ``S`` seconds before sending anything, then the file.
+``/gate/<key>/<name>``
+    Holds the response until the test calls :meth:`Origin.open_gate` with ``key`` (at most
+    60 s), then sends the file: a test decides when an image finishes.
 ``/trickle/<name>?interval=S``
     Full ``Content-Length`` up front, then one byte every ``S`` seconds (stops when the client
     goes away).
@@ -67,6 +71,7 @@ from tests.support.loopback import CountingServer, LoopbackServer
 __all__ = ["Origin", "RequestLog"]
 
 _CHUNK = 64 * 1024
+_GATE_TIMEOUT = 60.0
 _ZEROS = bytes(_CHUNK)
 
 
@@ -164,6 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif head == "slow" and len(rest) == 1:
             self._sleep(float(query.get("delay", "1")))
             self._send_file(rest[0])
+        elif head == "gate" and len(rest) == 2:
+            self.origin.gate(rest[0]).wait(_GATE_TIMEOUT)
+            self._send_file(rest[1])
         elif head == "trickle" and len(rest) == 1:
             self._trickle(rest[0], float(query.get("interval", "0.5")))
         elif head == "huge":
@@ -178,11 +186,21 @@ class _Handler(BaseHTTPRequestHandler):
     # -- responses -----------------------------------------------------------------------
 
     def _read(self, name: str) -> bytes | None:
+        generated = self.origin.generated.get(name)
+        if generated is not None:
+            return generated
         root = self.origin.root
         path = (root / name).resolve()
         if not path.is_relative_to(root) or not path.is_file():
             return None
         return path.read_bytes()
+
+    def _mtime(self, name: str) -> int:
+        """Last-Modified of a file route: the file's mtime, or when a generated body was put."""
+        put_at = self.origin.generated_at.get(name)
+        if put_at is not None:
+            return put_at
+        return int((self.origin.root / name).stat().st_mtime)
 
     def _send_text(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
         body = text.encode()
@@ -207,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data += suffix
         etag = f'"{hashlib.sha256(data).hexdigest()[:20]}"'
-        mtime = int((self.origin.root / name).stat().st_mtime)
+        mtime = self._mtime(name)
         if self._not_modified(etag, mtime):
             self.origin.not_modified.append(self.path, dict(self.headers.items()))
             self.send_response(304)
@@ -323,12 +341,22 @@ class Origin(LoopbackServer):
         self.requests = RequestLog()
         # Conditional requests answered 304 (the path and headers of each).
         self.not_modified = RequestLog()
+        # Bodies made by a test (a 20 MB image, a crafted file), served like files in root.
+        self.generated: dict[str, bytes] = {}
+        self.generated_at: dict[str, int] = {}
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
+        self._gates: defaultdict[str, threading.Event] = defaultdict(threading.Event)
         server = _Server(_Handler)
         server.origin = self
         super().__init__(server, "origin")
         self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def put(self, name: str, data: bytes) -> str:
+        """Serve ``data`` as ``<name>`` on every route that serves a file; returns its /img URL."""
+        self.generated[name] = data
+        self.generated_at[name] = int(time.time())
+        return self.url(f"/img/{name}")
 
     def url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else f"/{path}")
@@ -338,6 +366,14 @@ class Origin(LoopbackServer):
             return 0.0
         jitter = random.uniform(-self.latency_jitter, self.latency_jitter)
         return max(0.0, self.latency + jitter)
+
+    def gate(self, key: str) -> threading.Event:
+        with self._hits_lock:
+            return self._gates[key]
+
+    def open_gate(self, key: str) -> None:
+        """Let every held and future ``/gate/<key>/...`` request through."""
+        self.gate(key).set()
 
     def count_hit(self, key: str) -> int:
         """Increment and return the per-key counter (1 on the first request)."""
