@@ -11,7 +11,6 @@ from storage.keys import (
     folder_of,
     is_public_key,
     media_prefix,
-    output_key,
     temp_key,
     variant_key,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "folder_of",
     "is_public_key",
     "media_prefix",
-    "output_key",
     "temp_key",
     "variant_key",
 ]

@@ -57,11 +57,6 @@ def temp_key(request_id: str) -> str:
     return f"{TEMP_PREFIX}{request_id}/original"
 
 
-def output_key(request_id: str, serial_number: int, index: int) -> str:
-    """The layout before content addressing (kept for requests stored then)."""
-    return f"{request_id}/{serial_number}/{index}.jpg"
-
-
 def is_public_key(key: str) -> bool:
     """Whether ``key`` may be served (streamed, presigned or linked): never the temporary area,
     however it is spelt."""
