@@ -6,7 +6,6 @@ import logging
 
 from core.errors import Conflict
 from core.logs import log_event
-from domain.recount import recount
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
 
@@ -26,7 +25,13 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
     # Outputs that exist stay; the products go back to pending and only their failed images
     # run again. If we die between these steps the reconciler recounts and finishes the job.
     reopened = await svc.products.reopen_failed(record.id)
-    await recount(svc, record.id)
+    tally = await svc.products.tally(record.id)
+    await svc.requests.set_counters(
+        record.id,
+        products_done=tally["products_done"],
+        images_done=tally["images_done"],
+        images_failed=tally["images_failed"],
+    )
     await svc.tasks.dispatch(record.id)
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
     return reopened

@@ -62,6 +62,14 @@ async def ensure_indexes(db: Database) -> None:
             ),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
+            # Unsettled counts of a request, and a run settling its own (see CountState).
+            IndexModel(
+                [
+                    ("request_id", ASCENDING),
+                    ("count_state", ASCENDING),
+                    ("serial_number", ASCENDING),
+                ]
+            ),
             # A backstop behind the retention sweeper, which removes products with their files.
             IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]

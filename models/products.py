@@ -3,6 +3,11 @@
 A product moves ``pending -> processing -> completed | partial | failed``. The move to a final
 state is conditional on the product still being ``processing``, so exactly one task run makes it
 and only that run adds the product to its request's counters.
+
+Counting a product takes two writes (this document, then the request's counters), so each final
+product says how far its count got (:class:`CountState`) and carries the key its count is made
+under (``count_token``, ``count_seq``): whoever completes an interrupted count, the worker or the
+reconciler, makes the same idempotent write (see ``RequestRepository.count_product``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ class ProductStatus(StrEnum):
 UNFINISHED = [ProductStatus.PENDING, ProductStatus.PROCESSING]
 
 
+class CountState(StrEnum):
+    """How far a final product's count on its request has got."""
+
+    PENDING = "pending"  # final; its run has still to add it to the request's counters
+    REPAIRING = "repairing"  # the reconciler took the count over (its run died or stalled)
+    DONE = "done"  # it is in the counters
+
+
+COUNT_UNSETTLED = [CountState.PENDING, CountState.REPAIRING]
+
+
 class ImageError(BaseModel):
     index: int
     url: str
@@ -60,6 +76,11 @@ class ProductRecord(BaseModel):
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Set with the move to a final state: the run that made it, and the order of that count
+    # among the run's counts (see CountState).
+    count_state: CountState | None = None
+    count_token: str | None = None
+    count_seq: int = 0
     expires_at: datetime | None = None
 
     def output_key(self, index: int) -> str | None:
@@ -73,6 +94,11 @@ class ProductRecord(BaseModel):
     @property
     def images_done(self) -> int:
         return len(self.input_image_urls) - len(self.errors)
+
+    @property
+    def images_final(self) -> int:
+        """Images that reached a final state (all of them, once the product is final)."""
+        return len(self.input_image_urls) if self.status.is_final else 0
 
     def to_document(self) -> Document:
         return self.model_dump(mode="python")
@@ -250,8 +276,13 @@ class ProductRepository:
         *,
         output_keys: Sequence[str | None],
         errors: Sequence[ImageError],
+        count_token: str,
+        count_seq: int,
     ) -> ProductStatus | None:
-        """The product's one transition to a final state; None if another run already made it."""
+        """The product's one transition to a final state; None if another run already made it.
+
+        The caller must then count it on its request under ``(count_token, count_seq)``.
+        """
         status = outcome_status(len(output_keys), len(errors))
         result = await self._collection.update_one(
             {
@@ -265,10 +296,61 @@ class ProductRepository:
                     "output_keys": list(output_keys),
                     "errors": [error.model_dump() for error in errors],
                     "finished_at": datetime.now(UTC),
+                    "count_state": CountState.PENDING,
+                    "count_token": count_token,
+                    "count_seq": count_seq,
                 }
             },
         )
         return status if result.modified_count else None
+
+    async def mark_counted(self, request_id: str, serial_numbers: Sequence[int]) -> int:
+        """Settle the counts a run made itself; returns how many were still its to settle.
+
+        Fewer than asked means the reconciler took some over meanwhile (its count is the same
+        idempotent write, so nothing is counted twice, but it still needs the run's key).
+        """
+        if not serial_numbers:
+            return 0
+        result = await self._collection.update_many(
+            {
+                "request_id": request_id,
+                "count_state": CountState.PENDING,
+                "serial_number": {"$in": list(serial_numbers)},
+            },
+            {"$set": {"count_state": CountState.DONE}},
+        )
+        return int(result.modified_count)
+
+    async def unsettled_counts(self, request_id: str) -> list[ProductRecord]:
+        """Final products whose count may not have reached the request, in count order."""
+        cursor = self._collection.find(
+            {"request_id": request_id, "count_state": {"$in": COUNT_UNSETTLED}}
+        )
+        products = [ProductRecord.model_validate(doc) async for doc in cursor]
+        return sorted(products, key=lambda p: (p.count_token or "", p.count_seq))
+
+    async def take_over_count(self, product: ProductRecord) -> bool:
+        """The reconciler takes an unsettled count over; False if its run settled it first."""
+        result = await self._collection.update_one(
+            {
+                "request_id": product.request_id,
+                "serial_number": product.serial_number,
+                "count_state": {"$in": COUNT_UNSETTLED},
+            },
+            {"$set": {"count_state": CountState.REPAIRING}},
+        )
+        return result.modified_count == 1
+
+    async def settle_count(self, request_id: str, serial_number: int) -> None:
+        await self._collection.update_one(
+            {
+                "request_id": request_id,
+                "serial_number": serial_number,
+                "count_state": CountState.REPAIRING,
+            },
+            {"$set": {"count_state": CountState.DONE}},
+        )
 
     async def reopen_failed(self, request_id: str) -> int:
         """Send products with failed images back to ``pending`` for a retry.
@@ -280,7 +362,10 @@ class ProductRepository:
                 "request_id": request_id,
                 "status": {"$in": [ProductStatus.PARTIAL, ProductStatus.FAILED]},
             },
-            {"$set": {"status": ProductStatus.PENDING, "errors": [], "attempts": 0}},
+            {
+                "$set": {"status": ProductStatus.PENDING, "errors": [], "attempts": 0},
+                "$unset": {"count_state": "", "count_token": "", "count_seq": ""},
+            },
         )
         return int(result.modified_count)
 

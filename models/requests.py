@@ -15,6 +15,9 @@ from pymongo import ReturnDocument
 
 from models.db import REQUESTS, Database, Document
 
+# Per task run that counts products: the last count it added (see count_product).
+_COUNT_RUNS = "count_runs"
+
 
 class RequestStatus(StrEnum):
     PENDING = "pending"
@@ -111,22 +114,44 @@ class RequestRepository:
             {"_id": request_id}, {"$set": {"dispatched_at": now(), "updated_at": now()}}
         )
 
-    async def count_product(self, request_id: str, *, images_done: int, images_failed: int) -> None:
-        """Add one finished product to the counters. Call only on the product's own transition.
+    async def count_product(
+        self,
+        request_id: str,
+        *,
+        token: str,
+        seq: int,
+        images_done: int,
+        images_failed: int,
+    ) -> bool:
+        """Add one finished product to the counters, once: False if it was already added.
+
+        A product's count is keyed by its run (``token``) and its place among that run's counts
+        (``seq``, counted in order), and the request keeps the last ``seq`` added per run. So
+        the worker and the reconciler completing the same interrupted count make the same
+        write, and only the first one lands; the run's entry stays small (one number per run,
+        dropped by :meth:`forget_count_run` once its counts are settled).
 
         Whoever then reads the counters at their total makes the conditional move to
         completed (:meth:`complete_if_counted`), which happens once whoever sees it first.
         """
-        await self._collection.update_one(
-            {"_id": request_id},
+        field = f"{_COUNT_RUNS}.{token}"
+        result = await self._collection.update_one(
+            {"_id": request_id, field: {"$not": {"$gte": seq}}},
             {
                 "$inc": {
                     "products_done": 1,
                     "images_done": images_done,
                     "images_failed": images_failed,
                 },
-                "$set": {"updated_at": now()},
+                "$set": {field: seq, "updated_at": now()},
             },
+        )
+        return result.modified_count == 1
+
+    async def forget_count_run(self, request_id: str, token: str) -> None:
+        """Drop a run's count key; only once every count it made is settled on its product."""
+        await self._collection.update_one(
+            {"_id": request_id}, {"$unset": {f"{_COUNT_RUNS}.{token}": ""}}
         )
 
     async def set_counters(

@@ -14,8 +14,10 @@ from pymongo.database import Database
 from cli.embedded import free_port
 from cli.stack import Stack
 from core.settings import Settings
+from tests.support.inprocess import isolated_runtime
 from tests.support.origin import Origin
 from tests.support.stacks import sync_db
+from worker.runtime import WorkerRuntime
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -69,3 +71,10 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 def mongo(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
     with sync_db(stack) as db:
         yield db
+
+
+@pytest.fixture
+def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
+    """Worker and reconciler code run in this process on a database of its own."""
+    with isolated_runtime(stack, tmp_path_factory.mktemp("isolated")) as rt:
+        yield rt

@@ -1,8 +1,9 @@
 """The reconciler: MongoDB is the source of truth, so anything the queue lost is found here.
 
-A request that has not moved for a whole product lease is re-examined: if it was never
-dispatched it is dispatched again; otherwise its counters are recounted from its products and
-its unfinished products are enqueued again. Tasks are idempotent, so a duplicate is harmless.
+A request that has not moved for a while is re-examined: if it was never dispatched it is
+dispatched again; otherwise the counts its dead runs left unfinished are completed
+(domain.recount) and its unfinished products are enqueued again. Tasks are idempotent, so a
+duplicate is harmless.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
         log_event(logger, "request.redispatched", request_id=request.id)
         await rt.tasks.dispatch(request.id)
         return
-    tally = await recount(rt, request.id)
+    recounted = await recount(rt, request.id)
     if await complete_if_finished(rt, request.id):
         return
     serials = [s async for s in rt.products.unfinished_serials(request.id)]
     sent = await rt.tasks.products(
         request.id, serials, request.priority, per_task=rt.settings.products_per_task
     )
-    log_event(logger, "request.reconciled", request_id=request.id, requeued=sent, **tally)
+    log_event(
+        logger, "request.reconciled", request_id=request.id, requeued=sent, recounted=recounted
+    )

@@ -7,53 +7,16 @@ database, so no other worker consumes what they enqueue and the queue can be cou
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
-import pytest
-import redis
-
-from cli.stack import Stack
-from core.settings import Settings
 from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
 from models.products import ProductStatus
 from models.requests import RequestStatus
+from tests.support.inprocess import queue_length
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
 from worker.dispatch import dispatch_request
 from worker.products import process_products
-from worker.runtime import WorkerRuntime, build_runtime
-
-
-@pytest.fixture
-def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
-    assert stack.redis_url
-    redis_url = stack.redis_url.rsplit("/", 1)[0] + "/7"
-    settings = Settings(
-        mongodb_url=stack.mongodb_url,
-        mongodb_database=f"race_{uuid.uuid4().hex[:8]}",
-        redis_url=redis_url,
-        data_dir=tmp_path_factory.mktemp("race"),
-        allow_private_networks=True,
-        allowed_ports=[],
-    )
-    rt = build_runtime(settings)
-    broker = redis.Redis.from_url(redis_url)
-    broker.flushdb()
-    try:
-        yield rt
-    finally:
-        broker.flushdb()
-        rt.run(rt.client.drop_database(settings.mongodb_database))
-        rt.run(rt.client.close())
-        rt.loop.close()
-
-
-def _queue_length(rt: WorkerRuntime, queue: str) -> int:
-    """Messages waiting in ``queue`` at any priority (Redis keeps a list per priority)."""
-    assert rt.settings.redis_url
-    broker = redis.Redis.from_url(rt.settings.redis_url)
-    return sum(int(broker.llen(key)) for key in [queue, *(f"{queue}:{p}" for p in range(1, 10))])
+from worker.runtime import WorkerRuntime
 
 
 def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin) -> None:
@@ -61,7 +24,7 @@ def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin
     urls = [origin.url("/img/chelsea.jpg"), origin.url("/status/404")]
     request_id = seed_request(rt, [urls, [origin.url("/img/rocket.jpg")]])
     rt.run(dispatch_request(rt, request_id))
-    assert _queue_length(rt, IMAGES_QUEUE) == 1  # both products travel in one task
+    assert queue_length(rt, IMAGES_QUEUE) == 1  # both products travel in one task
 
     rt.run(process_products(rt, request_id, [1]))
     rt.run(process_products(rt, request_id, [1]))  # a redelivered message
@@ -76,7 +39,12 @@ def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin
     assert record is not None
     assert (record.products_done, record.images_done, record.images_failed) == (2, 2, 1)
     assert record.status == RequestStatus.COMPLETED
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 1
+    # Clean runs settle their counts and take their count keys away with them.
+    assert rt.run(rt.products.unsettled_counts(request_id)) == []
+    stored = rt.run(rt.db["requests"].find_one({"_id": request_id}))
+    assert stored is not None
+    assert stored.get("count_runs", {}) == {}
 
 
 def test_concurrent_last_products_complete_the_request_exactly_once(
@@ -99,8 +67,8 @@ def test_concurrent_last_products_complete_the_request_exactly_once(
         assert record is not None
         assert record.status == RequestStatus.COMPLETED
         assert (record.products_done, record.images_done, record.images_failed) == (3, 3, 0)
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 5
-    assert _queue_length(rt, DISPATCH_QUEUE) == 0
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 5
+    assert queue_length(rt, DISPATCH_QUEUE) == 0
 
 
 def test_a_chunk_skips_finished_products_and_completes_its_request(
@@ -125,7 +93,7 @@ def test_a_chunk_skips_finished_products_and_completes_its_request(
         3: (ProductStatus.COMPLETED, 1),
         4: (ProductStatus.COMPLETED, 1),
     }
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 1
 
 
 def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
@@ -139,8 +107,12 @@ def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
     product = rt.run(rt.products.claim(request_id, 1))
     assert product is not None
     key = f"{request_id}/1/0.jpg"
-    rt.run(rt.products.finish(request_id, 1, output_keys=[key], errors=[]))
-    rt.run(rt.requests.count_product(request_id, images_done=1, images_failed=0))
+    rt.run(
+        rt.products.finish(
+            request_id, 1, output_keys=[key], errors=[], count_token="t", count_seq=1
+        )
+    )
+    rt.run(rt.requests.count_product(request_id, token="t", seq=1, images_done=1, images_failed=0))
     record = rt.run(rt.requests.get(request_id))
     assert record is not None
     assert record.status == RequestStatus.IN_PROGRESS
@@ -151,7 +123,7 @@ def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
     assert record is not None
     assert record.status == RequestStatus.COMPLETED
     assert (record.products_done, record.images_done) == (1, 1)
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 1
 
 
 def test_duplicate_runs_of_a_chunk_process_each_product_once_per_attempt(
