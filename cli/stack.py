@@ -166,9 +166,11 @@ class Stack(Managed):
             niceness=WORKER_NICENESS,
         )
 
-    def start_beat(self) -> subprocess.Popen[bytes]:
+    def start_beat(
+        self, name: str = "beat", *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.spawn(
-            "beat",
+            name,
             [
                 "-m",
                 "celery",
@@ -176,10 +178,11 @@ class Stack(Managed):
                 "worker.app:celery_app",
                 "beat",
                 "--schedule",
-                str(self.data_dir / "celerybeat-schedule"),
+                str(self.data_dir / f"celery{name}-schedule"),
                 "--loglevel",
                 self.settings.log_level,
             ],
+            env,
         )
 
     def start(self) -> Self:

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_requests_in_flight: int = Field(20, gt=0)
 
     # --- queueing ----------------------------------------------------------------------------
+    # A run holds each product it claims for this long and renews the hold every third of it
+    # while it works; only a product whose hold ran out (its run died) is taken from it.
+    product_lease_seconds: Seconds = 120.0
     # A request whose counters have not moved for this long is reconciled: recounted from its
     # products, and its unfinished products are enqueued again.
     request_idle_seconds: Seconds = 300.0

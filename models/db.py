@@ -56,9 +56,15 @@ async def ensure_indexes(db: Database) -> None:
     await db[PRODUCTS].create_indexes(
         [
             IndexModel([("request_id", ASCENDING), ("serial_number", ASCENDING)], unique=True),
-            # The product transitions filter on exactly these (see ProductRepository).
+            # The product transitions filter on exactly these, or a prefix (see
+            # ProductRepository): reclaiming an expired lease is a range on the last one.
             IndexModel(
-                [("request_id", ASCENDING), ("serial_number", ASCENDING), ("status", ASCENDING)]
+                [
+                    ("request_id", ASCENDING),
+                    ("serial_number", ASCENDING),
+                    ("status", ASCENDING),
+                    ("lease_until", ASCENDING),
+                ]
             ),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),

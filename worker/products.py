@@ -8,12 +8,15 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pymongo.errors import PyMongoError
 
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import log_event, redact_url
 from domain.completion import complete_when_counted
 from imaging import compress_image
-from models.products import ImageError, ProductRecord
+from models.products import ImageError, ProductRecord, ProductStatus
 from models.requests import RequestStatus
 from storage import output_key
 from worker.downloads import download
@@ -24,10 +27,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _Run:
-    """One run of a chunk task: the key its counts are made under, and what it counted."""
+    """One run of a chunk task: its token (its claims and the key its counts are made under),
+    what it holds and what it counted."""
 
     request_id: str
+    lease: timedelta
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Claimed and not finished yet: what the run keeps leased.
+    held: set[int] = field(default_factory=set)
     seq: int = 0
     counted: list[int] = field(default_factory=list)
     # A run's counts reach the request in order (see RequestRepository.count_product), so a
@@ -44,27 +51,101 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     request = await rt.requests.get(request_id)
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
-    run = _Run(request_id)
-    if await rt.products.any_processing(request_id, serial_numbers):
-        # An earlier run of this chunk died holding products. Go one at a time, so that a
-        # product which kills its worker takes only itself down, and only it is ever failed.
-        for serial_number in serial_numbers:
-            product = await rt.products.claim(request_id, serial_number)
-            if product is not None:  # None: already final, done by an earlier run
-                await _process_product(rt, run, product)
-    else:
-        claimed = await rt.products.claim_many(request_id, serial_numbers)
-        outcomes = await asyncio.gather(
-            *(_process_product(rt, run, product) for product in claimed), return_exceptions=True
-        )
-        # Every product ran to its end before we raise: nothing is left half-done on the loop.
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+    run = _Run(request_id, timedelta(seconds=rt.settings.product_lease_seconds))
+    renewing = asyncio.create_task(_keep_leases(rt, run))
+    try:
+        if await rt.products.any_processing(request_id, serial_numbers):
+            await _one_at_a_time(rt, run, serial_numbers)
+        else:
+            claimed = await rt.products.claim_many(
+                request_id, serial_numbers, token=run.token, lease=run.lease
+            )
+            run.held.update(p.serial_number for p in claimed)
+            outcomes = await asyncio.gather(
+                *(_process_product(rt, run, product) for product in claimed),
+                return_exceptions=True,
+            )
+            # Every product ran to its end before we raise: nothing is left half-done.
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+    finally:
+        renewing.cancel()
     # Only after a clean run: one that raised (a database outage, say) may not know whether
     # its last count landed, so it leaves its counts and key for the reconciler to settle.
     await _settle_counts(rt, run)
     await complete_when_counted(rt, request_id)
+
+
+async def _keep_leases(rt: WorkerRuntime, run: _Run) -> None:
+    """Renew the leases of what the run holds, every third of a lease, until cancelled."""
+    while True:
+        await asyncio.sleep(run.lease.total_seconds() / 3)
+        try:
+            await rt.products.renew_leases(run.request_id, sorted(run.held), lease=run.lease)
+        except PyMongoError as exc:
+            # The next renewal may get through before the lease runs out; the work goes on.
+            log_event(
+                logger, "product.lease_renewal_failed", logging.WARNING, error=type(exc).__name__
+            )
+
+
+async def _one_at_a_time(rt: WorkerRuntime, run: _Run, serial_numbers: list[int]) -> None:
+    """An earlier run of this chunk died holding products (or another run still holds them).
+
+    Go one product at a time, so that a product which kills its worker takes only itself down,
+    and only it is ever failed. A product a run holds is taken only once that run's lease has
+    run out: a live run renews it, and is left to finish it.
+    """
+    held_elsewhere = []
+    for serial_number in serial_numbers:
+        product = await _claim(rt, run, serial_number)
+        if product is not None:
+            await _process_product(rt, run, product)
+        elif await _held_by_a_run(rt, run.request_id, serial_number):
+            held_elsewhere.append(serial_number)
+    # Watched together: a dead run's products are reclaimed within one lease, all at once.
+    for product in await asyncio.gather(
+        *(_claim_when_abandoned(rt, run, serial) for serial in held_elsewhere)
+    ):
+        if product is not None:
+            await _process_product(rt, run, product)
+
+
+async def _claim(rt: WorkerRuntime, run: _Run, serial_number: int) -> ProductRecord | None:
+    product = await rt.products.claim(
+        run.request_id, serial_number, token=run.token, lease=run.lease
+    )
+    if product is not None:
+        run.held.add(serial_number)
+    return product
+
+
+async def _held_by_a_run(rt: WorkerRuntime, request_id: str, serial_number: int) -> bool:
+    product = await rt.products.get(request_id, serial_number)
+    return product is not None and product.status == ProductStatus.PROCESSING
+
+
+async def _claim_when_abandoned(
+    rt: WorkerRuntime, run: _Run, serial_number: int
+) -> ProductRecord | None:
+    """Claim a product another run holds once its lease runs out; None if that run turns out to
+    be alive (it renewed the lease) or the product moved on meanwhile."""
+    watched = await rt.products.get(run.request_id, serial_number)
+    # The holder renews at least every third of a lease; looking once a second as well notices
+    # a product finished by it without waiting that long.
+    poll = min(run.lease.total_seconds() / 3, 1.0)
+    while watched is not None and watched.status == ProductStatus.PROCESSING:
+        until = watched.lease_until
+        if until is not None and until > datetime.now(UTC):
+            await asyncio.sleep(min(poll, (until - datetime.now(UTC)).total_seconds() + 0.05))
+            current = await rt.products.get(run.request_id, serial_number)
+            if current is None or current.lease_until != until:
+                return None  # its holder renewed it, or it moved on: not ours to take
+            watched = current
+            continue
+        return await _claim(rt, run, serial_number)  # None if another run got it first
+    return None
 
 
 async def _settle_counts(rt: WorkerRuntime, run: _Run) -> None:
@@ -78,6 +159,13 @@ async def _settle_counts(rt: WorkerRuntime, run: _Run) -> None:
 
 
 async def _process_product(rt: WorkerRuntime, run: _Run, product: ProductRecord) -> None:
+    try:
+        await _run_product(rt, run, product)
+    finally:
+        run.held.discard(product.serial_number)
+
+
+async def _run_product(rt: WorkerRuntime, run: _Run, product: ProductRecord) -> None:
     if product.attempts > rt.settings.max_attempts:
         # This product has taken its worker down every time it ran: stop feeding it to workers.
         await _finish(

@@ -53,7 +53,7 @@ async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
     recounted = await recount(rt, request.id)
     if await complete_if_finished(rt, request.id):
         return
-    serials = [s async for s in rt.products.unfinished_serials(request.id)]
+    serials = [s async for s in rt.products.claimable_serials(request.id)]
     sent = await rt.tasks.products(
         request.id, serials, request.priority, per_task=rt.settings.products_per_task
     )

@@ -9,6 +9,7 @@ early) or could lose it.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -21,6 +22,7 @@ from worker.dispatch import dispatch_request
 from worker.runtime import WorkerRuntime
 
 TOKEN = uuid.uuid4().hex  # the worker run's count key
+LEASE = timedelta(minutes=2)
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def two_products(isolated: WorkerRuntime, origin: Origin) -> str:
     url = origin.url("/img/coffee.jpg")
     request_id = seed_request(rt, [[url], [url]])
     rt.run(dispatch_request(rt, request_id))
-    assert rt.run(rt.products.claim(request_id, 1)) is not None
+    assert rt.run(rt.products.claim(request_id, 1, token=TOKEN, lease=LEASE)) is not None
     return request_id
 
 

@@ -30,6 +30,7 @@ FAULT_ENV = {
     **STACK_ENV,
     # Recovery paths run on a test's time scale; README explains the production values.
     "IMGBATCH_REQUEST_IDLE_SECONDS": "4",
+    "IMGBATCH_PRODUCT_LEASE_SECONDS": "2",
     "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",
     "IMGBATCH_BROKER_VISIBILITY_TIMEOUT": "10",
     "IMGBATCH_BROKER_RESTORE_INTERVAL_SECONDS": "1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,20 +22,37 @@ def redis_db(stack: Stack, number: int) -> str:
 
 @contextmanager
 def side_api(
-    stack: Stack, name: str, env: dict[str, str], *, worker_concurrency: int = 0
+    stack: Stack,
+    name: str,
+    env: dict[str, str],
+    *,
+    worker_concurrency: int = 0,
+    beat: bool = False,
 ) -> Iterator[str]:
-    """An API process (and optionally a worker) on the stack's services with ``env`` on top."""
+    """An API process (and optionally a worker and beat) on the stack's services with ``env``
+    on top. Give it a database and Redis database of its own (:func:`own_data`) when it has a
+    worker or beat, so that they work on its requests only."""
     port = free_port()
     stack.start_api(name, port=port, env=env)
     if worker_concurrency:
         stack.start_worker(f"{name}-worker", concurrency=worker_concurrency, env=env)
+    if beat:
+        stack.start_beat(f"{name}-beat", env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         stack.wait_healthy(api_url=url)
         yield url
     finally:
-        stack.stop_process(name)
-        stack.stop_process(f"{name}-worker")
+        for process in (name, f"{name}-worker", f"{name}-beat"):
+            stack.stop_process(process)
+
+
+def own_data(stack: Stack, redis_number: int) -> dict[str, str]:
+    """Settings that give side processes a MongoDB database and a Redis database of their own."""
+    return {
+        "IMGBATCH_MONGODB_DATABASE": f"side_{uuid.uuid4().hex[:8]}",
+        "IMGBATCH_REDIS_URL": redis_db(stack, redis_number),
+    }
 
 
 @contextmanager

@@ -7,6 +7,7 @@ database, so no other worker consumes what they enqueue and the queue can be cou
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
 from models.products import ProductStatus
@@ -17,6 +18,8 @@ from tests.support.seeding import seed_request
 from worker.dispatch import dispatch_request
 from worker.products import process_products
 from worker.runtime import WorkerRuntime
+
+LEASE = timedelta(minutes=2)
 
 
 def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin) -> None:
@@ -104,7 +107,7 @@ def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
     rt = isolated
     request_id = seed_request(rt, [[origin.url("/img/coffee.jpg")]])
     rt.run(dispatch_request(rt, request_id))
-    product = rt.run(rt.products.claim(request_id, 1))
+    product = rt.run(rt.products.claim(request_id, 1, token="t", lease=LEASE))
     assert product is not None
     key = f"{request_id}/1/0.jpg"
     rt.run(
@@ -160,9 +163,9 @@ def test_a_racing_chunk_claim_gets_only_what_it_moved(
     request_id = seed_request(rt, [[origin.url("/img/coffee.jpg")] for _ in range(3)])
     rt.run(dispatch_request(rt, request_id))
 
-    first = rt.run(rt.products.claim_many(request_id, [1, 2, 3]))
+    first = rt.run(rt.products.claim_many(request_id, [1, 2, 3], token="first", lease=LEASE))
     # A duplicate run whose interruption check ran before the first run's claims landed.
-    second = rt.run(rt.products.claim_many(request_id, [1, 2, 3]))
+    second = rt.run(rt.products.claim_many(request_id, [1, 2, 3], token="second", lease=LEASE))
 
     assert [p.serial_number for p in first] == [1, 2, 3]
     assert [p.attempts for p in first] == [1, 1, 1]
