@@ -20,20 +20,35 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
         )
     if record.images_failed == 0:
         raise Conflict({"message": "the request has no failed images", "status": record.status})
-    if await svc.requests.reopen(record.id) is None:
-        raise Conflict({"message": "the request changed meanwhile; try again"})
     # Outputs that exist stay; the products go back to pending and only their failed images
-    # run again. If we die between these steps the reconciler recounts and finishes the job.
+    # run again. Products first: while the request still says completed no worker touches
+    # them. Then one conditional write moves the request back to in_progress together with
+    # counters that leave the reopened products out. A retry that dies between the two leaves
+    # a completed request with pending products; retrying again finishes the job.
     reopened = await svc.products.reopen_failed(record.id)
     tally = await svc.products.tally(record.id)
-    await svc.requests.set_counters(
+    moved = await svc.requests.reopen(
         record.id,
+        completions=record.completions,
         products_done=tally["products_done"],
         images_done=tally["images_done"],
         images_failed=tally["images_failed"],
     )
-    await svc.tasks.dispatch(record.id)
+    if moved is None:
+        raise Conflict({"message": "the request changed meanwhile; try again"})
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
+    try:
+        await svc.tasks.dispatch(record.id)
+    except Exception as exc:
+        # The change is made and stays made: the reconciler finds an in-progress request that
+        # has not moved and sends its unfinished products, so the caller is told it worked.
+        log_event(
+            logger,
+            "request.dispatch_deferred",
+            logging.WARNING,
+            request_id=record.id,
+            error=type(exc).__name__,
+        )
     return reopened
 
 

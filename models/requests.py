@@ -154,22 +154,6 @@ class RequestRepository:
             {"_id": request_id}, {"$unset": {f"{_COUNT_RUNS}.{token}": ""}}
         )
 
-    async def set_counters(
-        self, request_id: str, *, products_done: int, images_done: int, images_failed: int
-    ) -> None:
-        """Overwrite the counters with values recounted from the products (reconciliation)."""
-        await self._collection.update_one(
-            {"_id": request_id, "status": RequestStatus.IN_PROGRESS},
-            {
-                "$set": {
-                    "products_done": products_done,
-                    "images_done": images_done,
-                    "images_failed": images_failed,
-                    "updated_at": now(),
-                }
-            },
-        )
-
     async def complete_if_counted(self, request_id: str) -> RequestRecord | None:
         """The one transition to ``completed``: only the caller that wins it gets the record."""
         completed_at = now()
@@ -235,13 +219,29 @@ class RequestRepository:
         )
         return RequestRecord.model_validate(doc) if doc else None
 
-    async def reopen(self, request_id: str) -> RequestRecord | None:
-        """Move a completed request back to ``in_progress`` for a retry; None if not completed."""
+    async def reopen(
+        self,
+        request_id: str,
+        *,
+        completions: int,
+        products_done: int,
+        images_done: int,
+        images_failed: int,
+    ) -> RequestRecord | None:
+        """Move a completed request back to ``in_progress`` for a retry, with its counters as its
+        products now stand, in one conditional write; None if it is no longer that completion.
+
+        One write, so that no completion check can ever see it in progress with the counters
+        of the completion it is leaving (which would complete it again at once).
+        """
         doc = await self._collection.find_one_and_update(
-            {"_id": request_id, "status": RequestStatus.COMPLETED},
+            {"_id": request_id, "status": RequestStatus.COMPLETED, "completions": completions},
             {
                 "$set": {
                     "status": RequestStatus.IN_PROGRESS,
+                    "products_done": products_done,
+                    "images_done": images_done,
+                    "images_failed": images_failed,
                     "completed_at": None,
                     "updated_at": now(),
                 }
