@@ -1,4 +1,5 @@
-"""Per-key upload limits: a fixed window counted in Redis, and a cap on unfinished requests.
+"""Per-key upload rate: a fixed window counted in Redis. (The cap on unfinished requests is a
+slot each request holds: domain.inflight.)
 
 The limiter fails open: if Redis does not answer, the upload is not refused for that reason
 (the request is stored in MongoDB and the reconciler dispatches it once Redis is back).
@@ -16,7 +17,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import OwnerDep
-from api.deps import RequestsDep, SettingsDep, StateDep
+from api.deps import SettingsDep, StateDep
 from core.errors import ImgbatchError
 from core.logs import log_event
 
@@ -44,7 +45,7 @@ class RateLimit:
 
 
 async def limit_uploads(
-    request: Request, owner: OwnerDep, state: StateDep, settings: SettingsDep, requests: RequestsDep
+    request: Request, owner: OwnerDep, state: StateDep, settings: SettingsDep
 ) -> RateLimit:
     window = settings.rate_limit_window_seconds
     window_start = int(time.time()) // window * window
@@ -65,13 +66,6 @@ async def limit_uploads(
         raise TooManyRequests(
             f"upload rate limit of {settings.rate_limit_uploads} per {window}s exceeded",
             headers={"Retry-After": str(max(reset, 1))},
-        )
-    in_flight = await requests.count_unfinished(owner)
-    if in_flight >= settings.max_requests_in_flight:
-        raise TooManyRequests(
-            f"{in_flight} requests are still in progress for this key "
-            f"(limit {settings.max_requests_in_flight}); retry when some complete",
-            headers={"Retry-After": "30"},
         )
     return limit
 

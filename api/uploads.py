@@ -13,18 +13,18 @@ from fastapi import APIRouter, Form, Header, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import OwnerDep
-from api.deps import ChunksDep, IdempotencyDep, RequestsDep, SettingsDep, TasksDep
+from api.deps import IdempotencyDep, ServicesDep
 from api.ratelimits import UploadLimitDep
 from api.schemas import UploadAccepted
 from core.errors import Conflict, UnprocessableEntity
 from core.logs import log_event, redact_url
-from core.settings import Settings
-from domain.taskqueue import TaskSender
+from domain import inflight
+from domain.services import Services
 from domain.urls import download_url, status_url
 from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
 from models.products import new_product_document
-from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
+from models.requests import Priority, RequestRecord, RequestStatus, now
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
 from netguard import literal_host_reason
 from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
@@ -38,10 +38,7 @@ async def upload(
     file: UploadFile,
     owner: OwnerDep,
     _: UploadLimitDep,
-    settings: SettingsDep,
-    requests: RequestsDep,
-    chunks: ChunksDep,
-    tasks: TasksDep,
+    services: ServicesDep,
     keys: IdempotencyDep,
     webhook_url: Annotated[str | None, Form()] = None,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
@@ -50,7 +47,7 @@ async def upload(
     ] = None,
 ) -> UploadAccepted:
     if idempotency_key is None:
-        return await _accept(file, owner, webhook_url, priority, settings, requests, chunks, tasks)
+        return await _accept(file, owner, webhook_url, priority, services)
     fingerprint = await run_in_threadpool(_fingerprint, file.file)
     existing = await keys.reserve(owner, idempotency_key, fingerprint)
     if existing is not None:
@@ -60,9 +57,7 @@ async def upload(
             raise Conflict("an upload with this Idempotency-Key is still being processed")
         return UploadAccepted.model_validate(existing.response)
     try:
-        accepted = await _accept(
-            file, owner, webhook_url, priority, settings, requests, chunks, tasks
-        )
+        accepted = await _accept(file, owner, webhook_url, priority, services)
     except BaseException:
         await keys.release(owner, idempotency_key)
         raise
@@ -75,15 +70,52 @@ async def _accept(
     owner: str,
     webhook_url: str | None,
     priority: Priority,
-    settings: Settings,
-    requests: RequestRepository,
-    chunks: StagedChunkRepository,
-    tasks: TaskSender,
+    svc: Services,
 ) -> UploadAccepted:
     request_id = uuid.uuid4().hex
+    settings = svc.settings
     # Checked before the sheet is read: a bad URL is refused without staging anything.
     if webhook_url:
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
+    # The request's place among its owner's requests in flight, taken before anything is read
+    # or stored; it goes with the request, or is given back if the upload fails.
+    await inflight.reserve(svc, owner, request_id)
+    try:
+        accepted = await _stage(file, owner, request_id, webhook_url, priority, svc)
+    except BaseException:
+        await inflight.release(svc, request_id)
+        raise
+    try:
+        await svc.tasks.dispatch(request_id)
+    except Exception as exc:  # the broker is down: the reconciler dispatches it later
+        log_event(
+            logger,
+            "request.dispatch_deferred",
+            logging.WARNING,
+            request_id=request_id,
+            error=type(exc).__name__,
+        )
+    log_event(
+        logger,
+        "request.accepted",
+        request_id=request_id,
+        products=accepted.products,
+        images=accepted.images,
+        webhook=redact_url(webhook_url) if webhook_url else None,
+    )
+    return accepted
+
+
+async def _stage(
+    file: UploadFile,
+    owner: str,
+    request_id: str,
+    webhook_url: str | None,
+    priority: Priority,
+    svc: Services,
+) -> UploadAccepted:
+    """Validate and stage the sheet, then write the request; nothing visible until the end."""
+    settings, requests, chunks = svc.settings, svc.requests, svc.chunks
     # Its own secret per request, rather than one for the whole installation: a receiver can
     # verify its deliveries without being able to forge anyone else's.
     webhook_secret = new_secret() if webhook_url else None
@@ -124,24 +156,6 @@ async def _accept(
             updated_at=now(),
             expires_at=expires_at,
         )
-    )
-    try:
-        await tasks.dispatch(request_id)
-    except Exception as exc:  # the broker is down: the reconciler dispatches it later
-        log_event(
-            logger,
-            "request.dispatch_deferred",
-            logging.WARNING,
-            request_id=request_id,
-            error=type(exc).__name__,
-        )
-    log_event(
-        logger,
-        "request.accepted",
-        request_id=request_id,
-        products=products,
-        images=images,
-        webhook=redact_url(webhook_url) if webhook_url else None,
     )
     return UploadAccepted(
         request_id=request_id,

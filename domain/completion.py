@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from core.logs import log_event
+from domain import inflight
 from domain.services import Services
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
     completed = await svc.requests.complete_if_counted(request_id)
     if completed is None:
         return False
+    await inflight.release(svc, request_id)
     log_event(
         logger,
         "request.completed",
@@ -47,6 +49,7 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
     failed = await svc.requests.fail(request_id, reason)
     if failed is None:
         return False
+    await inflight.release(svc, request_id)
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
     # The same notice as completion: its task reads the final status and publishes the event
     # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.

@@ -6,6 +6,7 @@ import logging
 
 from core.errors import Conflict
 from core.logs import log_event
+from domain import inflight
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
 
@@ -20,22 +21,15 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
         )
     if record.images_failed == 0:
         raise Conflict({"message": "the request has no failed images", "status": record.status})
-    # Outputs that exist stay; the products go back to pending and only their failed images
-    # run again. Products first: while the request still says completed no worker touches
-    # them. Then one conditional write moves the request back to in_progress together with
-    # counters that leave the reopened products out. A retry that dies between the two leaves
-    # a completed request with pending products; retrying again finishes the job.
-    reopened = await svc.products.reopen_failed(record.id)
-    tally = await svc.products.tally(record.id)
-    moved = await svc.requests.reopen(
-        record.id,
-        completions=record.completions,
-        products_done=tally["products_done"],
-        images_done=tally["images_done"],
-        images_failed=tally["images_failed"],
-    )
-    if moved is None:
-        raise Conflict({"message": "the request changed meanwhile; try again"})
+    # Running again, it counts against its owner's requests in flight (429 when they are all
+    # taken); a retry that then fails gives back the slot it took.
+    took = await inflight.reserve(svc, record.owner, record.id)
+    try:
+        reopened = await _reopen(svc, record)
+    except BaseException:
+        if took:
+            await inflight.release(svc, record.id)
+        raise
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
     try:
         await svc.tasks.dispatch(record.id)
@@ -52,10 +46,31 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
     return reopened
 
 
+async def _reopen(svc: Services, record: RequestRecord) -> int:
+    # Outputs that exist stay; the products go back to pending and only their failed images
+    # run again. Products first: while the request still says completed no worker touches
+    # them. Then one conditional write moves the request back to in_progress together with
+    # counters that leave the reopened products out. A retry that dies between the two leaves
+    # a completed request with pending products; retrying again finishes the job.
+    reopened = await svc.products.reopen_failed(record.id)
+    tally = await svc.products.tally(record.id)
+    moved = await svc.requests.reopen(
+        record.id,
+        completions=record.completions,
+        products_done=tally["products_done"],
+        images_done=tally["images_done"],
+        images_failed=tally["images_failed"],
+    )
+    if moved is None:
+        raise Conflict({"message": "the request changed meanwhile; try again"})
+    return reopened
+
+
 async def cancel(svc: Services, record: RequestRecord) -> RequestRecord:
     """Stop a pending or running request; queued products are dropped unprocessed."""
     cancelled = await svc.requests.cancel(record.id)
     if cancelled is None:
         raise Conflict({"message": "the request has already finished", "status": record.status})
+    await inflight.release(svc, record.id)
     log_event(logger, "request.cancelled", request_id=record.id)
     return cancelled

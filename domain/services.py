@@ -13,6 +13,7 @@ from domain.taskqueue import TaskSender
 from models.db import Database
 from models.products import ProductRepository
 from models.requests import RequestRepository
+from models.slots import SlotRepository
 from models.staging import StagedChunkRepository
 from storage import MediaStore
 
@@ -35,3 +36,7 @@ class Services:
     @property
     def chunks(self) -> StagedChunkRepository:
         return StagedChunkRepository(self.db)
+
+    @property
+    def slots(self) -> SlotRepository:
+        return SlotRepository(self.db)

@@ -21,6 +21,7 @@ IDEMPOTENCY_KEYS = "idempotency_keys"
 WEBHOOK_SUBSCRIBERS = "webhook_subscribers"
 WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
+SLOTS = "slots"
 
 
 def client_url(url: str) -> str:
@@ -78,6 +79,12 @@ async def ensure_indexes(db: Database) -> None:
             ),
             # A backstop behind the retention sweeper, which removes products with their files.
             IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
+    )
+    await db[SLOTS].create_indexes(
+        [
+            IndexModel([("kind", ASCENDING), ("owner", ASCENDING)]),
+            IndexModel([("holder", ASCENDING)]),
         ]
     )
     await db[API_KEYS].create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])

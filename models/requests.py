@@ -28,6 +28,9 @@ class RequestStatus(StrEnum):
     EXPIRED = "expired"  # past the retention period: products and outputs are gone (410)
 
 
+UNFINISHED_REQUEST = frozenset({RequestStatus.PENDING, RequestStatus.IN_PROGRESS})
+
+
 class Priority(StrEnum):
     """How soon a request's images are processed relative to other requests."""
 
@@ -275,10 +278,9 @@ class RequestRepository:
         ).limit(limit)
         return [str(doc["_id"]) async for doc in cursor]
 
-    async def count_unfinished(self, owner: str) -> int:
-        return await self._collection.count_documents(
-            {"owner": owner, "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]}}
-        )
+    async def statuses(self, request_ids: list[str]) -> dict[str, RequestStatus]:
+        cursor = self._collection.find({"_id": {"$in": request_ids}}, {"status": 1})
+        return {str(doc["_id"]): RequestStatus(doc["status"]) async for doc in cursor}
 
     async def touch(self, request_id: str) -> None:
         await self._collection.update_one({"_id": request_id}, {"$set": {"updated_at": now()}})

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,6 +141,22 @@ def test_requests_in_flight_are_capped_per_key(
         assert refused.status_code == 429
         assert "in progress" in refused.json()["detail"]
         assert refused.headers["retry-after"] == "30"
+
+
+def test_concurrent_uploads_cannot_pass_the_in_flight_cap_together(
+    stack: Stack, secure_url: str, origin: Origin
+) -> None:
+    _, key = new_key(stack, "eager")
+    slow = origin.url("/slow/chelsea.jpg?delay=5")
+
+    def attempt(serial: int) -> int:
+        with client(secure_url, key) as caller:
+            return upload(caller, sheet([(serial, "Slow", slow)])).status_code
+
+    # Far fewer than the rate limit (5 per window), all at once, against a cap of 3 in flight.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = sorted(pool.map(attempt, range(1, 6)))
+    assert answers == [202, 202, 202, 429, 429]
 
 
 def test_idempotency_key_replays_the_first_upload(
