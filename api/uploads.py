@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Form, Header, UploadFile, status
+from fastapi import APIRouter, Form, Header, Request, UploadFile, status
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from api.auth import OwnerDep
-from api.deps import IdempotencyDep, ServicesDep
-from api.ratelimits import UploadLimitDep
+from api.deps import IdempotencyDep, ServicesDep, StateDep
+from api.ratelimits import limit_uploads
 from api.schemas import UploadAccepted
 from core.errors import Conflict, UnprocessableEntity
 from core.logs import log_event, redact_url
@@ -23,6 +25,7 @@ from domain.services import Services
 from domain.urls import download_url, status_url
 from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
+from models.idempotency import IdempotencyRepository
 from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestStatus, now
 from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
@@ -35,9 +38,10 @@ logger = logging.getLogger(__name__)
 
 @router.post("/api/upload", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
 async def upload(
+    request: Request,
     file: UploadFile,
     owner: OwnerDep,
-    _: UploadLimitDep,
+    state: StateDep,
     services: ServicesDep,
     keys: IdempotencyDep,
     webhook_url: Annotated[str | None, Form()] = None,
@@ -47,22 +51,49 @@ async def upload(
     ] = None,
 ) -> UploadAccepted:
     if idempotency_key is None:
+        await limit_uploads(request, owner, state)
         return await _accept(file, owner, webhook_url, priority, services)
-    fingerprint = await run_in_threadpool(_fingerprint, file.file)
-    existing = await keys.reserve(owner, idempotency_key, fingerprint)
-    if existing is not None:
-        if existing.fingerprint != fingerprint:
-            raise UnprocessableEntity("this Idempotency-Key was already used with a different file")
-        if existing.response is None:
+    fingerprint = await _fingerprint(request)
+    # A replay is answered before anything counts against the caller's limits: it creates
+    # nothing, so it uses up neither the rate limit nor a request in flight.
+    replayed = await _replay(keys, owner, idempotency_key, fingerprint)
+    if replayed is not None:
+        await limit_uploads(request, owner, state, consume=False)
+        return replayed
+    await limit_uploads(request, owner, state)
+    lease = timedelta(seconds=services.settings.idempotency_lease_seconds)
+    token = await keys.reserve(owner, idempotency_key, fingerprint, lease=lease)
+    if token is None:  # another upload with this key got there since we looked
+        replayed = await _replay(keys, owner, idempotency_key, fingerprint)
+        if replayed is None:
             raise Conflict("an upload with this Idempotency-Key is still being processed")
-        return UploadAccepted.model_validate(existing.response)
+        return replayed
     try:
         accepted = await _accept(file, owner, webhook_url, priority, services)
     except BaseException:
-        await keys.release(owner, idempotency_key)
+        await keys.release(owner, idempotency_key, token)
         raise
-    await keys.complete(owner, idempotency_key, accepted.model_dump())
+    await keys.complete(owner, idempotency_key, token, accepted.model_dump())
     return accepted
+
+
+async def _replay(
+    keys: IdempotencyRepository, owner: str, key: str, fingerprint: str
+) -> UploadAccepted | None:
+    """The stored answer for this key; None if the key is free (or its upload died)."""
+    existing = await keys.get(owner, key)
+    if existing is None:
+        return None
+    if existing.response is None and (existing.lease_until is None or existing.lease_until < now()):
+        return None  # reserved by an upload that died before answering: ours to take over
+    if existing.fingerprint != fingerprint:
+        raise UnprocessableEntity(
+            "this Idempotency-Key was already used for a different upload "
+            "(another file or other form fields)"
+        )
+    if existing.response is None:
+        raise Conflict("an upload with this Idempotency-Key is still being processed")
+    return UploadAccepted.model_validate(existing.response)
 
 
 async def _accept(
@@ -190,7 +221,27 @@ async def _stage_rows(
         images += sum(len(row.image_urls) for row in batch)
 
 
-def _fingerprint(stream: BinaryIO) -> str:
+async def _fingerprint(request: Request) -> str:
+    """What makes two uploads the same: every form field as sent, the file by its content.
+
+    Taken from the parsed form rather than from named parameters, so a field added later is
+    covered without anyone remembering to add it here.
+    """
+    form = await request.form()  # parsed once already, for the route's parameters
+    return await run_in_threadpool(_digest, list(form.multi_items()))
+
+
+def _digest(items: list[tuple[str, str | StarletteUpload]]) -> str:
+    fields = []
+    for name, value in sorted(items, key=lambda item: item[0]):
+        if isinstance(value, str):
+            fields.append([name, "text", value])
+            continue
+        fields.append([name, "file", _file_digest(value.file)])
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+def _file_digest(stream: BinaryIO) -> str:
     digest = hashlib.sha256()
     for block in iter(lambda: stream.read(1 << 20), b""):
         digest.update(block)

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     rate_limit_uploads: int = Field(60, gt=0)
     rate_limit_window_seconds: int = Field(60, gt=0)
     max_requests_in_flight: int = Field(20, gt=0)
+    # An Idempotency-Key reserved by an upload that never answered (its process died) is taken
+    # over by a retry after this long; longer than any upload takes to be processed.
+    idempotency_lease_seconds: Seconds = 300.0
 
     # --- queueing ----------------------------------------------------------------------------
     # A run holds each product it claims for this long and renews the hold every third of it
