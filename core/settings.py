@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: Seconds = 5.0
     # How long a rotated-out subscriber secret keeps signing next to the new one.
     webhook_secret_overlap_seconds: Seconds = 24 * 3600.0
+    # Webhook events and their delivery log are deleted this many days after the event; 0 keeps
+    # them forever.
+    webhook_log_ttl_days: int = Field(30, ge=0)
 
     @property
     def media_dir(self) -> Path:

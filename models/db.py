@@ -50,9 +50,19 @@ def database(client: AsyncMongoClient[Document], settings: Settings) -> Database
     return client[settings.mongodb_database]
 
 
+def _expires(field: str) -> IndexModel:
+    """A TTL index: the database deletes a document once the date in ``field`` has passed
+    (within a minute; documents without it are kept)."""
+    return IndexModel([(field, ASCENDING)], expireAfterSeconds=0)
+
+
 async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
-        [IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)])]
+        [
+            IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            # An expired request's tombstone (it answers 410) is kept until then.
+            _expires("purge_at"),
+        ]
     )
     await db[PRODUCTS].create_indexes(
         [
@@ -88,6 +98,7 @@ async def ensure_indexes(db: Database) -> None:
         ]
     )
     await db[API_KEYS].create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])
+    await db[IDEMPOTENCY_KEYS].create_indexes([_expires("expires_at")])
     await db[SHEET_CHUNKS].create_indexes(
         [IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
     )
@@ -96,12 +107,16 @@ async def ensure_indexes(db: Database) -> None:
     )
     # The unique indexes are what make "one event per request" and "one delivery per target" hold
     # when the notice task runs twice.
-    await db[WEBHOOK_EVENTS].create_indexes([IndexModel([("dedupe_key", ASCENDING)], unique=True)])
+    # Events and their delivery log are kept for WEBHOOK_LOG_TTL_DAYS.
+    await db[WEBHOOK_EVENTS].create_indexes(
+        [IndexModel([("dedupe_key", ASCENDING)], unique=True), _expires("expires_at")]
+    )
     await db[WEBHOOK_DELIVERIES].create_indexes(
         [
             IndexModel([("event_id", ASCENDING), ("target", ASCENDING)], unique=True),
             IndexModel([("state", ASCENDING), ("next_attempt_at", ASCENDING)]),
             IndexModel([("subscriber_id", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("target", ASCENDING)]),
+            _expires("expires_at"),
         ]
     )

@@ -3,8 +3,8 @@
 A key is reserved before the upload is processed, so two concurrent retries of one upload
 cannot both create a request. The reservation holds a lease: if the upload that made it died
 before storing its response, a retry after the lease takes the key over instead of being told
-"still being processed" for a day. Keys expire after a day (checked on read; see
-``ensure_indexes`` for the TTL index that deletes them).
+"still being processed" for a day. Keys expire after a day: ``expires_at`` is checked on read
+and a TTL index deletes them (a TTL monitor runs only once a minute).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class IdempotencyRecord(BaseModel):
     id: str = Field(alias="_id")
     fingerprint: str
     created_at: datetime
+    expires_at: datetime
     # The upload holding the reservation, and until when; a reservation without a response
     # past its lease belongs to an upload that died.
     token: str | None = None
@@ -47,7 +48,7 @@ class IdempotencyRepository:
     async def get(self, owner: str, key: str) -> IdempotencyRecord | None:
         """The key's record, unless it is past its day."""
         doc = await self._collection.find_one(
-            {"_id": self._id(owner, key), "created_at": {"$gte": now() - KEY_TTL}}
+            {"_id": self._id(owner, key), "expires_at": {"$gte": now()}}
         )
         return IdempotencyRecord.model_validate(doc) if doc else None
 
@@ -58,12 +59,13 @@ class IdempotencyRepository:
         answered it) and its lease has not run out."""
         record_id = self._id(owner, key)
         at = now()
-        await self._collection.delete_one({"_id": record_id, "created_at": {"$lt": at - KEY_TTL}})
+        await self._collection.delete_one({"_id": record_id, "expires_at": {"$not": {"$gte": at}}})
         token = uuid.uuid4().hex
         record = IdempotencyRecord(
             id=record_id,
             fingerprint=fingerprint,
             created_at=at,
+            expires_at=at + KEY_TTL,
             token=token,
             lease_until=at + lease,
         )

@@ -260,10 +260,20 @@ class RequestRepository:
         return [RequestRecord.model_validate(doc) async for doc in cursor]
 
     async def mark_expired(self, request_id: str, *, purge_at: datetime) -> None:
-        """Keep a tombstone (so the API can answer 410) until ``purge_at`` (a TTL index)."""
+        """Keep a tombstone (so the API can answer 410) until ``purge_at`` (a TTL index).
+
+        The tombstone keeps nothing a leak could use: no webhook secret, no webhook URL.
+        """
         await self._collection.update_one(
             {"_id": request_id},
-            {"$set": {"status": RequestStatus.EXPIRED, "updated_at": now(), "purge_at": purge_at}},
+            {
+                "$set": {
+                    "status": RequestStatus.EXPIRED,
+                    "updated_at": now(),
+                    "purge_at": purge_at,
+                },
+                "$unset": {"webhook_secret": "", "webhook_url": ""},
+            },
         )
 
     async def clear_notice(self, request_id: str, completions: int) -> None:

@@ -94,6 +94,8 @@ class EventRecord(BaseModel):
     # The exact JSON sent, serialised once so that every attempt signs and sends the same bytes.
     body: str
     created_at: datetime
+    # Deleted then, with its deliveries (a TTL index); None keeps it.
+    expires_at: datetime | None = None
 
 
 class AttemptRecord(BaseModel):
@@ -128,6 +130,7 @@ class DeliveryRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None = None
+    expires_at: datetime | None = None  # deleted then, with its event (a TTL index)
 
 
 class WebhookSubscriberRepository:

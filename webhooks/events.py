@@ -81,6 +81,8 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
         log_event(logger, "webhook.event_skipped", request_id=request_id)
         return None
     created = now()
+    days = rt.settings.webhook_log_ttl_days
+    expires_at = created + timedelta(days=days) if days else None
     event = await WebhookEventRepository(rt.db).create_once(
         EventRecord(
             id=new_id("msg"),
@@ -91,6 +93,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
             dedupe_key=f"{event_type}:{request.id}:{request.completions}",
             body=envelope(event_type, created, request_data(rt.settings, request)),
             created_at=created,
+            expires_at=expires_at,
         )
     )
     targets: list[tuple[str, str | None, str]] = []
@@ -116,6 +119,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
                 next_attempt_at=first_attempt,
                 created_at=created,
                 updated_at=created,
+                expires_at=event.expires_at,
             )
             for target, subscriber_id, url in targets
         ]

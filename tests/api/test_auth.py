@@ -178,7 +178,7 @@ def test_idempotency_key_replays_the_first_upload(
         # A day later the key is free again.
         mongo["idempotency_keys"].update_many(
             {"_id": {"$regex": ":sheet-42$"}},
-            {"$set": {"created_at": datetime.now(UTC) - timedelta(hours=25)}},
+            {"$set": {"expires_at": datetime.now(UTC) - timedelta(hours=1)}},
         )
         reused = upload(caller, sheet([(1, "A", URL)]), headers={"Idempotency-Key": "sheet-42"})
         assert reused.status_code == 202
@@ -233,6 +233,7 @@ def test_a_key_reserved_by_an_upload_that_died_is_taken_over(
                 "_id": f"{owner}:orphan",
                 "fingerprint": "whatever the dead upload was",
                 "created_at": datetime.now(UTC) - timedelta(minutes=10),
+                "expires_at": datetime.now(UTC) + timedelta(hours=23),
                 "lease_until": datetime.now(UTC) - timedelta(minutes=5),
                 "response": None,
             }
