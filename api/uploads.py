@@ -7,7 +7,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Form, Header, Request, UploadFile, status
@@ -162,7 +162,7 @@ async def _stage(
     )
     try:
         reader = await run_in_threadpool(open_sheet, file.file, limits)
-        products, images = await _stage_rows(request_id, reader, chunks, expires_at)
+        products, images = await _stage_rows(request_id, reader, chunks)
     except SheetFormatError as exc:
         await chunks.discard(request_id)
         raise UnprocessableEntity(exc.message) from exc
@@ -203,7 +203,6 @@ async def _stage_rows(
     request_id: str,
     reader: SheetReader,
     chunks: StagedChunkRepository,
-    expires_at: datetime | None,
 ) -> tuple[int, int]:
     rows = reader.rows()
     products = images = seq = 0
@@ -214,7 +213,7 @@ async def _stage_rows(
             return products, images
         if reader.error_count == 0:  # once the sheet is known bad, only validation goes on
             await chunks.stage(
-                request_id, seq, [_product_document(request_id, row, expires_at) for row in batch]
+                request_id, seq, [_product_document(request_id, row) for row in batch]
             )
             seq += 1
         products += len(batch)
@@ -260,9 +259,7 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
     return batch
 
 
-def _product_document(
-    request_id: str, row: SheetRow, expires_at: datetime | None
-) -> dict[str, Any]:
+def _product_document(request_id: str, row: SheetRow) -> dict[str, Any]:
     return new_product_document(
         request_id=request_id,
         serial_number=row.serial_number,
@@ -271,7 +268,6 @@ def _product_document(
         product_name=row.product_name,
         input_image_urls=row.image_urls,
         extra=row.extra,
-        expires_at=expires_at,
     )
 
 

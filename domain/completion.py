@@ -7,12 +7,26 @@ request is announced once however many task runs, reconciler passes or retries r
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from core.logs import log_event
 from domain import inflight
 from domain.services import Services
+from models.requests import RequestRecord, now
 
 logger = logging.getLogger(__name__)
+
+# A request that finishes close to (or after) its expiry is still kept this long after it
+# finished, so whoever was told it finished can fetch its results.
+FINISHED_GRACE = timedelta(days=1)
+
+
+async def finished(svc: Services, record: RequestRecord) -> None:
+    """What every move to a final state is followed by (complete, fail, cancel)."""
+    await inflight.release(svc, record.id)
+    keep_until = now() + FINISHED_GRACE
+    if record.expires_at is not None and record.expires_at < keep_until:
+        await svc.requests.keep_until(record.id, keep_until)
 
 
 async def complete_when_counted(svc: Services, request_id: str) -> bool:
@@ -32,7 +46,7 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
     completed = await svc.requests.complete_if_counted(request_id)
     if completed is None:
         return False
-    await inflight.release(svc, request_id)
+    await finished(svc, completed)
     log_event(
         logger,
         "request.completed",
@@ -49,7 +63,7 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
     failed = await svc.requests.fail(request_id, reason)
     if failed is None:
         return False
-    await inflight.release(svc, request_id)
+    await finished(svc, failed)
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
     # The same notice as completion: its task reads the final status and publishes the event
     # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.

@@ -7,6 +7,7 @@ import logging
 from core.errors import Conflict
 from core.logs import log_event
 from domain import inflight
+from domain.completion import finished
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
 
@@ -71,6 +72,6 @@ async def cancel(svc: Services, record: RequestRecord) -> RequestRecord:
     cancelled = await svc.requests.cancel(record.id)
     if cancelled is None:
         raise Conflict({"message": "the request has already finished", "status": record.status})
-    await inflight.release(svc, record.id)
+    await finished(svc, cancelled)
     log_event(logger, "request.cancelled", request_id=record.id)
     return cancelled

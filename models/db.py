@@ -50,6 +50,11 @@ def database(client: AsyncMongoClient[Document], settings: Settings) -> Database
     return client[settings.mongodb_database]
 
 
+async def _drop_index_if_present(db: Database, collection: str, name: str) -> None:
+    if name in await db[collection].index_information():
+        await db[collection].drop_index(name)
+
+
 def _expires(field: str) -> IndexModel:
     """A TTL index: the database deletes a document once the date in ``field`` has passed
     (within a minute; documents without it are kept)."""
@@ -60,10 +65,16 @@ async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
         [
             IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            # The retention sweeper: finished requests of one status, by expiry.
+            IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
             # An expired request's tombstone (it answers 410) is kept until then.
             _expires("purge_at"),
         ]
     )
+    # Products had a TTL index of their own; it could delete them up to a sweep before their
+    # request was marked expired (a completed request with no products). They now go with
+    # their request, by the retention sweeper only.
+    await _drop_index_if_present(db, PRODUCTS, "expires_at_1")
     await db[PRODUCTS].create_indexes(
         [
             IndexModel([("request_id", ASCENDING), ("serial_number", ASCENDING)], unique=True),
@@ -87,8 +98,6 @@ async def ensure_indexes(db: Database) -> None:
                     ("serial_number", ASCENDING),
                 ]
             ),
-            # A backstop behind the retention sweeper, which removes products with their files.
-            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]
     )
     await db[SLOTS].create_indexes(

@@ -86,7 +86,6 @@ class ProductRecord(BaseModel):
     count_state: CountState | None = None
     count_token: str | None = None
     count_seq: int = 0
-    expires_at: datetime | None = None
 
     def output_key(self, index: int) -> str | None:
         """The stored output of image ``index`` from an earlier run, if it has one."""

@@ -29,6 +29,8 @@ class RequestStatus(StrEnum):
 
 
 UNFINISHED_REQUEST = frozenset({RequestStatus.PENDING, RequestStatus.IN_PROGRESS})
+# Only these ever expire: a request still pending or in progress is never touched by retention.
+FINISHED_REQUEST = (RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED)
 
 
 class Priority(StrEnum):
@@ -70,6 +72,17 @@ class RequestRecord(BaseModel):
     notice_pending: bool = False
     # Outputs and products are removed after this (None: kept forever).
     expires_at: datetime | None = None
+
+    def is_expired(self, at: datetime) -> bool:
+        """Past its retention: from ``expires_at`` on, whether or not the sweeper has deleted
+        its data yet, so a request never shows up without its products. Only once finished."""
+        if self.status == RequestStatus.EXPIRED:
+            return True
+        return (
+            self.status in FINISHED_REQUEST
+            and self.expires_at is not None
+            and self.expires_at <= at
+        )
 
     @property
     def progress(self) -> int:
@@ -254,10 +267,26 @@ class RequestRepository:
         return RequestRecord.model_validate(doc) if doc else None
 
     async def due_for_expiry(self, *, limit: int = 100) -> list[RequestRecord]:
-        cursor = self._collection.find(
-            {"expires_at": {"$lt": now()}, "status": {"$ne": RequestStatus.EXPIRED}}
-        ).limit(limit)
-        return [RequestRecord.model_validate(doc) async for doc in cursor]
+        """Finished requests past their expiry, oldest expiry first."""
+        at = now()
+        due: list[RequestRecord] = []
+        for status in FINISHED_REQUEST:
+            # One status at a time: an equality and a range, which an index can serve.
+            cursor = (
+                self._collection.find({"status": status, "expires_at": {"$lt": at}})
+                .sort("expires_at", 1)
+                .limit(limit - len(due))
+            )
+            due += [RequestRecord.model_validate(doc) async for doc in cursor]
+            if len(due) >= limit:
+                break
+        return due
+
+    async def keep_until(self, request_id: str, until: datetime) -> None:
+        """Push the expiry out to ``until`` if it comes sooner (a request finishing late)."""
+        await self._collection.update_one(
+            {"_id": request_id, "expires_at": {"$lt": until}}, {"$set": {"expires_at": until}}
+        )
 
     async def mark_expired(self, request_id: str, *, purge_at: datetime) -> None:
         """Keep a tombstone (so the API can answer 410) until ``purge_at`` (a TTL index).

@@ -1,8 +1,11 @@
 """Retention: requests past ``IMGBATCH_RESULT_TTL_DAYS`` lose their products and output files.
 
-The request itself stays as a tombstone for a while, so its owner gets 410 Gone rather than a
-404 that would look like a mistyped id. MongoDB TTL indexes back this up for the documents;
-files have no TTL, so this sweeper is what removes them.
+Only finished requests expire (completed, failed, cancelled); one still pending or in progress
+is left alone until it finishes, and then kept at least a day (domain.completion). The API
+answers 410 Gone from ``expires_at`` on, before this sweeper gets to it, and products have no
+TTL index of their own, so a request is never seen without its products. The request stays as
+a tombstone for a while (a TTL index removes it), so its owner gets 410 rather than a 404 that
+would look like a mistyped id.
 
 Originals are never written to disk: a download lives in memory for the length of one product
 task, and a retry downloads again, so there is no temporary area to expire.

@@ -117,3 +117,26 @@ def test_expired_requests_answer_410_and_their_files_are_gone(
         assert "expired" in gone.json()["detail"]
     assert httpx.get(output).status_code == 404
     assert mongo["products"].count_documents({"request_id": request_id}) == 0
+
+
+def test_a_request_past_its_expiry_answers_410_before_the_sweeper_runs(
+    api: httpx.Client, origin: Origin, mongo: Database[dict[str, Any]]
+) -> None:
+    request_id = upload(api, sheet([(1, "Old", origin.url("/img/rocket.jpg"))])).json()[
+        "request_id"
+    ]
+    wait_for_status(api, request_id)
+    past = datetime.now(UTC) - timedelta(days=2)
+    mongo["requests"].update_one(
+        {"_id": request_id}, {"$set": {"expires_at": past, "updated_at": past}}
+    )
+    mongo["products"].update_many({"request_id": request_id}, {"$set": {"expires_at": past}})
+    # The database's TTL pass may run before the retention sweeper does; it must not leave a
+    # completed request with no products behind.
+    mongo.client.admin.command("secantusAdmin.pruneTtl")
+
+    for path in (f"/api/status/{request_id}", f"/api/download/{request_id}"):
+        gone = api.get(path)
+        assert gone.status_code == 410, gone.text
+        assert "expired" in gone.json()["detail"]
+    assert api.post(f"/api/requests/{request_id}/retry").status_code == 410
