@@ -64,7 +64,12 @@ def _expires(field: str) -> IndexModel:
 async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
         [
+            # Every periodic scan is an equality plus a range on one of these (the embedded
+            # server plans nothing else on an index), so it reads its candidates only, however
+            # many finished requests there are. The reconciler: unfinished requests by status,
+            # idle since; finished ones whose notice is still pending.
             IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            IndexModel([("notice_pending", ASCENDING), ("updated_at", ASCENDING)]),
             # The retention sweeper: finished requests of one status, by expiry.
             IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
             # An expired request's tombstone (it answers 410) is kept until then.
@@ -109,7 +114,11 @@ async def ensure_indexes(db: Database) -> None:
     await db[API_KEYS].create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])
     await db[IDEMPOTENCY_KEYS].create_indexes([_expires("expires_at")])
     await db[SHEET_CHUNKS].create_indexes(
-        [IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
+        [
+            IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True),
+            # The reconciler's sweep of abandoned uploads.
+            IndexModel([("staged_at", ASCENDING)]),
+        ]
     )
     await db[WEBHOOK_SUBSCRIBERS].create_indexes(
         [IndexModel([("owner", ASCENDING), ("created_at", ASCENDING)])]

@@ -216,12 +216,17 @@ class RequestRepository:
         self, *, idle_for: timedelta, limit: int = 100
     ) -> list[RequestRecord]:
         """Requests not touched for a while that are not finished: candidates for reconciliation."""
-        query: dict[str, Any] = {
-            "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]},
-            "updated_at": {"$lt": now() - idle_for},
-        }
-        cursor = self._collection.find(query).sort("updated_at", 1).limit(limit)
-        return [RequestRecord.model_validate(doc) async for doc in cursor]
+        before = now() - idle_for
+        stale: list[RequestRecord] = []
+        for status in (RequestStatus.PENDING, RequestStatus.IN_PROGRESS):
+            # One status at a time: an equality and a range, which the index serves.
+            cursor = (
+                self._collection.find({"status": status, "updated_at": {"$lt": before}})
+                .sort("updated_at", 1)
+                .limit(limit)
+            )
+            stale += [RequestRecord.model_validate(doc) async for doc in cursor]
+        return sorted(stale, key=lambda r: r.updated_at)[:limit]
 
     async def cancel(self, request_id: str) -> RequestRecord | None:
         """Stop a pending or running request; None if it had already finished."""
@@ -312,6 +317,8 @@ class RequestRepository:
         )
 
     async def unnotified(self, *, idle_for: timedelta, limit: int = 100) -> list[str]:
+        # An equality and a range on the (notice_pending, updated_at) index: the few requests
+        # whose notice is still pending, never every finished one.
         cursor = self._collection.find(
             {"notice_pending": True, "updated_at": {"$lt": now() - idle_for}}, {"_id": 1}
         ).limit(limit)

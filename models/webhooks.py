@@ -275,12 +275,19 @@ class WebhookDeliveryRepository:
 
     async def due_ids(self, *, limit: int) -> list[str]:
         at = now()
-        cursor = (
-            self._collection.find({**self._due(at), "queued_until": {"$lte": at}}, {"_id": 1})
-            .sort("next_attempt_at", 1)
-            .limit(limit)
-        )
-        return [str(doc["_id"]) async for doc in cursor]
+        # An equality and a range on the (state, next_attempt_at) index; whether an attempt is
+        # in flight or already queued is checked here, on the few pending deliveries it finds.
+        cursor = self._collection.find(
+            {"state": DeliveryState.PENDING, "next_attempt_at": {"$lte": at}},
+            {"_id": 1, "lease_until": 1, "queued_until": 1},
+        ).sort("next_attempt_at", 1)
+        due = []
+        async for doc in cursor:
+            if doc.get("lease_until", _EPOCH) <= at and doc.get("queued_until", _EPOCH) <= at:
+                due.append(str(doc["_id"]))
+                if len(due) >= limit:
+                    break
+        return due
 
     async def mark_queued(self, delivery_id: str, *, hold: timedelta) -> bool:
         """Note that a message for this due delivery is on its way; False if one already is."""

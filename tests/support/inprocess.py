@@ -21,10 +21,15 @@ from worker.runtime import WorkerRuntime, build_runtime
 
 
 @contextmanager
-def isolated_runtime(stack: Stack, data_dir: Path, **overrides: Any) -> Iterator[WorkerRuntime]:
+def isolated_runtime(
+    stack: Stack, data_dir: Path, *, mongodb_url: str | None = None, **overrides: Any
+) -> Iterator[WorkerRuntime]:
+    """A runtime on a database of its own: on the stack's server, or on ``mongodb_url`` (a
+    server of the caller's, which it throws away whole: dropping a database of many documents
+    takes SecantusDB longer than writing them)."""
     redis_url = redis_db(stack, 7)
     settings = Settings(
-        mongodb_url=stack.mongodb_url,
+        mongodb_url=mongodb_url or stack.mongodb_url,
         mongodb_database=f"race_{uuid.uuid4().hex[:8]}",
         redis_url=redis_url,
         data_dir=data_dir,
@@ -39,7 +44,8 @@ def isolated_runtime(stack: Stack, data_dir: Path, **overrides: Any) -> Iterator
         yield rt
     finally:
         broker.flushdb()
-        rt.run(rt.client.drop_database(settings.mongodb_database))
+        if mongodb_url is None:
+            rt.run(rt.client.drop_database(settings.mongodb_database))
         rt.run(rt.client.close())
         rt.loop.close()
 

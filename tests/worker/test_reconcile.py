@@ -1,19 +1,29 @@
-"""The reconciler against live work: a slow product is never taken from the worker holding it.
-
-A side API, worker and beat run with the lease, the idle time and the reconcile interval scaled
-down to seconds, on a database and Redis database of their own.
-"""
+"""The reconciler against live work (a slow product is never taken from the worker holding
+it), and against a year's worth of finished requests (it stays fast)."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import pytest
 
+from cli.embedded import EmbeddedMongo
 from cli.stack import Stack
+from models.db import ensure_indexes
+from models.requests import RequestRecord, RequestStatus, now
 from tests.support.client import sheet, upload, wait_for_status
+from tests.support.inprocess import isolated_runtime
 from tests.support.origin import Origin
+from tests.support.seeding import COLUMNS
 from tests.support.stacks import own_data, side_api
+from worker.reconcile import reconcile
+from worker.retention import expire_requests
+from worker.runtime import WorkerRuntime
 
 LEASE = 2.0
 
@@ -21,6 +31,8 @@ LEASE = 2.0
 def test_a_slow_product_keeps_its_lease_and_is_downloaded_once(
     stack: Stack, origin: Origin
 ) -> None:
+    # A side API, worker and beat, with the lease, the idle time and the reconcile interval
+    # scaled down to seconds, on a database and Redis database of their own.
     env = {
         **own_data(stack, 3),
         "IMGBATCH_PRODUCT_LEASE_SECONDS": str(LEASE),
@@ -50,3 +62,54 @@ def test_a_slow_product_keeps_its_lease_and_is_downloaded_once(
     for wanted in paths.values():
         for path in wanted:
             assert requested.count(path) == 1, path
+
+
+@pytest.fixture
+def crowded(stack: Stack, tmp_path: Path) -> Iterator[WorkerRuntime]:
+    """A runtime on a MongoDB-protocol server of its own, holding 50,000 finished requests."""
+    with (
+        EmbeddedMongo(tmp_path / "mongodb") as mongo,
+        isolated_runtime(stack, tmp_path / "data", mongodb_url=mongo.url) as rt,
+    ):
+        _store_finished_requests(rt, 50_000)
+        yield rt
+
+
+def test_periodic_passes_stay_fast_with_50000_finished_requests(crowded: WorkerRuntime) -> None:
+    """A year of use leaves many finished requests behind; the reconciler (every 30 s) and the
+    retention sweeper must find their few candidates by index, not by reading all of them."""
+    rt = crowded
+    for one_pass in (reconcile, expire_requests):
+        started = time.perf_counter()
+        assert rt.run(one_pass(rt)) == 0
+        assert time.perf_counter() - started < 1.0, one_pass.__name__
+
+
+def _store_finished_requests(rt: WorkerRuntime, count: int) -> None:
+    rt.run(ensure_indexes(rt.db))
+    finished_at = now() - timedelta(days=3)
+    rt.run(
+        rt.db["requests"].insert_many(
+            [
+                RequestRecord(
+                    id=uuid.uuid4().hex,
+                    owner="tenant",
+                    status=RequestStatus.COMPLETED,
+                    columns=COLUMNS,
+                    products_total=1,
+                    images_total=1,
+                    products_done=1,
+                    images_done=1,
+                    ingested=True,
+                    dispatched_at=finished_at,
+                    created_at=finished_at,
+                    updated_at=finished_at,
+                    completed_at=finished_at,
+                    completions=1,
+                    expires_at=finished_at + timedelta(days=30),
+                ).to_document()
+                for _ in range(count)
+            ],
+            ordered=False,
+        )
+    )
