@@ -140,6 +140,7 @@ class Stack(Managed):
         concurrency: int | None = None,
         queues: tuple[str, ...] = ALL_QUEUES,
         env: dict[str, str] | None = None,
+        pool: str = "prefork",
     ) -> subprocess.Popen[bytes]:
         return self.spawn(
             name,
@@ -153,6 +154,8 @@ class Stack(Managed):
                 f"{name}-{free_port()}@%h",
                 "--queues",
                 ",".join(queues),
+                "--pool",
+                pool,
                 "--concurrency",
                 str(concurrency or self.settings.worker_concurrency),
                 "--loglevel",
@@ -164,6 +167,19 @@ class Stack(Managed):
             # Batch work yields the CPU to the API and the database when a box is shared, so
             # status polls stay fast while a big batch saturates every core.
             niceness=WORKER_NICENESS,
+        )
+
+    def start_webhook_worker(
+        self, name: str = "worker-webhooks", *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Webhook attempts wait on the network (up to WEBHOOK_TIMEOUT each), so this worker
+        runs threads, and a receiver that hangs holds a thread, not a process."""
+        return self.start_worker(
+            name,
+            concurrency=self.settings.webhook_worker_concurrency,
+            queues=(WEBHOOKS_QUEUE,),
+            env=env,
+            pool="threads",
         )
 
     def start_beat(
@@ -191,7 +207,7 @@ class Stack(Managed):
             self.start_services()
             self.start_api()
             self.start_worker(queues=PROCESSING_QUEUES)
-            self.start_worker("worker-webhooks", concurrency=2, queues=(WEBHOOKS_QUEUE,))
+            self.start_webhook_worker()
             self.start_beat()
             self.wait_healthy()
         except BaseException:

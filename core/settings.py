@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # Webhook events and their delivery log are deleted this many days after the event; 0 keeps
     # them forever.
     webhook_log_ttl_days: int = Field(30, ge=0)
+    # Registered subscribers per API key: every event fans out to all of them.
+    max_webhook_subscribers: int = Field(20, gt=0)
+    # Deliveries of one owner queued or in flight at once: a tenant whose receivers hang holds
+    # at most this many of the webhook worker's threads, and its backlog waits behind its own.
+    webhook_owner_concurrency: int = Field(2, gt=0)
+    # Threads of the webhook worker `imgbatch run` starts: an attempt waits on the network, so
+    # a thread, not a process, is what a hanging receiver holds.
+    webhook_worker_concurrency: int = Field(16, gt=0)
 
     @property
     def media_dir(self) -> Path:

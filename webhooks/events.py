@@ -28,7 +28,7 @@ from models.webhooks import (
     WebhookSubscriberRepository,
     new_id,
 )
-from webhooks.delivery import enqueue
+from webhooks.scheduling import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
             for target, subscriber_id, url in targets
         ]
     )
-    queued = await enqueue(rt, await deliveries.ids_for_event(event.id))
+    queued = await enqueue(rt, [(d, event.owner) for d in await deliveries.ids_for_event(event.id)])
     log_event(
         logger,
         "webhook.event_published",

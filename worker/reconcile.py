@@ -12,7 +12,7 @@ import logging
 from datetime import timedelta
 
 from core.logs import log_event
-from domain import inflight
+from domain import inflight, subscribers
 from domain.completion import complete_if_finished
 from domain.recount import recount
 from domain.runtime import Runtime
@@ -28,6 +28,7 @@ async def reconcile(rt: Runtime) -> int:
         await _reconcile_request(rt, request)
     await _sweep_abandoned_uploads(rt)
     await inflight.repair(rt)
+    await subscribers.repair(rt)
     for request_id in await rt.requests.unnotified(idle_for=idle_for):
         # The finish happened but its notice never turned into an event: send it again (the
         # event is stored once per completion, so a duplicate notice changes nothing).

@@ -3,20 +3,17 @@ the upload size cap, against a second API process with authentication switched o
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from pymongo.database import Database
 
 from cli.stack import Stack
 from tests.support.client import sheet, upload
+from tests.support.keys import cli, client, new_key
 from tests.support.origin import Origin
 from tests.support.stacks import side_api
 
@@ -34,35 +31,6 @@ URL = "https://images.example.com/a.jpg"
 def secure_url(stack: Stack) -> Iterator[str]:
     with side_api(stack, "api-secure", LIMITS) as url:
         yield url
-
-
-def cli(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout
-
-
-def new_key(stack: Stack, name: str) -> tuple[str, str]:
-    out = cli(stack, "keys", "create", "--name", name)
-    key = re.search(r"^(ibk_\S+)$", out, re.MULTILINE)
-    key_id = re.search(r"created (key_\w+)", out)
-    assert key and key_id, out
-    return key_id.group(1), key.group(1)
-
-
-def client(url: str, key: str | None = None, header: str = "bearer") -> httpx.Client:
-    headers = {}
-    if key and header == "bearer":
-        headers["Authorization"] = f"Bearer {key}"
-    elif key:
-        headers["X-API-Key"] = key
-    return httpx.Client(base_url=url, headers=headers, timeout=30)
 
 
 def test_requests_without_a_valid_key_get_401(stack: Stack, secure_url: str) -> None:

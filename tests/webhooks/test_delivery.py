@@ -24,8 +24,10 @@ from domain.taskqueue import CeleryTaskSender
 from domain.webhook_signing import new_secret
 from models.requests import RequestRecord, RequestStatus, now
 from tests.support.client import wait_for_status
+from tests.support.keys import client, new_key
 from tests.support.origin import Origin
 from tests.support.receiver import Arrival, Receiver, Reply
+from tests.support.stacks import side_api
 from tests.webhooks.helpers import RETRY_SCHEDULE, complete_request, start_request
 
 COMPLETED_FIELDS = {
@@ -383,3 +385,28 @@ def test_a_hanging_receiver_does_not_hold_up_image_processing(
         hanging = hooks_api.get(f"/api/status/{first['request_id']}").json()["webhook"]
         assert (hanging["state"], hanging["attempts"]) == ("pending", 0)
         assert second["request_id"] != first["request_id"]
+
+
+def test_a_tenants_hanging_subscribers_do_not_hold_up_another_tenants_webhook(
+    hooks_stack: Stack, origin: Origin
+) -> None:
+    with (
+        side_api(hooks_stack, "api-tenants", {"IMGBATCH_AUTH_DISABLED": "false"}) as url,
+        Receiver() as black_hole,
+        Receiver() as receiver,
+    ):
+        black_hole.script("/hook", [Reply(hang=True)] * 100)
+        _, key_a = new_key(hooks_stack, "tenant-a")
+        _, key_b = new_key(hooks_stack, "tenant-b")
+        with client(url, key_a) as tenant_a, client(url, key_b) as tenant_b:
+            for _ in range(20):
+                subscribe(tenant_a, black_hole.url("/hook"))
+            mine = subscribe(tenant_b, receiver.url("/hook"))
+            complete_request(tenant_a, origin)
+            black_hole.wait_for(1, "/hook")  # tenant A's deliveries now hang, 10 s each
+            request_id = complete_request(tenant_b, origin)["request_id"]
+            delivery = delivery_for(tenant_b, mine["id"], request_id, ("delivered",), timeout=30)
+    took = datetime.fromisoformat(delivery["delivered_at"]) - datetime.fromisoformat(
+        delivery["created_at"]
+    )
+    assert took < timedelta(seconds=5), took

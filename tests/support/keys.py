@@ -1,0 +1,40 @@
+"""API keys for tests that need authentication on: created with the real CLI, used over HTTP."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import httpx
+
+from cli.stack import Stack
+
+
+def cli(stack: Stack, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
+def new_key(stack: Stack, name: str) -> tuple[str, str]:
+    out = cli(stack, "keys", "create", "--name", name)
+    key = re.search(r"^(ibk_\S+)$", out, re.MULTILINE)
+    key_id = re.search(r"created (key_\w+)", out)
+    assert key and key_id, out
+    return key_id.group(1), key.group(1)
+
+
+def client(url: str, key: str | None = None, header: str = "bearer") -> httpx.Client:
+    headers = {}
+    if key and header == "bearer":
+        headers["Authorization"] = f"Bearer {key}"
+    elif key:
+        headers["X-API-Key"] = key
+    return httpx.Client(base_url=url, headers=headers, timeout=30)
