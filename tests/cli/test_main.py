@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import psutil
 from cli.embedded import free_port, wait_for_port
 from cli.stack import Stack
 from core.settings import child_environment
+from tests.support.waiting import wait_until
 
 
 def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -40,10 +40,11 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
     process = _imgbatch("run", env=env)
     try:
         wait_for_port(port, timeout=60)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"http://127.0.0.1:{port}/api/health").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200,
+            every=0.2,
+            what="the API to be healthy",
+        )
         children = psutil.Process(process.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         for part in ("secantusd-py", "redis-server", "uvicorn", "celery", "beat"):

@@ -8,7 +8,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
+from tests.support.waiting import wait_until
 
 POISON = "poison-pill"
 FAULT_ENV = {
@@ -129,14 +130,6 @@ def batch_in_flight(
         request_id = submit_batch(api, origin, receiver=receiver)
     wait_for_progress(stack, request_id, fraction)
     return request_id
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_for_progress(stack: FaultStack, request_id: str, fraction: float) -> None:

@@ -17,6 +17,7 @@ import redis
 from cli.stack import Stack
 from core.settings import Settings
 from tests.support.stacks import redis_db
+from tests.support.waiting import messages_waiting
 from worker.runtime import WorkerRuntime, build_runtime
 
 
@@ -51,7 +52,5 @@ def isolated_runtime(
 
 
 def queue_length(rt: WorkerRuntime, queue: str) -> int:
-    """Messages waiting in ``queue`` at any priority (Redis keeps a list per priority)."""
     assert rt.settings.redis_url
-    broker = redis.Redis.from_url(rt.settings.redis_url)
-    return sum(int(broker.llen(key)) for key in [queue, *(f"{queue}:{p}" for p in range(1, 10))])
+    return messages_waiting(redis.Redis.from_url(rt.settings.redis_url), queue)
