@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -71,6 +72,8 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
                     raise outcome
     finally:
         renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
     # Only after a clean run: one that raised (a database outage, say) may not know whether
     # its last count landed, so it leaves its counts and key for the reconciler to settle.
     await _settle_counts(rt, run)
