@@ -6,21 +6,40 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.asyncio import Redis
 
-from api import controls, health, media, requests, uploads, webhooks
+# Before anything that counts: it checks prometheus_client came up in multiprocess mode.
+import core.metrics  # noqa: F401
+from api import (
+    audit,
+    controls,
+    events,
+    health,
+    media,
+    metrics,
+    page,
+    requests,
+    stats,
+    uploads,
+    webhooks,
+)
 from api.deps import AppState
+from api.errors import database_unavailable, error_response
+from api.feeds import EventHub
+from api.observability import HttpObservability, bind_request_id
 from api.ratelimits import RateLimitHeaders
-from api.upload_guard import UploadSizeLimit
+from api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit
 from core.errors import ImgbatchError
 from core.logs import configure_logging, log_event
 from core.settings import Settings, get_settings
+from domain.events import RedisEventPublisher
 from domain.services import Services
 from domain.taskqueue import CeleryTaskSender
 from models.db import database, ensure_indexes, mongo_client
+from models.requests import RequestRepository
 from storage import create_store
 
 logger = logging.getLogger(__name__)
@@ -28,10 +47,11 @@ logger = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    # Here rather than in the lifespan: uvicorn's own start-up lines are structured too.
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_logging(settings.log_level)
         mongo = mongo_client(settings)
         db = database(mongo, settings)
         redis = Redis.from_url(settings.require_redis_url())
@@ -50,35 +70,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 db=db,
                 tasks=CeleryTaskSender.from_settings(settings),
                 store=create_store(settings),
+                events=RedisEventPublisher(redis),
             ),
+            events=EventHub(redis, RequestRepository(db), settings),
         )
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:
             yield
         finally:
+            await app.state.imgbatch.events.close()
             await redis.aclose()
             await mongo.close()
 
-    app = FastAPI(title="imgbatch", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="imgbatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(bind_request_id)],
+    )
     app.add_middleware(RateLimitHeaders)
-    app.add_middleware(UploadSizeLimit, path="/api/upload", max_bytes=settings.max_csv_bytes)
-    for module in (uploads, requests, controls, webhooks, media, health):
+    # Starlette runs the middleware added last first: the key is checked, then the size, and
+    # only then may the form parser read a byte of the body.
+    app.add_middleware(UploadSizeLimit, paths=UPLOAD_PATHS, max_bytes=settings.max_csv_bytes)
+    app.add_middleware(UploadAuthGuard, paths=UPLOAD_PATHS)
+    # Outermost: it times and logs the whole request, the guards' 401s and 413s included.
+    app.add_middleware(HttpObservability)
+    modules = (
+        uploads,
+        requests,
+        events,
+        audit,
+        controls,
+        stats,
+        webhooks,
+        media,
+        health,
+        metrics,
+        page,
+    )
+    for module in modules:
         app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
 
     @app.exception_handler(ImgbatchError)
     async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        return error_response(exc)
 
     @app.exception_handler(ConnectionFailure)
-    async def database_unavailable(_: Request, exc: ConnectionFailure) -> JSONResponse:
-        log_event(logger, "api.database_unavailable", logging.WARNING, error=type(exc).__name__)
-        return JSONResponse(
-            {"detail": "the database is unavailable; try again shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+    async def database_down(_: Request, exc: ConnectionFailure) -> JSONResponse:
+        return database_unavailable(exc)
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:

@@ -7,8 +7,11 @@ from pydantic import BaseModel
 
 from api.auth import OwnerDep
 from api.deps import RequestsDep, ServicesDep, StateDep
+from api.openapi import OWNED_REQUEST, errors
 from api.requests import get_owned_request
+from core.errors import Conflict
 from domain.controls import cancel, retry_failed
+from domain.inflight import TooManyInFlight
 from models.requests import RequestStatus
 
 router = APIRouter(tags=["requests"])
@@ -24,6 +27,7 @@ class ControlAccepted(BaseModel):
     "/api/requests/{request_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ControlAccepted,
+    responses=errors(*OWNED_REQUEST, Conflict, TooManyInFlight),
 )
 async def retry_failed_images(
     request_id: str,
@@ -40,7 +44,11 @@ async def retry_failed_images(
     )
 
 
-@router.post("/api/requests/{request_id}/cancel", response_model=ControlAccepted)
+@router.post(
+    "/api/requests/{request_id}/cancel",
+    response_model=ControlAccepted,
+    responses=errors(*OWNED_REQUEST, Conflict),
+)
 async def cancel_request(
     request_id: str, owner: OwnerDep, requests: RequestsDep, services: ServicesDep, state: StateDep
 ) -> ControlAccepted:

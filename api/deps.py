@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
+from api.feeds import EventHub
 from core.settings import Settings
 from domain.services import Services
 from domain.taskqueue import TaskSender
@@ -31,10 +32,15 @@ class AppState:
     db: Database
     redis: Redis
     services: Services
+    # Live events: this process's one pub/sub connection and its per-request feeds.
+    events: EventHub
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
     status_cache: TTLCache[bytes] = field(
         default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
     )
+    # The workers that answered the last ping (GET /api/stats): a ping holds a thread for a
+    # second, so stats callers share one every few seconds.
+    workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
 
 
 def app_state(request: Request) -> AppState:

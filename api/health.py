@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import StateDep
+from core.errors import ServiceUnavailable
 
 router = APIRouter(tags=["health"])
 
 _TIMEOUT = 2.0
 
+Check = Literal["ok", "unavailable"]
 
-@router.get("/api/health")
+
+class Healthy(BaseModel):
+    status: Literal["ok"]
+    mongodb: Check
+    redis: Check
+
+
+class Unhealthy(BaseModel):
+    """MongoDB or Redis did not answer within 2 s; ``detail`` names which."""
+
+    detail: str
+    mongodb: Check
+    redis: Check
+
+
+@router.get(
+    "/api/health",
+    response_model=Healthy,
+    responses={503: {"model": Unhealthy, "description": ServiceUnavailable.docs_description()}},
+)
 async def health(state: StateDep) -> JSONResponse:
     checks = {"mongodb": _ping_mongo(state), "redis": _ping_redis(state)}
     results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))

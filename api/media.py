@@ -1,25 +1,48 @@
-"""``GET /media/{key}``: serve stored output images."""
+"""``GET /media/{key}``: serve stored output images from whichever store is configured.
+
+Streamed through the API by default; with ``IMGBATCH_MEDIA_REDIRECT=presigned`` a redirect to
+a presigned URL of the object store, so the bytes go from the store to the client directly.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from api.deps import StoreDep
+from api.deps import SettingsDep, StoreDep
+from api.openapi import errors
 from core.errors import NotFound
+from storage import InvalidKey
 
 router = APIRouter(tags=["media"])
 
+# For objects stored without a policy of their own (outputs under positional keys, which a
+# re-run overwrites): caches may keep them an hour.
 _DEFAULT_CACHE_CONTROL = "public, max-age=3600"
 
 
 @router.get(
     "/media/{key:path}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such image"}},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        302: {"description": "IMGBATCH_MEDIA_REDIRECT=presigned: the object's presigned URL"},
+        **errors(NotFound),
+    },
 )
-async def media(key: str, store: StoreDep) -> StreamingResponse:
-    stored = await store.open(key)
+async def media(key: str, store: StoreDep, settings: SettingsDep) -> Response:
+    try:
+        # Asked first so that a missing image is our 404, not the store's XML error page.
+        if settings.media_redirect == "presigned" and await store.exists(key):
+            expires_in = settings.media_presign_seconds
+            url = await store.presigned_url(key, expires_in=expires_in)
+            if url is not None:
+                # A client may reuse the redirect for half the signature's life, not past it.
+                cache = f"private, max-age={expires_in // 2}"
+                return RedirectResponse(url, status_code=302, headers={"Cache-Control": cache})
+        stored = await store.open(key)
+    except InvalidKey:
+        stored = None
     if stored is None:
         raise NotFound("no such image")
     return StreamingResponse(

@@ -1,23 +1,31 @@
-"""Reading a request back: ``GET /api/status/{id}`` and ``GET /api/download/{id}`` (the CSV)."""
+"""Reading requests back: ``GET /api/requests`` (the key's list), ``GET /api/status/{id}`` and
+``GET /api/download/{id}`` (the result CSV, or only its failed rows)."""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from api.auth import OwnerDep
+from api.auth import OwnerDep, Unauthorized
 from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
-from api.schemas import ImageErrorView, ProductView, StatusView
+from api.openapi import OWNED_REQUEST, errors
+from api.schemas import (
+    ImageErrorView,
+    ProductView,
+    RequestListView,
+    RequestSummaryView,
+    StatusView,
+)
 from api.webhooks import request_webhook_view
-from core.errors import Conflict, Gone, NotFound
+from core.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from core.settings import Settings
-from domain.urls import media_url
+from domain.urls import output_urls
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestRepository, RequestStatus, now
 from models.webhooks import WebhookDeliveryRepository
@@ -44,10 +52,14 @@ async def get_owned_request(
 def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]:
     if not product.status.is_final:
         return [None] * len(product.input_image_urls)
-    return [media_url(settings, key) if key else None for key in product.output_keys]
+    return output_urls(settings, product.output_keys)
 
 
-@router.get("/api/status/{request_id}", response_model=StatusView)
+@router.get(
+    "/api/status/{request_id}",
+    response_model=StatusView,
+    responses=errors(*OWNED_REQUEST, UnprocessableEntity),
+)
 async def request_status(
     request_id: str,
     owner: OwnerDep,
@@ -89,18 +101,7 @@ async def _status_json(
     page = await products.page(request_id, offset=offset, limit=limit)
     delivery = await deliveries.for_request_target(record.id) if record.webhook_url else None
     view = StatusView(
-        request_id=record.id,
-        status=record.status,
-        progress=record.progress,
-        products_total=record.products_total,
-        products_done=record.products_done,
-        images_total=record.images_total,
-        images_done=record.images_done,
-        images_failed=record.images_failed,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        completed_at=record.completed_at,
-        failure_reason=record.failure_reason,
+        **_summary(record).model_dump(),
         webhook=request_webhook_view(record, delivery),
         offset=offset,
         limit=limit,
@@ -121,10 +122,47 @@ async def _status_json(
     return view.model_dump_json().encode()
 
 
+def _summary(record: RequestRecord) -> RequestSummaryView:
+    return RequestSummaryView(
+        request_id=record.id,
+        status=record.status,
+        progress=record.progress,
+        products_total=record.products_total,
+        products_done=record.products_done,
+        images_total=record.images_total,
+        images_done=record.images_done,
+        images_failed=record.images_failed,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        completed_at=record.completed_at,
+        failure_reason=record.failure_reason,
+        file_name=record.file_name,
+    )
+
+
+@router.get("/api/requests", response_model=RequestListView, responses=errors(Unauthorized))
+async def list_requests(
+    owner: OwnerDep,
+    requests: RequestsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: RequestStatus | None = None,
+) -> RequestListView:
+    """The caller's requests, newest first, with their counters."""
+    # One more than asked tells whether there is a next page without counting them all.
+    records = await requests.list_for_owner(owner, status=status, offset=offset, limit=limit + 1)
+    return RequestListView(
+        requests=[_summary(record) for record in records[:limit]],
+        offset=offset,
+        limit=limit,
+        has_more=len(records) > limit,
+    )
+
+
 @router.get(
     "/api/download/{request_id}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}}, 409: {"description": "not completed yet"}},
+    responses={200: {"content": {"text/csv": {}}}, **errors(*OWNED_REQUEST, Conflict)},
 )
 async def download_results(
     request_id: str,
@@ -132,23 +170,27 @@ async def download_results(
     settings: SettingsDep,
     requests: RequestsDep,
     products: ProductsDep,
+    only: Annotated[
+        Literal["failed"] | None,
+        Query(description="`failed`: only rows with a failed image, in the input's columns"),
+    ] = None,
 ) -> StreamingResponse:
     record = await get_owned_request(requests, request_id, owner)
     if record.status != RequestStatus.COMPLETED:
         raise Conflict(
             {"message": f"request {request_id} is not completed yet", "status": record.status}
         )
+    rows = _failed_rows(record, products) if only else _result_rows(settings, record, products)
+    name = f"imgbatch-{request_id}{'-failed' if only else ''}.csv"
     return StreamingResponse(
-        _result_rows(settings, record, products),
+        rows,
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="imgbatch-{request_id}.csv"'},
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 
-async def _result_rows(
-    settings: Settings, record: RequestRecord, products: ProductRepository
-) -> AsyncIterator[str]:
-    """One CSV line at a time, so memory stays flat however many products there are."""
+def _csv_line() -> Callable[[list[str]], str]:
+    """A function that renders one CSV line, reusing one buffer."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
@@ -158,20 +200,40 @@ async def _result_rows(
         writer.writerow([neutralize_cell(cell) for cell in cells])
         return buffer.getvalue()
 
+    return line
+
+
+async def _result_rows(
+    settings: Settings, record: RequestRecord, products: ProductRepository
+) -> AsyncIterator[str]:
+    """One CSV line at a time, so memory stays flat however many products there are."""
+    line = _csv_line()
     yield line([*(name for name, _ in record.columns), OUTPUT_COLUMN, ERRORS_COLUMN])
     async for product in products.iterate(record.id):
-        yield line(_result_cells(settings, record, product))
+        yield line([*_input_cells(record, product), *_outcome_cells(settings, product)])
 
 
-def _result_cells(settings: Settings, record: RequestRecord, product: ProductRecord) -> list[str]:
+async def _failed_rows(record: RequestRecord, products: ProductRepository) -> AsyncIterator[str]:
+    """The input rows with at least one failed image, as uploaded: fix them, upload again."""
+    line = _csv_line()
+    yield line([name for name, _ in record.columns])
+    async for product in products.iterate(record.id):
+        if product.errors:
+            yield line(_input_cells(record, product))
+
+
+def _input_cells(record: RequestRecord, product: ProductRecord) -> list[str]:
     required = {
         SERIAL_COLUMN: str(product.serial_number),
         NAME_COLUMN: product.product_name,
         URLS_COLUMN: ",".join(product.input_image_urls),
     }
-    cells = [
+    return [
         required[role] if role else product.extra.get(name, "") for name, role in record.columns
     ]
+
+
+def _outcome_cells(settings: Settings, product: ProductRecord) -> list[str]:
     outputs = ",".join(url or "" for url in _output_urls(settings, product))
     errors = "; ".join(f"{e.url} -> {e.code}: {e.message}" for e in product.errors)
-    return [*cells, outputs, errors]
+    return [outputs, errors]

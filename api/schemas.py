@@ -58,7 +58,9 @@ class RequestWebhookView(BaseModel):
     log: list[WebhookAttemptView]
 
 
-class StatusView(BaseModel):
+class RequestSummaryView(BaseModel):
+    """A request and its counters: an entry of ``GET /api/requests``, and the head of status."""
+
     request_id: str
     status: str
     progress: int
@@ -71,6 +73,17 @@ class StatusView(BaseModel):
     updated_at: datetime
     completed_at: datetime | None
     failure_reason: str | None = None
+    file_name: str | None = None
+
+
+class RequestListView(BaseModel):
+    requests: list[RequestSummaryView]
+    offset: int
+    limit: int
+    has_more: bool
+
+
+class StatusView(RequestSummaryView):
     webhook: RequestWebhookView | None = None
     offset: int
     limit: int

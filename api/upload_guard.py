@@ -1,11 +1,72 @@
-"""Refuse oversized uploads before the body is read: by Content-Length, then by counting."""
+"""Guards in front of the upload routes, which run before a byte of the body is read.
+
+FastAPI parses a multipart form *before* it runs the route's dependencies, so a dependency
+cannot stop a 50 MB body from being received and spooled. These ASGI middlewares can: they see
+the request head first and answer without ever calling ``receive``.
+
+* :class:`UploadAuthGuard`: no valid API key is a 401 (the route's own dependency then reuses
+  the owner it found instead of looking the key up again).
+* :class:`UploadSizeLimit`: a 413 from ``Content-Length``, or as soon as a chunked body passes
+  the cap.
+
+Both are keyed by path: a new upload route goes into :data:`UPLOAD_PATHS` and is guarded.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Final
 
+from pymongo.errors import ConnectionFailure
+from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import authenticate, remember_owner
+from api.deps import AppState
+from api.errors import database_unavailable, error_response
+from core.errors import ImgbatchError, PayloadTooLarge
+
+#: Routes whose body is an upload: nothing of it is read until the guards have passed.
+UPLOAD_PATHS: Final = frozenset({"/api/upload"})
+
+
+def _guarded(scope: Scope, paths: frozenset[str]) -> bool:
+    return scope["type"] == "http" and scope["path"] in paths
+
+
+async def _refuse(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+    # "Connection: close": otherwise the server would drain the unread body to keep the
+    # connection alive, which is the very read this guard exists to avoid.
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+class UploadAuthGuard:
+    def __init__(self, app: ASGIApp, *, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _guarded(scope, self.paths):
+            await self.app(scope, receive, send)
+            return
+        state: AppState = scope["app"].state.imgbatch
+        headers = Headers(scope=scope)
+        try:
+            owner = await authenticate(
+                state.settings,
+                state.db,
+                authorization=headers.get("authorization"),
+                x_api_key=headers.get("x-api-key"),
+            )
+        except ImgbatchError as refused:
+            await _refuse(error_response(refused), scope, receive, send)
+            return
+        except ConnectionFailure as down:
+            await _refuse(database_unavailable(down), scope, receive, send)
+            return
+        remember_owner(scope, owner)
+        await self.app(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -13,20 +74,20 @@ class _BodyTooLarge(Exception):
 
 
 class UploadSizeLimit:
-    def __init__(self, app: ASGIApp, *, path: str, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, paths: frozenset[str], max_bytes: int) -> None:
         self.app = app
-        self.path = path
+        self.paths = paths
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
+        if not _guarded(scope, self.paths):
             await self.app(scope, receive, send)
             return
         # Multipart framing adds a little to the file itself; allow for it.
         limit = self.max_bytes + 64 * 1024
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         received = 0
         exceeded = False
@@ -48,7 +109,7 @@ class UploadSizeLimit:
             if exceeded:
                 if message["type"] == "http.response.start" and not response_started:
                     response_started = True
-                    await self._reject(send)
+                    await self._reject(scope, receive, send)
                 return
             response_started = response_started or message["type"] == "http.response.start"
             await send(message)
@@ -57,19 +118,13 @@ class UploadSizeLimit:
             await self.app(scope, counting_receive, guarded_send)
         except _BodyTooLarge:
             if not response_started:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"the upload is larger than the limit of {self.max_bytes} bytes"}
-        ).encode()
-        headers: list[Any] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        too_large = PayloadTooLarge(
+            f"the upload is larger than the limit of {self.max_bytes} bytes"
+        )
+        await _refuse(error_response(too_large), scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -14,13 +14,15 @@ from fastapi import APIRouter, Form, Header, Request, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from api.auth import OwnerDep
+from api.auth import OwnerDep, Unauthorized
 from api.deps import IdempotencyDep, ServicesDep, StateDep
-from api.ratelimits import limit_uploads
+from api.openapi import errors
+from api.ratelimits import TooManyRequests, limit_uploads
 from api.schemas import UploadAccepted
-from core.errors import Conflict, UnprocessableEntity
-from core.logs import log_event, redact_url
+from core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
+from core.logs import bind_context, log_event, redact_url
 from domain import inflight
+from domain.audit import key_name, record
 from domain.services import Services
 from domain.urls import download_url, status_url
 from domain.webhook_signing import new_secret
@@ -28,15 +30,25 @@ from domain.webhook_targets import validate_webhook_url
 from models.idempotency import IdempotencyRepository
 from models.products import new_product_document
 from models.requests import Priority, RequestRecord, RequestStatus, now
-from models.staging import CHUNK_MAX_BYTES, CHUNK_MAX_ROWS, StagedChunkRepository
+from models.staging import (
+    CHUNK_MAX_BYTES,
+    CHUNK_MAX_ROWS,
+    ROW_OVERHEAD_BYTES,
+    StagedChunkRepository,
+)
 from netguard import literal_host_reason
-from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet
+from sheets import SheetFormatError, SheetLimits, SheetReader, SheetRow, open_sheet, utf8_length
 
 router = APIRouter(tags=["requests"])
 logger = logging.getLogger(__name__)
 
 
-@router.post("/api/upload", status_code=status.HTTP_202_ACCEPTED, response_model=UploadAccepted)
+@router.post(
+    "/api/upload",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadAccepted,
+    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+)
 async def upload(
     request: Request,
     file: UploadFile,
@@ -104,6 +116,7 @@ async def _accept(
     svc: Services,
 ) -> UploadAccepted:
     request_id = uuid.uuid4().hex
+    bind_context(request_id=request_id)
     settings = svc.settings
     # Checked before the sheet is read: a bad URL is refused without staging anything.
     if webhook_url:
@@ -154,6 +167,8 @@ async def _stage(
         max_rows=settings.max_csv_rows,
         max_urls_per_row=settings.max_urls_per_row,
         max_url_length=settings.max_url_length,
+        max_columns=settings.max_csv_columns,
+        max_extra_bytes=settings.max_extra_bytes_per_row,
         url_check=None if settings.allow_private_networks else literal_host_reason,
     )
     created = now()
@@ -186,7 +201,18 @@ async def _stage(
             created_at=created,
             updated_at=now(),
             expires_at=expires_at,
+            file_name=(file.filename or "")[:255] or None,
         )
+    )
+    await record(
+        svc,
+        request_id,
+        "request.uploaded",
+        key=await key_name(svc, owner),
+        products=products,
+        images=images,
+        priority=priority,
+        webhook=bool(webhook_url),
     )
     return UploadAccepted(
         request_id=request_id,
@@ -253,7 +279,14 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
     size = 0
     for row in rows:
         batch.append(row)
-        size += sum(len(url) for url in row.image_urls) + len(row.product_name) + 64
+        # UTF-8 bytes, as MongoDB stores them, of everything a row brings: a chunk sized by
+        # characters and without the extras could pass the 16 MB document limit (a 500).
+        size += (
+            sum(utf8_length(url) for url in row.image_urls)
+            + utf8_length(row.product_name)
+            + row.extra_bytes
+            + ROW_OVERHEAD_BYTES
+        )
         if len(batch) >= CHUNK_MAX_ROWS or size >= CHUNK_MAX_BYTES:
             break
     return batch

@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
-from api.auth import OwnerDep
+from api.auth import OwnerDep, Unauthorized
 from api.deps import DeliveriesDep, ServicesDep, SettingsDep, SubscribersDep, TasksDep
+from api.openapi import errors
 from api.schemas import RequestWebhookView, WebhookAttemptView
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, UnprocessableEntity
 from core.logs import log_event, redact_url
 from domain.subscribers import register, unregister
 from domain.webhook_signing import new_secret
@@ -131,7 +132,12 @@ async def _owned(
     return record
 
 
-@router.post("/api/webhooks", status_code=status.HTTP_201_CREATED, response_model=SubscriberCreated)
+@router.post(
+    "/api/webhooks",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SubscriberCreated,
+    responses=errors(Unauthorized, Conflict, UnprocessableEntity),
+)
 async def create_subscriber(
     body: SubscriberCreate, owner: OwnerDep, settings: SettingsDep, services: ServicesDep
 ) -> SubscriberCreated:
@@ -159,19 +165,27 @@ async def create_subscriber(
     return SubscriberCreated(**_subscriber_view(record).model_dump(), secret=record.secret)
 
 
-@router.get("/api/webhooks", response_model=list[SubscriberView])
+@router.get("/api/webhooks", response_model=list[SubscriberView], responses=errors(Unauthorized))
 async def list_subscribers(owner: OwnerDep, subscribers: SubscribersDep) -> list[SubscriberView]:
     return [_subscriber_view(record) for record in await subscribers.for_owner(owner)]
 
 
-@router.get("/api/webhooks/{subscriber_id}", response_model=SubscriberView)
+@router.get(
+    "/api/webhooks/{subscriber_id}",
+    response_model=SubscriberView,
+    responses=errors(Unauthorized, NotFound),
+)
 async def get_subscriber(
     subscriber_id: str, owner: OwnerDep, subscribers: SubscribersDep
 ) -> SubscriberView:
     return _subscriber_view(await _owned(subscribers, subscriber_id, owner))
 
 
-@router.delete("/api/webhooks/{subscriber_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api/webhooks/{subscriber_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(Unauthorized, NotFound),
+)
 async def delete_subscriber(subscriber_id: str, owner: OwnerDep, services: ServicesDep) -> Response:
     if not await unregister(services, subscriber_id, owner=owner):
         raise NotFound(f"webhook subscriber {subscriber_id} not found")
@@ -179,7 +193,11 @@ async def delete_subscriber(subscriber_id: str, owner: OwnerDep, services: Servi
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/api/webhooks/{subscriber_id}/rotate-secret", response_model=SecretRotated)
+@router.post(
+    "/api/webhooks/{subscriber_id}/rotate-secret",
+    response_model=SecretRotated,
+    responses=errors(Unauthorized, NotFound, Conflict),
+)
 async def rotate_secret(
     subscriber_id: str, owner: OwnerDep, settings: SettingsDep, subscribers: SubscribersDep
 ) -> SecretRotated:
@@ -200,7 +218,11 @@ async def rotate_secret(
     )
 
 
-@router.get("/api/webhooks/{subscriber_id}/deliveries", response_model=list[DeliveryView])
+@router.get(
+    "/api/webhooks/{subscriber_id}/deliveries",
+    response_model=list[DeliveryView],
+    responses=errors(Unauthorized, NotFound, UnprocessableEntity),
+)
 async def list_deliveries(
     subscriber_id: str,
     owner: OwnerDep,
@@ -218,6 +240,7 @@ async def list_deliveries(
     "/api/webhooks/deliveries/{delivery_id}/redeliver",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DeliveryView,
+    responses=errors(Unauthorized, NotFound, Conflict),
 )
 async def redeliver(
     delivery_id: str,

@@ -2,7 +2,8 @@
 
 Phases, each on fresh processes and all stopped in ``finally`` blocks:
 codec limits -> 100k-row upload (API only) -> 16 MP worker memory -> concurrency sweep ->
-decoupled-design prototype -> the main batch with status load and an urgent small request.
+decoupled-design prototype -> the main batch with status load and an urgent small request ->
+200 event-stream subscribers on one request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import codecs, decoupled, memory, status, summary, throughput, upload
+from bench import codecs, decoupled, events, memory, status, summary, throughput, upload
 from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, copy_photos, load_photos
 from bench.harness import running
 from bench.report import RESULTS, write_json
@@ -53,12 +54,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-at", type=float, default=0.2, help="batch fraction done")
     parser.add_argument("--codec-seconds", type=float, default=3.0)
     parser.add_argument("--budget", type=float, default=540.0, help="scale the batch to fit, s")
+    parser.add_argument("--subscribers", type=int, default=200, help="event-stream clients")
+    parser.add_argument("--events-products", type=int, default=150, help="their batch (x1)")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy even if present")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.products, args.upload_rows, args.sweep_products = 150, 10_000, 40
         args.codec_seconds, args.status_duration, args.sweep = 1.0, 5.0, "2x8,4x8"
+        args.events_products = 60
     args.cores = cores
     return args
 
@@ -114,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 profile_dir=None if args.no_profile else RESULTS / "profiles",
             )
             results["status_idle"] = status.serial_latency(bench, results["main"].request_id)
+            print(f"{args.subscribers} event-stream subscribers on one request ...", flush=True)
+            results["events"] = events.run(
+                bench, products=args.events_products, subscribers=args.subscribers
+            )
     results["total_seconds"] = time.monotonic() - started
     print(summary.render(results))
     print(f"\nJSON: {write_json(results)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["peak_rss_mb", "rss_mb"]
+__all__ = ["peak_rss_mb", "reset_peak_rss", "rss_mb"]
 
 
 def _status_mb(pid: int, field: str) -> float:
@@ -20,3 +20,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def rss_mb(pid: int) -> float:
     return _status_mb(pid, "VmRSS")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start ``VmHWM`` again from the current RSS (Linux >= 4.0), to measure one operation."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.codecs import CODECS, Limit
+from bench.events import EventsResult
 from bench.report import table, verdict
 from bench.throughput import BatchResult
 
@@ -170,6 +171,28 @@ def profile_table(results: dict[str, Any]) -> str:
     )
 
 
+def events_table(results: dict[str, Any]) -> str:
+    e: EventsResult = results["events"]
+    rows: list[list[object]] = [
+        [
+            f"API CPU, batch of {e.products} products, nobody watching",
+            e.api_cpu_per_s_unwatched,
+            "",
+        ],
+        [f"API CPU, same batch, {e.subscribers} subscribers", e.api_cpu_per_s_watched, ""],
+        ["API CPU per subscriber, ms per second", e.api_cpu_ms_per_subscriber_s, ""],
+        ["events per subscriber", e.events_per_subscriber, ""],
+        ["final event after completed_at, p50 ms", e.final_lag_p50_ms, ""],
+        [
+            "final event after completed_at, max ms",
+            e.final_lag_max_ms,
+            verdict(e.final_lag_max_ms < 1000),
+        ],
+    ]
+    title = "LIVE EVENTS (cpu = CPU-seconds per wall second; target: every final event < 1000 ms)"
+    return table(title, ["metric", "measured", "verdict"], rows)
+
+
 def render(results: dict[str, Any]) -> str:
     main: BatchResult = results["main"]
     parts = [
@@ -178,6 +201,7 @@ def render(results: dict[str, Any]) -> str:
         sweep_table(results),
         budget_table(results),
         profile_table(results),
+        events_table(results),
         f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
         f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",
         f"total bench time {results['total_seconds']:.0f}s",

@@ -1,4 +1,6 @@
-"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``."""
+"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``, and
+talk to a running server: ``submit`` a CSV, ``status``, ``watch`` and ``download`` a request;
+create the ``storage`` bucket."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from cli import remote
 from cli.demo import run_demo
+from cli.flower import run_flower
 from cli.keys import create_key, list_keys, revoke_key
 from cli.stack import Stack
 from core.logs import configure_logging, redact_url
@@ -33,7 +37,8 @@ def _run(_: argparse.Namespace) -> int:
         )
         print(
             f"imgbatch is up: API {stack.api_url} (MongoDB {redact_url(stack.mongodb_url or '')}, "
-            f"Redis {redact_url(stack.redis_url or '')}); logs in {stack.data_dir / 'logs'}\n"
+            f"Redis {redact_url(stack.redis_url or '')}, media {_media(stack)}); "
+            f"logs in {stack.data_dir / 'logs'}\n"
             f"API key for this run (shown once): {key}\n"
             f"  curl -H 'Authorization: Bearer {key}' -F file=@sample_csvs/products.csv "
             f"{stack.api_url}/api/upload",
@@ -49,8 +54,31 @@ def _run(_: argparse.Namespace) -> int:
     return 0
 
 
+def _media(stack: Stack) -> str:
+    settings = stack.settings
+    if settings.storage == "local":
+        return f"on disk in {settings.media_dir}"
+    return f"in bucket {settings.s3_bucket} at {stack.s3_endpoint_url or 'AWS S3'}"
+
+
+def _storage(_: argparse.Namespace) -> int:
+    from storage.buckets import ensure_bucket
+
+    settings = get_settings()
+    if settings.storage != "s3":
+        print("IMGBATCH_STORAGE is not s3: there is no bucket to create", file=sys.stderr)
+        return 1
+    created = ensure_bucket(settings)
+    print(f"bucket {settings.s3_bucket} {'created' if created else 'already exists'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     return run_demo(get_settings(), lambda line: print(line, flush=True), args.csv)
+
+
+def _flower(_: argparse.Namespace) -> int:
+    return run_flower(get_settings(), lambda line: print(line, flush=True))
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -78,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo = commands.add_parser("demo", help="process sample_csvs/products.csv end to end, offline")
     demo.add_argument("--csv", type=Path, default=None, help="another sheet to run")
+    commands.add_parser(
+        "flower", help="Celery's dashboard for the running stack, on 127.0.0.1 with basic auth"
+    )
     keys = commands.add_parser("keys", help="manage API keys (needs IMGBATCH_MONGODB_URL)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     key_commands.add_parser("create", help="create a key and print it once").add_argument(
@@ -85,9 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     key_commands.add_parser("list", help="list keys (never the keys themselves)")
     key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
+    storage = commands.add_parser("storage", help="object storage (IMGBATCH_STORAGE=s3)")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    storage_commands.add_parser(
+        "create-bucket",
+        help="create IMGBATCH_S3_BUCKET if missing (AWS credentials allowed to create it)",
+    )
+    remote.add_commands(commands)
     args = parser.parse_args(argv)
-    configure_logging(get_settings().log_level)
-    handlers = {"run": _run, "demo": _demo, "keys": _keys}
+    configure_logging(get_settings().log_level, get_settings().log_format)
+    if args.command in remote.HANDLED:
+        return remote.run(args, get_settings())
+    handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys, "storage": _storage}
     return handlers[args.command](args)
 
 

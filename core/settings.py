@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -25,14 +25,36 @@ class Settings(BaseSettings):
     # Unset means "start the embedded server" for `imgbatch run`; the API and workers need them.
     mongodb_url: str | None = None
     mongodb_database: str = "imgbatch"
+    # Added to the MongoDB URL unless it names retryWrites itself. On for a production replica
+    # set (a write interrupted by a failover is retried once); the embedded server's URL turns
+    # it off, as SecantusDB has no sessions to retry in.
+    mongodb_retry_writes: bool = True
     redis_url: str | None = None
     data_dir: Path = Path(".data")
     public_base_url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # One JSON object per line for log shippers, or aligned key=value lines for people.
+    log_format: Literal["json", "console"] = "console"
     # Twice the cores: a process waiting on downloads leaves its core to another (bench/).
     worker_concurrency: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
+
+    # --- media storage -----------------------------------------------------------------------
+    # Where outputs live: ``local`` (files under DATA_DIR/media, one machine or a shared disk) or
+    # ``s3`` (any S3-compatible object store; workers on many machines). Credentials for S3
+    # come from the standard AWS variables or credential chain, never from these settings.
+    storage: Literal["local", "s3"] = "local"
+    # Unset with storage=s3: AWS itself, or, under `imgbatch run`, an embedded SeaweedFS.
+    s3_endpoint_url: HttpUrl | None = None
+    s3_bucket: str = Field("imgbatch", min_length=3, max_length=63)
+    s3_region: str = "us-east-1"
+    # Output URLs point here when set (a CDN, or the bucket's public URL) instead of /media.
+    media_base_url: HttpUrl | None = None
+    # How /media answers: stream the bytes through the API, or redirect to a presigned URL
+    # of the object store (the store must then be reachable by whoever follows the redirect).
+    media_redirect: Literal["stream", "presigned"] = "stream"
+    media_presign_seconds: int = Field(3600, gt=0, le=7 * 24 * 3600)
 
     # --- image processing --------------------------------------------------------------------
     jpeg_quality: int = Field(50, ge=1, le=95)
@@ -41,6 +63,10 @@ class Settings(BaseSettings):
     jpeg_optimize: bool = False
     max_image_bytes: int = Field(25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(50_000_000, gt=0)
+    # Decoding work (imaging/limits.py): a JPEG with more scans is refused before decoding,
+    # and a decode that uses more CPU seconds stops; both fail the image with decode_timeout.
+    max_jpeg_scans: int = Field(100, gt=0)
+    decode_cpu_seconds: Seconds = 5.0
     download_connect_timeout: Seconds = 5.0
     download_read_timeout: Seconds = 15.0
     download_deadline: Seconds = 60.0
@@ -49,6 +75,9 @@ class Settings(BaseSettings):
     download_backoff_initial: Seconds = 0.5
     download_backoff_max: Seconds = 30.0
     product_image_concurrency: int = Field(8, ge=1, le=64)
+    # Bytes of downloaded bodies one worker process holds at once while they wait to be
+    # compressed (worker/budget.py): 8 products x 8 images of 25 MB would otherwise be 1.6 GB.
+    download_budget_bytes: int = Field(256 * 1024 * 1024, gt=0)
     # Products per task: a process works on all of them at once, so it decodes one image while
     # the others download instead of waiting on each product's downloads in turn (bench/).
     products_per_task: int = Field(8, ge=1, le=100)
@@ -62,6 +91,10 @@ class Settings(BaseSettings):
     max_csv_rows: int = Field(100_000, gt=0)
     max_urls_per_row: int = Field(20, gt=0)
     max_url_length: int = Field(2048, gt=0)
+    # Named columns in a sheet's header, and UTF-8 bytes of one row's extra cells (column names
+    # included): every row stores its extras, so these bound a row's cost whatever the header.
+    max_csv_columns: int = Field(100, gt=0)
+    max_extra_bytes_per_row: int = Field(8192, gt=0)
 
     # Per API key: uploads per window, and unfinished requests at once.
     rate_limit_uploads: int = Field(60, gt=0)
@@ -94,6 +127,15 @@ class Settings(BaseSettings):
     # How often a worker scans for messages whose consumer died (kombu's default is ~100 s).
     broker_restore_interval_seconds: int = Field(10, gt=0)
 
+    # --- operating ---------------------------------------------------------------------------
+    # Bearer token for GET /metrics; without one, /metrics answers only loopback clients.
+    metrics_token: SecretStr | None = None
+    # `imgbatch flower`: basic-auth credentials (a password is generated and printed once when
+    # none is set) and the loopback port it listens on.
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = None
+    flower_port: int = Field(5555, gt=0, lt=65536)
+
     # --- webhooks ----------------------------------------------------------------------------
     # Every webhook is signed with a secret of its own (a subscriber's, or the one the upload
     # response hands out for its webhook_url), so there is no installation-wide webhook secret.
@@ -119,6 +161,20 @@ class Settings(BaseSettings):
     # a thread, not a process, is what a hanging receiver holds.
     webhook_worker_concurrency: int = Field(16, gt=0)
 
+    # --- live events (GET /api/requests/{id}/events) -----------------------------------------
+    # A comment line this often keeps proxies from closing an idle stream.
+    events_keepalive_seconds: Seconds = 15.0
+    # A stream is closed after this long; clients reconnect with Last-Event-ID and lose nothing.
+    events_max_seconds: Seconds = 600.0
+    # Pub/sub may drop messages: each API process also re-reads a watched request this often.
+    events_poll_seconds: Seconds = 2.0
+
+    # --- the `imgbatch` client commands (submit, status, watch, download) --------------------
+    # Where the client commands send their HTTP calls, and the key they send. Optional: only
+    # the client reads them, and --server/--api-key override them.
+    server_url: str | None = None
+    api_key: SecretStr | None = None
+
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
@@ -130,6 +186,18 @@ class Settings(BaseSettings):
             password = urlsplit(url).password if url else None
             if password is not None and password.strip().lower() in _PLACEHOLDER_SECRETS:
                 raise ValueError(f"IMGBATCH_{name} has a placeholder password; set a real one")
+        return self
+
+    @field_validator("s3_endpoint_url", "media_base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        # `IMGBATCH_MEDIA_BASE_URL=` in an env file or compose means "not set", not "invalid".
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _presigned_needs_object_storage(self) -> Self:
+        if self.media_redirect == "presigned" and self.storage != "s3":
+            raise ValueError("IMGBATCH_MEDIA_REDIRECT=presigned needs IMGBATCH_STORAGE=s3")
         return self
 
     def require_mongodb_url(self) -> str:
@@ -148,6 +216,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def child_environment(overrides: dict[str, str]) -> dict[str, str]:
-    """The environment for a child process of ours: this one's, with ``IMGBATCH_`` overrides."""
-    return {**os.environ, **overrides}
+def child_environment(overrides: dict[str, str], *, without: str | None = None) -> dict[str, str]:
+    """The environment for a child process of ours: this one's, with ``IMGBATCH_`` overrides,
+    less the variables whose names start with ``without``."""
+    inherited = {k: v for k, v in os.environ.items() if not (without and k.startswith(without))}
+    return {**inherited, **overrides}
+
+
+# prometheus_client reads this variable itself, once, when it is first imported: every value is
+# then an mmap file in that directory, summed at scrape time across processes. The stack sets it
+# for the processes it starts (cli/stack.py); core/metrics.py checks it was set early enough.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def metrics_multiprocess_dir() -> Path | None:
+    value = os.environ.get(METRICS_DIR_ENV)
+    return Path(value) if value else None

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from core import metrics
 from core.logs import log_event
 from domain import inflight
+from domain.audit import record
+from domain.events import status_changed
 from domain.services import Services
 from models.requests import RequestRecord, now
 
@@ -21,12 +24,12 @@ logger = logging.getLogger(__name__)
 FINISHED_GRACE = timedelta(days=1)
 
 
-async def finished(svc: Services, record: RequestRecord) -> None:
+async def finished(svc: Services, request: RequestRecord) -> None:
     """What every move to a final state is followed by (complete, fail, cancel)."""
-    await inflight.release(svc, record.id)
+    await inflight.release(svc, request.id)
     keep_until = now() + FINISHED_GRACE
-    if record.expires_at is not None and record.expires_at < keep_until:
-        await svc.requests.keep_until(record.id, keep_until)
+    if request.expires_at is not None and request.expires_at < keep_until:
+        await svc.requests.keep_until(request.id, keep_until)
 
 
 async def complete_when_counted(svc: Services, request_id: str) -> bool:
@@ -54,7 +57,16 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
         images_done=completed.images_done,
         images_failed=completed.images_failed,
     )
+    metrics.REQUESTS.labels("completed").inc()
+    await record(
+        svc,
+        request_id,
+        "request.completed",
+        images_done=completed.images_done,
+        images_failed=completed.images_failed,
+    )
     # Only the caller that won the transition gets here, so the notice is sent once.
+    await status_changed(svc.events, request_id, completed.status)
     await svc.tasks.request_finished(request_id)
     return True
 
@@ -65,7 +77,10 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
         return False
     await finished(svc, failed)
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
+    metrics.REQUESTS.labels("failed").inc()
+    await record(svc, request_id, "request.failed", reason=reason)
     # The same notice as completion: its task reads the final status and publishes the event
     # that matches it. Only the caller that won ``fail`` gets here, so it is sent once.
+    await status_changed(svc.events, request_id, failed.status)
     await svc.tasks.request_finished(request_id)
     return True

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from core import metrics
 from core.errors import Conflict
 from core.logs import log_event
 from domain import inflight
+from domain.audit import record as audit
 from domain.completion import finished
+from domain.events import status_changed
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
 
@@ -32,6 +35,8 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
             await inflight.release(svc, record.id)
         raise
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
+    await audit(svc, record.id, "request.retried", products=reopened)
+    await status_changed(svc.events, record.id, RequestStatus.IN_PROGRESS)
     try:
         await svc.tasks.dispatch(record.id)
     except Exception as exc:
@@ -74,4 +79,7 @@ async def cancel(svc: Services, record: RequestRecord) -> RequestRecord:
         raise Conflict({"message": "the request has already finished", "status": record.status})
     await finished(svc, cancelled)
     log_event(logger, "request.cancelled", request_id=record.id)
+    await status_changed(svc.events, record.id, cancelled.status)
+    metrics.REQUESTS.labels("cancelled").inc()
+    await audit(svc, record.id, "request.cancelled")
     return cancelled

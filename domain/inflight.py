@@ -25,6 +25,7 @@ REQUEST_SLOT = "request"
 
 class TooManyInFlight(ImgbatchError):
     status_code = 429
+    description = "The API key has as many unfinished requests as it may have"
 
     def __init__(self, cap: int) -> None:
         super().__init__(

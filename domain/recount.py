@@ -9,6 +9,7 @@ idempotent write (``RequestRepository.count_product``), so only the first lands.
 
 from __future__ import annotations
 
+from domain.events import progress_moved
 from domain.services import Services
 
 
@@ -30,4 +31,6 @@ async def recount(svc: Services, request_id: str) -> int:
         ):
             added += 1
         await svc.products.settle_count(request_id, product.serial_number)
+    if added:
+        await progress_moved(svc.events, request_id)
     return added

@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 from pymongo import AsyncMongoClient
 
 from core.settings import Settings, get_settings
+from domain.events import RedisEventPublisher
 from domain.services import Services
 from domain.taskqueue import CeleryTaskSender
 from models.db import Document, database, mongo_client
@@ -46,6 +47,7 @@ class Runtime(Services):
             db=database(client, settings),
             tasks=CeleryTaskSender.from_settings(settings),
             store=create_store(settings),
+            events=RedisEventPublisher.from_settings(settings),
         )
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:

@@ -1,4 +1,5 @@
-"""What every domain operation works with: settings, the database, the task sender, the store.
+"""What every domain operation works with: settings, the database, the task sender, the store
+and the live-event publisher.
 
 The API builds one at start-up; each task process's :class:`domain.runtime.Runtime` is one.
 Operations take it first, so the same code runs behind an endpoint and inside a task.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.settings import Settings
+from domain.events import EventPublisher
 from domain.taskqueue import TaskSender
 from models.db import Database
 from models.products import ProductRepository
@@ -24,6 +26,8 @@ class Services:
     db: Database
     tasks: TaskSender
     store: MediaStore
+    # Live progress notices for event streams (domain.events).
+    events: EventPublisher
 
     @property
     def requests(self) -> RequestRepository:

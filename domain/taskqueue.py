@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from celery import Celery
 from pymongo.errors import PyMongoError
+from redis.asyncio import Redis
 
 from core.settings import Settings
 from models.requests import Priority
@@ -51,6 +52,13 @@ _HEAD_PRODUCTS = 20
 _BASE_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 3, Priority.LOW: 6}
 _TAIL_PENALTY = 2
 DISPATCH_PRIORITY = 0
+# kombu keeps a queue in one Redis list per priority step: the bare name for step 0, then
+# ``name:1`` ... ``name:9`` (a priority between steps goes to the step below it).
+PRIORITY_STEPS = tuple(range(10))
+PRIORITY_SEP = ":"
+# Long enough for every reply: kombu waits on the reply list in 1 s polls, and a call that gives
+# up sooner leaves a poll behind that swallows the next call's replies (measured: a third lost).
+PING_TIMEOUT = 1.0
 
 
 # A database or broker outage is not the work's fault: a task retries itself later instead of
@@ -85,9 +93,28 @@ def broker_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_interval": settings.broker_restore_interval_seconds,
             "unacked_restore_throttle": 1,
             # Ten priority levels, served lowest number first (see product_priority).
-            "priority_steps": list(range(10)),
-            "sep": ":",
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEP,
         },
+    }
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting messages, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
+async def queue_depths(redis: Redis, queues: Sequence[str] = ALL_QUEUES) -> dict[str, int]:
+    """Messages waiting in each queue (not those a worker holds): one round trip to Redis."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            for key in queue_keys(queue):
+                pipe.llen(key)
+        lengths = await pipe.execute()
+    steps = len(PRIORITY_STEPS)
+    return {
+        queue: sum(int(n) for n in lengths[i * steps : (i + 1) * steps])
+        for i, queue in enumerate(queues)
     }
 
 
@@ -111,6 +138,10 @@ class TaskSender(Protocol):
     async def request_finished(self, request_id: str) -> None: ...
 
     async def webhook_deliveries(self, delivery_ids: Iterable[str]) -> int: ...
+
+    async def workers_alive(self) -> list[str]:
+        """The names of the workers that answer a ping (waits up to about a second)."""
+        ...
 
 
 class CeleryTaskSender:
@@ -161,6 +192,11 @@ class CeleryTaskSender:
 
     async def webhook_deliveries(self, delivery_ids: Iterable[str]) -> int:
         return await asyncio.to_thread(self._send_deliveries, list(delivery_ids))
+
+    async def workers_alive(self) -> list[str]:
+        # Blocking for up to PING_TIMEOUT, so on a thread: never on the caller's event loop.
+        replies = await asyncio.to_thread(self._app.control.ping, timeout=PING_TIMEOUT)
+        return sorted(name for reply in replies for name in reply)
 
     def _send_deliveries(self, delivery_ids: list[str]) -> int:
         sent = 0

@@ -1,6 +1,9 @@
-"""Absolute URLs handed to users, all built from ``IMGBATCH_PUBLIC_BASE_URL``."""
+"""Absolute URLs handed to users, built from ``IMGBATCH_PUBLIC_BASE_URL`` (and output URLs
+from ``IMGBATCH_MEDIA_BASE_URL`` when a CDN or the bucket serves them)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from core.settings import Settings
 
@@ -18,4 +21,11 @@ def download_url(settings: Settings, request_id: str) -> str:
 
 
 def media_url(settings: Settings, key: str) -> str:
+    if settings.media_base_url is not None:
+        return f"{str(settings.media_base_url).rstrip('/')}/{key}"
     return f"{_base(settings)}/media/{key}"
+
+
+def output_urls(settings: Settings, keys: Sequence[str | None]) -> list[str | None]:
+    """Public URLs of stored outputs, None where the image failed (status, CSV and events)."""
+    return [media_url(settings, key) if key else None for key in keys]

@@ -10,6 +10,7 @@ from typing import Final, cast
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from core.errors import ImageErrorCode, ImageFailure
+from imaging.limits import DeadlineReader
 
 # ICC device classes whose profiles describe how to display pixel values. Device-link and
 # abstract profiles also say "RGB" but are transforms, not a description of the data.
@@ -22,8 +23,13 @@ _WHITE: Final = (255, 255, 255)
 _JPEG_MAX_SIDE: Final = 65500  # libjpeg's JPEG_MAX_DIMENSION
 
 
-def decode(data: bytes, source_format: str, max_pixels: int) -> tuple[Image.Image, bytes | None]:
+def decode(
+    data: bytes, source_format: str, max_pixels: int, seconds: float
+) -> tuple[Image.Image, bytes | None]:
     """Open, budget-check, load, orient and convert; returns an RGB image and ICC to keep.
+
+    ``seconds`` of this thread's CPU may go into reading and decoding the file (see
+    :class:`imaging.limits.DeadlineReader`).
 
     The caller owns (and must close) the returned image. It may be the opened file itself:
     the common case is an RGB JPEG, and copying 48 MB of pixels just to leave a ``with``
@@ -32,7 +38,7 @@ def decode(data: bytes, source_format: str, max_pixels: int) -> tuple[Image.Imag
     # ``formats=`` pins the plugin to what the magic bytes said, so a file cannot sniff as
     # PNG and then be handed to some rarely exercised decoder Pillow also happens to accept.
     # BytesIO over bytes shares the buffer rather than copying it.
-    source = Image.open(io.BytesIO(data), formats=[source_format])
+    source = Image.open(DeadlineReader(data, seconds), formats=[source_format])
     try:
         # Image.open only parsed the header; nothing has been decoded yet. This is the
         # authoritative budget check (the pre-open one only covers some formats).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from core.settings import Settings
@@ -22,20 +22,23 @@ WEBHOOK_SUBSCRIBERS = "webhook_subscribers"
 WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
 SLOTS = "slots"
+ACTIVITY = "activity"
 
 
-def client_url(url: str) -> str:
+def client_url(url: str, *, retry_writes: bool = True) -> str:
     """Keep the operator's URL, but default the options our workload depends on.
 
-    - ``retryWrites=false``: every write we make is already idempotent or conditional, so
-      driver-level retryable writes buy nothing and cost a lot on servers without sessions.
+    - ``retryWrites`` from ``IMGBATCH_MONGODB_RETRY_WRITES`` (on): on a replica set a write cut
+      off by a failover is retried once by the driver instead of failing the task. Our writes
+      are idempotent or conditional, so a retry never double-counts. The embedded server's URL
+      says ``retryWrites=false`` itself: SecantusDB has no sessions to retry in.
     - ``journal=true``: a write is acknowledged once it is in the journal. The counters and the
       completion flip are exact only if an acknowledged write survives a server crash; without
       it the fault test that kills the database loses the last half second of transitions.
     """
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    query.setdefault("retryWrites", "false")
+    query.setdefault("retryWrites", "true" if retry_writes else "false")
     query.setdefault("journal", "true")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
@@ -43,7 +46,8 @@ def client_url(url: str) -> str:
 def mongo_client(settings: Settings, **kwargs: Any) -> AsyncMongoClient[Document]:
     kwargs.setdefault("serverSelectionTimeoutMS", 5000)
     kwargs.setdefault("tz_aware", True)
-    return AsyncMongoClient(client_url(settings.require_mongodb_url()), **kwargs)
+    url = client_url(settings.require_mongodb_url(), retry_writes=settings.mongodb_retry_writes)
+    return AsyncMongoClient(url, **kwargs)
 
 
 def database(client: AsyncMongoClient[Document], settings: Settings) -> Database:
@@ -74,6 +78,10 @@ async def ensure_indexes(db: Database) -> None:
             IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
             # An expired request's tombstone (it answers 410) is kept until then.
             _expires("purge_at"),
+            # GET /api/requests: a key's requests, newest first.
+            IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)]),
+            # An owner's requests by status, oldest first (GET /api/stats).
+            IndexModel([("owner", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
         ]
     )
     # Products had a TTL index of their own; it could delete them up to a sweep before their
@@ -103,12 +111,20 @@ async def ensure_indexes(db: Database) -> None:
                     ("serial_number", ASCENDING),
                 ]
             ),
+            # A resumed event stream replays the products finished since its last event.
+            IndexModel([("request_id", ASCENDING), ("finished_at", ASCENDING)]),
         ]
     )
     await db[SLOTS].create_indexes(
         [
             IndexModel([("kind", ASCENDING), ("owner", ASCENDING)]),
             IndexModel([("holder", ASCENDING)]),
+        ]
+    )
+    await db[ACTIVITY].create_indexes(
+        [
+            IndexModel([("owner", ASCENDING), ("minute", ASCENDING)]),
+            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
         ]
     )
     await db[API_KEYS].create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])

@@ -45,6 +45,10 @@ class ApiKeyRepository:
         await self._collection.insert_one(record.model_dump(by_alias=True))
         return record, key
 
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        doc = await self._collection.find_one({"_id": key_id})
+        return ApiKeyRecord.model_validate(doc) if doc else None
+
     async def active_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         doc = await self._collection.find_one({"key_hash": key_hash, "revoked_at": None})
         return ApiKeyRecord.model_validate(doc) if doc else None

@@ -72,6 +72,8 @@ class RequestRecord(BaseModel):
     notice_pending: bool = False
     # Outputs and products are removed after this (None: kept forever).
     expires_at: datetime | None = None
+    # The uploaded file's name as the client sent it, so a person can tell requests apart.
+    file_name: str | None = None
 
     def is_expired(self, at: datetime) -> bool:
         """Past its retention: from ``expires_at`` on, whether or not the sweeper has deleted
@@ -327,6 +329,16 @@ class RequestRepository:
     async def statuses(self, request_ids: list[str]) -> dict[str, RequestStatus]:
         cursor = self._collection.find({"_id": {"$in": request_ids}}, {"status": 1})
         return {str(doc["_id"]): RequestStatus(doc["status"]) async for doc in cursor}
+
+    async def list_for_owner(
+        self, owner: str, *, status: RequestStatus | None, offset: int, limit: int
+    ) -> list[RequestRecord]:
+        """The owner's requests, newest first (on the (owner, created_at) index)."""
+        query: dict[str, Any] = {"owner": owner}
+        if status is not None:
+            query["status"] = status
+        cursor = self._collection.find(query).sort("created_at", -1).skip(offset).limit(limit)
+        return [RequestRecord.model_validate(doc) async for doc in cursor]
 
     async def touch(self, request_id: str) -> None:
         await self._collection.update_one({"_id": request_id}, {"$set": {"updated_at": now()}})

@@ -13,9 +13,14 @@ from typing import Any
 
 from models.db import SHEET_CHUNKS, Database
 
-# Well under MongoDB's 16 MB document limit even with 20 URLs of 2 KB per row.
+# A chunk closes at 1,000 rows or once its rows' UTF-8 bytes reach 4 MB. One row adds at most
+# its name (the csv module's 128 K-character field limit, 512 KB), 20 URLs of 2 KB, its extra
+# cells (MAX_EXTRA_BYTES_PER_ROW) and field names, so a chunk stays far under MongoDB's 16 MB
+# document limit whatever a sheet holds.
 CHUNK_MAX_ROWS = 1000
 CHUNK_MAX_BYTES = 4 * 1024 * 1024
+# Field names and fixed-size values of one staged product document, beyond its strings.
+ROW_OVERHEAD_BYTES = 256
 
 
 class StagedChunkRepository:

@@ -66,7 +66,7 @@ def check_url(url: str | httpx.URL, policy: NetworkPolicy) -> httpx.URL:
     hand it to the client.
 
     Raises:
-        InvalidTarget: not an absolute http(s) URL with a host.
+        InvalidTarget: not an absolute http(s) URL with a host, or one with credentials in it.
         BlockedAddress: port not allowed, or the host is a blocked/encoded address or a
             loopback name (unless private networks are allowed).
     """
@@ -80,6 +80,13 @@ def check_url(url: str | httpx.URL, policy: NetworkPolicy) -> httpx.URL:
         )
     if not parsed.host:
         raise InvalidTarget("URL has no host")
+    if parsed.userinfo:
+        # We never send credentials (they would go to whatever host a redirect names), so such
+        # a URL can only fail; say so instead of letting the transport call it a blocked address.
+        raise InvalidTarget(
+            "URL has a user name or password in it (user:password@host); credentials are never "
+            "sent, so it cannot be used"
+        )
     safe = redact_url(parsed)
     port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
     if not policy.port_allowed(port):

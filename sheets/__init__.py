@@ -30,7 +30,11 @@ Choices (documented here because the upload endpoint and the help page rely on t
   a BOM; accepted forms are in ``SERIAL_ALIASES``, ``NAME_ALIASES``, ``URLS_ALIASES``.
   Columns with an empty header are ignored (Excel often adds trailing empty columns). Other
   columns are kept as ``extra`` under their original (stripped) spelling; repeating a name, or
-  giving two columns that both mean the same required column, is a whole-file error.
+  giving two columns that both mean the same required column, is a whole-file error. More than
+  ``SheetLimits.max_columns`` named columns is a whole-file error too.
+* Only non-empty extra cells are kept (a missing one is an empty cell in the result). A row
+  whose extra cells, with their column names, take more than ``SheetLimits.max_extra_bytes``
+  bytes of UTF-8 is invalid: both are stored with every row.
 * Cells are stripped of surrounding whitespace. A row with fewer cells than the header has the
   missing cells treated as empty (so a missing required value is reported against its column);
   surplus cells that are empty are ignored, surplus cells with content make the row invalid.
@@ -58,6 +62,7 @@ from sheets.types import (
     SheetFormatError,
     SheetLimits,
     SheetRow,
+    utf8_length,
 )
 
 __all__ = [
@@ -71,4 +76,5 @@ __all__ = [
     "SheetRow",
     "neutralize_cell",
     "open_sheet",
+    "utf8_length",
 ]

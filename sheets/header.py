@@ -11,7 +11,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from sheets.types import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, SheetFormatError, show
+from sheets.types import (
+    NAME_COLUMN,
+    SERIAL_COLUMN,
+    URLS_COLUMN,
+    SheetFormatError,
+    clip,
+    show,
+)
 
 # Normalised forms (see _normalise_header): lower case with spaces, dots, _ and - removed.
 SERIAL_ALIASES: Final = frozenset(
@@ -47,14 +54,11 @@ def _normalise_header(name: str) -> str:
 
 
 def _count_outside_quotes(text: str) -> dict[str, int]:
-    counts = dict.fromkeys(DELIMITERS, 0)
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted and char in counts:
-            counts[char] += 1
-    return counts
+    # Every quote toggles "inside", so the even pieces between quotes are the unquoted text.
+    # str.count over those pieces instead of a Python loop per character: a 1 MB header took
+    # 0.1 s of the upload's time that way.
+    outside = text.split('"')[::2]
+    return {d: sum(piece.count(d) for piece in outside) for d in DELIMITERS}
 
 
 def quotes_balanced(text: str) -> bool:
@@ -96,8 +100,14 @@ class Layout:
     extras: list[tuple[int, str]]
 
 
-def _resolve(columns: list[str]) -> tuple[Layout | None, list[str]]:
+def _resolve(columns: list[str], max_columns: int) -> tuple[Layout | None, list[str]]:
     """Map header cells to roles; return (layout, missing canonical names)."""
+    # Unnamed columns are ignored and cost nothing per row, so only named ones count.
+    named = sum(1 for name in columns if name)
+    if named > max_columns:
+        raise SheetFormatError(
+            f"too many columns: the header has {named} named columns; the limit is {max_columns}"
+        )
     found: dict[str, int] = {}
     extras: list[tuple[int, str]] = []
     extra_names: set[str] = set()
@@ -108,12 +118,12 @@ def _resolve(columns: list[str]) -> tuple[Layout | None, list[str]]:
         role = next((canon for canon, aliases in _CANONICAL if key in aliases), None)
         if role is None:
             if name in extra_names:
-                raise SheetFormatError(f"column {name!r} appears more than once in the header")
+                raise SheetFormatError(f"column {show(name)} appears more than once in the header")
             extra_names.add(name)
             extras.append((index, name))
         elif role in found:
             raise SheetFormatError(
-                f"columns {columns[found[role]]!r} and {name!r} both look like the "
+                f"columns {show(columns[found[role]])} and {show(name)} both look like the "
                 f"{role!r} column; rename or remove one"
             )
         else:
@@ -125,7 +135,9 @@ def _resolve(columns: list[str]) -> tuple[Layout | None, list[str]]:
     return layout, []
 
 
-def choose_delimiter(header_lines: list[str], forced: str | None) -> tuple[str, Layout]:
+def choose_delimiter(
+    header_lines: list[str], forced: str | None, max_columns: int
+) -> tuple[str, Layout]:
     text = "".join(header_lines)
     if forced is not None:
         candidates = [forced]
@@ -138,7 +150,7 @@ def choose_delimiter(header_lines: list[str], forced: str | None) -> tuple[str, 
         if columns is None:
             continue
         try:
-            layout, missing = _resolve(columns)
+            layout, missing = _resolve(columns, max_columns)
         except SheetFormatError:
             if delimiter == candidates[0]:
                 raise
@@ -150,8 +162,10 @@ def choose_delimiter(header_lines: list[str], forced: str | None) -> tuple[str, 
     if fallback is None:
         raise SheetFormatError(f"the header line is malformed: {show(text.strip(), 200)}")
     columns, missing = fallback
+    # Truncated like every other echo of user input: a 1 MB header must not come back whole.
+    seen = ", ".join(repr(c) for c in columns)
     raise SheetFormatError(
         f"missing required column{'s' if len(missing) > 1 else ''}: "
         f"{', '.join(repr(m) for m in missing)}; the header read was "
-        f"{', '.join(repr(c) for c in columns)}"
+        f"{len(columns)} column{'s' if len(columns) > 1 else ''}: {clip(seen, 200)}"
     )

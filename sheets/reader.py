@@ -27,6 +27,7 @@ from sheets.types import (
     SheetFormatError,
     SheetLimits,
     SheetRow,
+    utf8_length,
 )
 
 _MAX_HEADER_LINES: Final = 20
@@ -146,12 +147,16 @@ class SheetReader:
         layout = self._layout
         problems: list[tuple[str, str]] = []
         width = len(layout.columns)
-        if len(cells) > width and any(cells[width:]):
-            problems.append(("", f"row has {len(cells)} cells but the header has {width} columns"))
-        if len(cells) < width:
-            cells = cells + [""] * (width - len(cells))
+        count = len(cells)
+        if count > width and any(cells[width:]):
+            problems.append(("", f"row has {count} cells but the header has {width} columns"))
 
-        serial = parse_serial(cells[layout.serial], problems)
+        # A short row's missing cells are empty. Indexed rather than padded: padding every row
+        # to a 150,000-column header cost megabytes per row.
+        def cell(index: int) -> str:
+            return cells[index] if index < count else ""
+
+        serial = parse_serial(cell(layout.serial), problems)
         if serial is not None:
             earlier = serials.first_line(serial)
             if earlier is not None:
@@ -164,15 +169,24 @@ class SheetReader:
             else:
                 serials.add(serial, line)
 
-        name = cells[layout.name]
+        name = cell(layout.name)
         if not name:
             problems.append((NAME_COLUMN, "product name is empty"))
 
-        urls = check_urls(cells[layout.urls], self._limits, problems)
+        urls = check_urls(cell(layout.urls), self._limits, problems)
+        extra = {column: cells[index] for index, column in layout.extras if cell(index)}
+        extra_bytes = sum(utf8_length(k) + utf8_length(v) for k, v in extra.items())
+        if extra_bytes > self._limits.max_extra_bytes:
+            problems.append(
+                (
+                    "",
+                    f"the extra columns of this row hold {extra_bytes} bytes; the limit is "
+                    f"{self._limits.max_extra_bytes} bytes per row",
+                )
+            )
         if problems or serial is None:
             return None, problems
-        extra = {column: cells[index] for index, column in layout.extras}
-        return SheetRow(line, position, serial, name, urls, extra), problems
+        return SheetRow(line, position, serial, name, urls, extra, extra_bytes), problems
 
 
 def open_sheet(stream: BinaryIO, limits: SheetLimits) -> SheetReader:
@@ -201,5 +215,5 @@ def open_sheet(stream: BinaryIO, limits: SheetLimits) -> SheetReader:
         raise SheetFormatError("the file has no header line: it contains only blank lines")
     if not quotes_balanced("".join(header)):
         raise SheetFormatError("the header line has an unclosed quote")
-    delimiter, layout = choose_delimiter(header, forced)
+    delimiter, layout = choose_delimiter(header, forced, limits.max_columns)
     return SheetReader(lines, layout, delimiter, reported, limits)

@@ -113,7 +113,8 @@ _MAX_PORT = 65535
 # The shape nearly every sheet URL has: http(s), a plain host name or IPv4 address, an optional
 # port, then anything without whitespace. A URL of this shape passes every check below, so it
 # skips urlsplit, which was 60 % of the time to validate a 100k-row sheet; anything else
-# (userinfo, IPv6, IDN, spaces...) takes the full path and gets its specific error.
+# (userinfo, IPv6, IDN, spaces...) takes the full path and gets its specific error. The host
+# part cannot hold "@", so a URL with credentials never takes the fast path.
 _PLAIN_URL = re.compile(r"(?i:https?)://[A-Za-z0-9.-]+(?::(?P<port>[0-9]{1,5}))?(?:[/?#]\S*)?")
 
 
@@ -140,6 +141,12 @@ def _parsed_url_problem(url: str, limits: SheetLimits) -> str | None:
         return f"is not an absolute http(s) URL: {show(url)}"
     if not parts.hostname:
         return f"has no host: {show(url)}"
+    if "@" in parts.netloc:
+        # Not echoed: the point is that the cell holds a password.
+        return (
+            "has a user name or password in it (user:password@host); image downloads never "
+            "send credentials, so it could never be fetched"
+        )
     return _host_problem(url, limits)
 
 

@@ -20,10 +20,21 @@ class SheetLimits:
     max_rows: int = 100_000
     max_urls_per_row: int = 20
     max_url_length: int = 2048
+    # Named header columns, and UTF-8 bytes of one row's non-empty extra cells (their column
+    # names included: both are stored with every row). Without them a 1 MB header of 150,000
+    # short names made every row cost megabytes.
+    max_columns: int = 100
+    max_extra_bytes: int = 8192
     url_check: Callable[[str], str | None] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_rows", "max_urls_per_row", "max_url_length"):
+        for name in (
+            "max_rows",
+            "max_urls_per_row",
+            "max_url_length",
+            "max_columns",
+            "max_extra_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"SheetLimits.{name} must be at least 1")
 
@@ -46,7 +57,10 @@ class SheetRow:
     serial_number: int
     product_name: str
     image_urls: list[str]
+    # Only the non-empty extra cells: a missing one is written back as an empty cell anyway.
     extra: dict[str, str]
+    # UTF-8 bytes of ``extra`` (names and values), for callers that size storage by it.
+    extra_bytes: int = 0
 
 
 class SheetFormatError(Exception):
@@ -57,8 +71,16 @@ class SheetFormatError(Exception):
         self.message = message
 
 
+def clip(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, with "..." if anything was cut."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
 def show(value: str, limit: int = 60) -> str:
     """Quote a user value for a message without echoing megabytes of it back."""
-    if len(value) > limit:
-        value = value[:limit] + "..."
-    return repr(value)
+    return repr(clip(value, limit))
+
+
+def utf8_length(value: str) -> int:
+    """Bytes of ``value`` in UTF-8 (what MongoDB stores), without encoding the usual ASCII."""
+    return len(value) if value.isascii() else len(value.encode())

@@ -2,7 +2,8 @@
 
 Nothing outside a store touches a file path or an object-storage client: workers ``put``,
 ``/media`` ``open``s, retention calls ``delete_prefix``. Keys are ``/``-separated relative
-names such as ``{request_id}/{serial}/{index}.jpg``.
+names such as ``{request_id}/{serial}/{index}.jpg`` (rules in :mod:`storage.keys`). Every
+method raises :class:`storage.keys.InvalidKey` for a key that breaks them, on every backend.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from storage.keys import InvalidKey
 
-class InvalidKey(ValueError):
-    """A key that would escape the store (``..``, absolute, empty)."""
+__all__ = ["InvalidKey", "MediaStore", "StoredObject"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,11 @@ class MediaStore(Protocol):
     async def put(
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        """Store ``data`` under ``key``, replacing what was there; readers never see half."""
+        """Store ``data`` under ``key``, replacing what was there; readers never see half.
+
+        ``content_type`` and ``cache_control`` are kept with the object and served with it;
+        pass :data:`storage.keys.IMMUTABLE` for keys whose bytes never change.
+        """
         ...
 
     async def get(self, key: str) -> bytes | None:
@@ -45,5 +50,11 @@ class MediaStore(Protocol):
     async def exists(self, key: str) -> bool: ...
 
     async def delete_prefix(self, prefix: str) -> int:
-        """Delete every object whose key starts with ``prefix``; returns how many went."""
+        """Delete every object whose key starts with ``prefix`` (which ends with ``/``);
+        returns how many went."""
+        ...
+
+    async def presigned_url(self, key: str, *, expires_in: int) -> str | None:
+        """A URL that serves the object without our API for ``expires_in`` seconds, or None
+        when this store cannot make one (a local disk)."""
         ...

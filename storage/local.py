@@ -1,8 +1,15 @@
-"""Media on a local (or shared) filesystem, one file per key under a root directory."""
+"""Media on a local (or shared) filesystem, one file per key under a root directory.
+
+Each object's metadata (content type, cache control) sits beside it in a small JSON file named
+``.meta-<name>``: a filesystem has nowhere else portable to keep it (extended attributes are
+missing on some of the filesystems this runs on), and keys never have parts starting with
+``.``, so these names can never collide with a key.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -10,9 +17,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import InvalidKey, StoredObject
+from storage.base import StoredObject
+from storage.keys import check_key, check_prefix
 
 _CHUNK = 256 * 1024
+_META = ".meta-"
+_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".png": "image/png"}
 
 
 class LocalMediaStore:
@@ -20,30 +30,21 @@ class LocalMediaStore:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        """The file behind a key; refuses keys that would escape the media root."""
-        root = self.root.resolve()
-        candidate = (root / key).resolve()
-        if not candidate.is_relative_to(root) or candidate == root:
-            raise InvalidKey(f"invalid media key: {key!r}")
-        return candidate
+        # check_key refuses "..", absolute and hidden parts, so the path stays under the root.
+        return self.root / check_key(key)
 
     async def put(
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        await asyncio.to_thread(self._write, self._path(key), data)
+        meta = json.dumps({"content_type": content_type, "cache_control": cache_control})
+        await asyncio.to_thread(self._write, self._path(key), data, meta.encode())
 
     @staticmethod
-    def _write(target: Path, data: bytes) -> None:
+    def _write(target: Path, data: bytes, meta: bytes) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a reader (or a crash) never sees half an image.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Metadata first: a crash between the two leaves no object, never one without its type.
+        _replace(_meta_path(target), meta)
+        _replace(target, data)
 
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)
@@ -53,20 +54,16 @@ class LocalMediaStore:
             return None
 
     async def open(self, key: str) -> StoredObject | None:
+        path = self._path(key)
         try:
-            path = self._path(key)
-        except InvalidKey:
-            return None
-        try:
-            handle = await asyncio.to_thread(path.open, "rb")
+            handle, meta = await asyncio.to_thread(_open_with_meta, path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        size = os.fstat(handle.fileno()).st_size
         return StoredObject(
             key=key,
-            size=size,
-            content_type=_content_type(key),
-            cache_control=None,
+            size=os.fstat(handle.fileno()).st_size,
+            content_type=meta.get("content_type") or _content_type(key),
+            cache_control=meta.get("cache_control"),
             chunks=_read_chunks(handle),
         )
 
@@ -74,18 +71,47 @@ class LocalMediaStore:
         return await asyncio.to_thread(self._path(key).is_file)
 
     async def delete_prefix(self, prefix: str) -> int:
-        return await asyncio.to_thread(self._delete_prefix, prefix)
+        return await asyncio.to_thread(self._delete_prefix, self.root / check_prefix(prefix))
 
-    def _delete_prefix(self, prefix: str) -> int:
-        base = self._path(prefix.rstrip("/"))
-        if base.is_file():
-            base.unlink(missing_ok=True)
-            return 1
+    @staticmethod
+    def _delete_prefix(base: Path) -> int:
         if not base.is_dir():
             return 0
-        count = sum(1 for p in base.rglob("*") if p.is_file())
+        count = sum(1 for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
         shutil.rmtree(base, ignore_errors=True)
         return count
+
+    async def presigned_url(self, key: str, *, expires_in: int) -> str | None:
+        check_key(key)
+        return None  # a disk has no URL of its own: /media streams it
+
+
+def _replace(target: Path, data: bytes) -> None:
+    """Write then rename, so a reader (or a crash) never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(_META + path.name)
+
+
+def _open_with_meta(path: Path) -> tuple[BinaryIO, dict[str, str | None]]:
+    handle = path.open("rb")
+    try:
+        meta = json.loads(_meta_path(path).read_bytes())
+    except (FileNotFoundError, ValueError):
+        meta = {}  # written before metadata was kept: the type follows from the extension
+    except BaseException:
+        handle.close()
+        raise
+    return handle, meta
 
 
 async def _read_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
@@ -94,9 +120,6 @@ async def _read_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         handle.close()
-
-
-_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".png": "image/png"}
 
 
 def _content_type(key: str) -> str:

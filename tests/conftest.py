@@ -1,9 +1,12 @@
-"""Session fixtures: a real stack (MongoDB-protocol server, Redis, API, Celery worker) and a real
-loopback image origin serving the corpus. Nothing of ours is mocked."""
+"""Session fixtures: a real stack (MongoDB-protocol server, Redis, API, Celery worker), a real
+loopback image origin serving the corpus and, for the tests that ask for it, a real S3 server
+(SeaweedFS). Nothing of ours is mocked."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +14,15 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.embedded import free_port
+from cli.embedded import EmbeddedSeaweedFS, free_port
 from cli.stack import Stack
 from core.settings import Settings
+from storage.buckets import ensure_bucket
 from tests.support.inprocess import isolated_runtime
+from tests.support.keys import new_key
+from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
-from tests.support.stacks import sync_db
+from tests.support.stacks import serving, side_api, sync_db
 from worker.runtime import WorkerRuntime
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -44,21 +50,55 @@ def origin() -> Iterator[Origin]:
         yield served
 
 
+@contextmanager
+def _serving(data_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
+    api_port = free_port()
+    env = {**env, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
+    with serving(Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)) as running:
+        yield running
+
+
+# A second API as deployed: keys required. Its event streams send a keep-alive comment every
+# second and end after 5 s, so every client that watches through it (CLI, page) reconnects with
+# Last-Event-ID a few times per request.
+KEYED_ENV = {
+    "IMGBATCH_AUTH_DISABLED": "false",
+    "IMGBATCH_EVENTS_KEEPALIVE_SECONDS": "1",
+    "IMGBATCH_EVENTS_MAX_SECONDS": "5",
+}
+
+
+@dataclass(frozen=True)
+class KeyedApi:
+    url: str
+    key: str
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def keyed_api(stack: Stack) -> Iterator[KeyedApi]:
+    with side_api(stack, "api-keyed", KEYED_ENV) as url:
+        _, key = new_key(stack, "keyed-api")
+        yield KeyedApi(url, key)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
-    api_port = free_port()
-    env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
-    settings = Settings(mongodb_url=None, redis_url=None, log_level="INFO")
-    running = Stack(settings, data_dir=data_dir, api_port=api_port, extra_env=env)
-    try:
-        running.start_services()
-        running.start_api()
-        running.start_worker(concurrency=2)
-        running.wait_healthy()
+    with _serving(tmp_path_factory.mktemp("stack"), STACK_ENV) as running:
         yield running
-    finally:
-        running.stop()
+
+
+@pytest.fixture(scope="session")
+def json_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own, logging JSON, so its metrics (summed across every process) and its
+    log files hold only what the tests that use it did."""
+    env = {**STACK_ENV, **JSON_LOGS, "IMGBATCH_PRODUCTS_PER_TASK": "2"}
+    with _serving(tmp_path_factory.mktemp("json-stack"), env) as running:
+        yield running
 
 
 @pytest.fixture
@@ -71,6 +111,28 @@ def api(stack: Stack) -> Iterator[httpx.Client]:
 def mongo(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
     with sync_db(stack) as db:
         yield db
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSeaweedFS]:
+    """One S3 server for the session, started only if a test asks for it (about 1 s), with
+    its credentials in this process's AWS_* variables, as a deployment would have them."""
+    with (
+        EmbeddedSeaweedFS(tmp_path_factory.mktemp("seaweedfs")) as server,
+        pytest.MonkeyPatch.context() as environment,
+    ):
+        for name, value in server.credentials_env().items():
+            environment.setenv(name, value)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_settings(seaweedfs: EmbeddedSeaweedFS) -> Settings:
+    """Settings naming the session's S3 server and its bucket (created here). Tests share the
+    bucket; every key they write is under their own request id or a fresh uuid."""
+    settings = Settings(storage="s3", s3_endpoint_url=seaweedfs.url, s3_bucket="imgbatch-tests")
+    ensure_bucket(settings)
+    return settings
 
 
 @pytest.fixture

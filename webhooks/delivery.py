@@ -18,7 +18,9 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from core.logs import log_event, redact_url, scrub_message
+from core import metrics
+from core.logs import bind_context, log_event, redact_url, scrub_message
+from domain.audit import record
 from domain.services import Services
 from domain.webhook_signing import signed_headers
 from models.requests import RequestRepository, now
@@ -50,6 +52,12 @@ LEASE_MARGIN = 30.0
 # Retry-After is honoured up to a day: past that, the receiver is asking us to give up.
 MAX_RETRY_AFTER = 24 * 3600.0
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
+# The state an attempt leaves its delivery in, as the deliveries metric names it.
+_OUTCOMES = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.FAILED: "failed",
+    DeliveryState.PENDING: "retried",
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ async def deliver(rt: Services, delivery_id: str) -> DeliveryRecord | None:
     delivery = await deliveries.claim(delivery_id, lease=lease)
     if delivery is None:
         return None  # not due, or another message's attempt holds it (and its owner's slot)
+    bind_context(request_id=delivery.request_id)
     try:
         return await _attempt(rt, deliveries, delivery)
     finally:
@@ -94,6 +103,8 @@ async def _attempt(
         reason = missing or "the event no longer exists"
         await deliveries.give_up(delivery.id, reason)
         log_event(logger, "webhook.delivery_abandoned", delivery_id=delivery.id, reason=reason)
+        metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
+        await record(rt, delivery.request_id, "webhook.failed", **_audited(delivery), reason=reason)
         return await deliveries.get(delivery.id)
 
     number = delivery.attempts + 1
@@ -129,6 +140,7 @@ async def _attempt(
     recorded = await deliveries.record_attempt(
         delivery.id, attempt, state=state, next_attempt_at=next_attempt_at
     )
+    metrics.WEBHOOK_DELIVERIES.labels(_OUTCOMES[state]).inc()
     if outcome.status_code == 410 and delivery.subscriber_id is not None:
         # 410 Gone is the receiver saying "stop": keep sending and we are a nuisance.
         subscribers = WebhookSubscriberRepository(rt.db)
@@ -148,7 +160,25 @@ async def _attempt(
             event_id=event.id,
             attempts=number,
         )
+        await record(
+            rt,
+            delivery.request_id,
+            f"webhook.{state.value}",
+            **_audited(delivery),
+            attempts=number,
+            status_code=outcome.status_code,
+        )
     return recorded
+
+
+def _audited(delivery: DeliveryRecord) -> dict[str, str]:
+    """What the audit trail says about a delivery: which one, to whom (never its secret)."""
+    return {
+        "delivery_id": delivery.id,
+        "target": delivery.target,
+        "url": redact_url(delivery.url),
+        "event_type": delivery.event_type.value,
+    }
 
 
 async def _signing_keys(rt: Services, delivery: DeliveryRecord) -> tuple[list[str], str | None]:

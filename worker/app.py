@@ -16,6 +16,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Queue
 
+# Before anything that counts: it checks prometheus_client came up in multiprocess mode.
+import core.metrics  # noqa: F401
 from core.settings import Settings, get_settings
 from domain import runtime
 from domain.taskqueue import (
@@ -26,6 +28,7 @@ from domain.taskqueue import (
     WEBHOOK_DUE_TASK,
     broker_config,
 )
+from worker import observability
 from worker.runtime import WorkerRuntime
 
 
@@ -60,5 +63,6 @@ def create_celery(settings: Settings) -> Celery:
 
 
 celery_app = create_celery(get_settings())
+observability.setup(celery_app)
 # Every task in this process, webhook tasks included, shares the worker's runtime.
 runtime.install(WorkerRuntime.build)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from core.logs import log_event
+from domain.audit import record
 from domain.completion import complete_if_finished, fail_request
+from domain.events import status_changed
 from domain.runtime import Runtime
 from models.products import ProductRecord
 from models.requests import RequestStatus
@@ -32,13 +34,15 @@ async def dispatch_request(rt: Runtime, request_id: str) -> None:
         await rt.requests.mark_ingested(request_id)
         await rt.chunks.discard(request_id)
         log_event(logger, "request.ingested", request_id=request_id, products=inserted)
-    await rt.requests.start(request_id)
+    if await rt.requests.start(request_id):
+        await status_changed(rt.events, request_id, RequestStatus.IN_PROGRESS)
     serials = [s async for s in rt.products.claimable_serials(request_id)]
     sent = await rt.tasks.products(
         request_id, serials, request.priority, per_task=rt.settings.products_per_task
     )
     await rt.requests.mark_dispatched(request_id)
     log_event(logger, "request.dispatched", request_id=request_id, products=sent)
+    await record(rt, request_id, "request.dispatched", products=sent)
     if sent == 0:
         # Every product was already final (a re-dispatch after a crash): finish the request here.
         await complete_if_finished(rt, request_id)

@@ -13,14 +13,17 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo.errors import PyMongoError
 
+from core import metrics
 from core.errors import ImageErrorCode, ImageFailure
 from core.logs import log_event, redact_url
 from domain.completion import complete_when_counted
-from imaging import compress_image
+from domain.events import product_finished
+from imaging import CompressedImage, compress_image
 from models.products import ImageError, ProductRecord, ProductStatus
 from models.requests import RequestStatus
 from storage import output_key
 from worker.downloads import download
+from worker.outcomes import count_outcomes
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -206,15 +209,7 @@ async def _process_image(
         # Test-only: behave like an image that takes its worker process down with it.
         os.kill(os.getpid(), signal.SIGKILL)
     try:
-        data = await download(rt.http, url, rt.download_policy)
-        async with rt.decode_slot:
-            image = await asyncio.to_thread(
-                compress_image,
-                data,
-                quality=rt.settings.jpeg_quality,
-                max_pixels=rt.settings.max_image_pixels,
-                optimize=rt.settings.jpeg_optimize,
-            )
+        image = await _download_and_compress(rt, url)
     except ImageFailure as failure:
         log_event(
             logger,
@@ -226,9 +221,31 @@ async def _process_image(
         )
         return ImageError(index=index, url=url, code=failure.code, message=failure.message)
     key = output_key(product.request_id, product.serial_number, index)
-    await rt.store.put(key, image.data, content_type="image/jpeg")
+    with metrics.IMAGE_PHASE_SECONDS.labels("store").time():
+        await rt.store.put(key, image.data, content_type="image/jpeg")
+    metrics.OUTPUT_BYTES.labels("jpeg").inc(len(image.data))
     log_event(logger, "image.stored", key=key, attempt=product.attempts, bytes=len(image.data))
     return key
+
+
+async def _download_and_compress(rt: WorkerRuntime, url: str) -> CompressedImage:
+    # The body counts against the process's download budget from before it is read until it
+    # has been compressed, the span in which it waits for the one decode slot.
+    lease = rt.download_budget.lease()
+    try:
+        data = await download(rt.http, url, rt.download_policy, lease)
+        async with rt.decode_slot:
+            return await asyncio.to_thread(
+                compress_image,
+                data,
+                quality=rt.settings.jpeg_quality,
+                max_pixels=rt.settings.max_image_pixels,
+                optimize=rt.settings.jpeg_optimize,
+                max_jpeg_scans=rt.settings.max_jpeg_scans,
+                decode_seconds=rt.settings.decode_cpu_seconds,
+            )
+    finally:
+        lease.release()
 
 
 def _all_failed(
@@ -274,3 +291,7 @@ async def _finish(
         status=status,
         failed=len(errors),
     )
+    await product_finished(
+        rt.events, product.request_id, product.serial_number, status, output_keys, errors
+    )
+    await count_outcomes(rt, product, results)

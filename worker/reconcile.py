@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from core import metrics
 from core.logs import log_event
 from domain import inflight, subscribers
+from domain.audit import record
 from domain.completion import complete_if_finished
 from domain.recount import recount
 from domain.runtime import Runtime
@@ -33,6 +35,8 @@ async def reconcile(rt: Runtime) -> int:
         # The finish happened but its notice never turned into an event: send it again (the
         # event is stored once per completion, so a duplicate notice changes nothing).
         log_event(logger, "request.notice_resent", request_id=request_id)
+        metrics.RECONCILER_REPAIRS.labels("notice_resent").inc()
+        await record(rt, request_id, "reconciler.notice_resent")
         await rt.requests.touch(request_id)
         await rt.tasks.request_finished(request_id)
     return len(stale)
@@ -45,12 +49,15 @@ async def _sweep_abandoned_uploads(rt: Runtime) -> None:
         if await rt.requests.get(request_id) is None:
             await rt.chunks.discard(request_id)
             log_event(logger, "upload.abandoned_swept", request_id=request_id)
+            metrics.RECONCILER_REPAIRS.labels("upload_swept").inc()
 
 
 async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
     await rt.requests.touch(request.id)  # one repair per lease, even if the reconciler runs often
     if not request.ingested or request.dispatched_at is None:
         log_event(logger, "request.redispatched", request_id=request.id)
+        metrics.RECONCILER_REPAIRS.labels("redispatched").inc()
+        await record(rt, request.id, "reconciler.redispatched")
         await rt.tasks.dispatch(request.id)
         return
     recounted = await recount(rt, request.id)
@@ -63,3 +70,5 @@ async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
     log_event(
         logger, "request.reconciled", request_id=request.id, requeued=sent, recounted=recounted
     )
+    metrics.RECONCILER_REPAIRS.labels("requeued").inc()
+    await record(rt, request.id, "reconciler.requeued", requeued=sent, recounted=recounted)

@@ -1,4 +1,5 @@
-"""The worker's per-process runtime: the shared one plus the download client and decode slot."""
+"""The worker's per-process runtime: the shared one plus the download client, the decode slot and
+the download budget."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httpx
 from core.settings import Settings
 from domain.runtime import Runtime, runtime
 from worker.allocator import reuse_large_buffers
+from worker.budget import DownloadBudget
 from worker.downloads import DownloadPolicy, download_client
 
 
@@ -18,6 +20,7 @@ from worker.downloads import DownloadPolicy, download_client
 class WorkerRuntime(Runtime):
     _http: httpx.AsyncClient | None = field(default=None, init=False)
     _decode_slot: asyncio.Semaphore | None = field(default=None, init=False)
+    _download_budget: DownloadBudget | None = field(default=None, init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Self:
@@ -45,6 +48,13 @@ class WorkerRuntime(Runtime):
         if self._decode_slot is None:
             self._decode_slot = asyncio.Semaphore(1)
         return self._decode_slot
+
+    @property
+    def download_budget(self) -> DownloadBudget:
+        """Bytes of downloaded bodies this process may hold while they wait to be compressed."""
+        if self._download_budget is None:
+            self._download_budget = DownloadBudget(self.settings.download_budget_bytes)
+        return self._download_budget
 
 
 def build_runtime(settings: Settings) -> WorkerRuntime:

@@ -1,10 +1,17 @@
-"""GET /api/status and /api/download: 404, 409 while running, pagination and the result CSV."""
+"""GET /api/status, /api/download and /api/requests: 404, 409 while running, pagination, the
+result CSV and its failed rows, and a key's list of requests."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 import httpx
 
+from cli.stack import Stack
+from tests.conftest import KeyedApi
 from tests.support.client import sheet, upload, wait_for_status
+from tests.support.keys import new_key
 from tests.support.origin import Origin
 
 
@@ -54,3 +61,62 @@ def test_output_images_are_served_and_paths_cannot_escape(
     assert httpx.get(output).content[:3] == b"\xff\xd8\xff"
     assert api.get("/media/../../etc/passwd").status_code == 404
     assert api.get("/media/nope/1/0.jpg").status_code == 404
+
+
+def test_listing_shows_the_keys_requests_newest_first_with_counters(
+    stack: Stack, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    _, key = new_key(stack, "lister")
+    _, other_key = new_key(stack, "other-lister")
+    url = origin.url("/img/rocket.jpg")
+    with keyed_api.client(key) as mine, keyed_api.client(other_key) as theirs:
+        ids = []
+        for n in (1, 2, 3):
+            rows = [(s, f"P{s}", url) for s in range(1, n + 1)]
+            accepted = upload(mine, sheet(rows), filename=f"sheet-{n}.csv")
+            ids.append(accepted.json()["request_id"])
+            wait_for_status(mine, ids[-1])
+        upload(theirs, sheet([(1, "Theirs", url)]))
+
+        listing = mine.get("/api/requests").json()
+        assert [r["request_id"] for r in listing["requests"]] == ids[::-1]
+        assert listing["has_more"] is False
+        newest = listing["requests"][0]
+        assert newest["file_name"] == "sheet-3.csv"
+        assert newest["status"] == "completed"
+        assert (newest["products_total"], newest["images_done"], newest["progress"]) == (3, 3, 100)
+
+        page = mine.get("/api/requests", params={"offset": 1, "limit": 1}).json()
+        assert [r["request_id"] for r in page["requests"]] == [ids[1]]
+        assert page["has_more"] is True
+        assert mine.get("/api/requests", params={"status": "failed"}).json()["requests"] == []
+        assert (
+            len(mine.get("/api/requests", params={"status": "completed"}).json()["requests"]) == 3
+        )
+        assert mine.get("/api/requests", params={"status": "nope"}).status_code == 422
+        assert mine.get("/api/requests", params={"limit": 101}).status_code == 422
+        theirs_listed = theirs.get("/api/requests").json()["requests"]
+        assert not {r["request_id"] for r in theirs_listed} & set(ids)
+
+
+def test_download_of_only_the_failed_rows_keeps_the_input_columns(
+    api: httpx.Client, origin: Origin
+) -> None:
+    good, bad = origin.url("/img/rocket.jpg"), origin.url("/status/404")
+    header = ("S. No.", "Product Name", "Input Image Urls", "Supplier")
+    rows = [
+        (1, "Fine", good, "Acme"),
+        (2, "Half", f"{good},{bad}", "=Evil"),
+        (3, "Gone", bad, "Beta"),
+    ]
+    request_id = upload(api, sheet(rows, header=header)).json()["request_id"]
+    wait_for_status(api, request_id)
+    response = api.get(f"/api/download/{request_id}", params={"only": "failed"})
+    assert response.status_code == 200
+    assert f"imgbatch-{request_id}-failed.csv" in response.headers["content-disposition"]
+    assert list(csv.reader(io.StringIO(response.text))) == [
+        list(header),
+        ["2", "Half", f"{good},{bad}", "'=Evil"],
+        ["3", "Gone", bad, "Beta"],
+    ]
+    assert api.get(f"/api/download/{request_id}", params={"only": "all"}).status_code == 422

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from pymongo.database import Database
 
-from tests.support.client import sheet, upload
+from bench.procfs import peak_rss_mb, reset_peak_rss
+from cli.stack import Stack
+from tests.support.client import HEADER, sheet, upload
+from tests.support.stacks import redis_db, side_api
 
 URL = "https://images.example.com/a.jpg"
+
+
+@pytest.fixture(scope="module")
+def quiet_api(stack: Stack) -> Iterator[tuple[httpx.Client, int]]:
+    """An API of its own (for its memory figures) whose queue no worker consumes."""
+    env = {"IMGBATCH_REDIS_URL": redis_db(stack, 7)}
+    with side_api(stack, "api-quiet", env) as url, httpx.Client(base_url=url, timeout=60) as client:
+        yield client, stack.processes["api-quiet"].pid
 
 
 def _request_ids(mongo: Database[dict[str, Any]]) -> set[str]:
@@ -125,3 +138,65 @@ def test_tolerant_headers_and_bom_are_accepted(api: httpx.Client) -> None:
     response = upload(api, body.encode("utf-8"))
     assert response.status_code == 202, response.text
     assert response.json()["products"] == 1
+
+
+def test_a_150k_column_sheet_is_refused_at_once_in_flat_memory(
+    quiet_api: tuple[httpx.Client, int],
+) -> None:
+    client, pid = quiet_api
+    assert upload(client, sheet([(1, "Warm", URL)])).status_code == 202  # imports, pools
+    columns = [f"c{i}" for i in range(150_000)]
+    body = sheet([(i, f"P{i}", URL, *([""] * 3)) for i in range(1, 21)], (*HEADER, *columns))
+    assert 900_000 < len(body) < 1_100_000
+    process = psutil.Process(pid)
+    reset_peak_rss(pid)
+    before_mb, cpu_before = peak_rss_mb(pid), process.cpu_times()
+
+    response = upload(client, body)
+
+    cpu_after = process.cpu_times()
+    cpu = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+    assert response.status_code == 422, response.text[:500]
+    assert response.json()["detail"] == (
+        "too many columns: the header has 150003 named columns; the limit is 100"
+    )
+    # Padding every row to the header and keeping its 150,000 empty extras cost ~5 MB a row
+    # and a staging chunk far past MongoDB's 16 MB document limit.
+    assert peak_rss_mb(pid) - before_mb < 50
+    assert cpu < 1.0  # CPU, not wall-clock: a busy machine slows the clock, not the work
+
+
+def test_staged_chunks_stay_under_the_document_limit_whatever_the_rows_hold(
+    quiet_api: tuple[httpx.Client, int],
+) -> None:
+    # Names of 4,000 four-byte characters (16 KB of UTF-8 each) and 8 KB of extras a row, all
+    # within the caps: sized by characters and without the extras, 1,000 such rows made one
+    # 24 MB chunk document that MongoDB refuses (a 500).
+    client, _ = quiet_api
+    name = "\U0001f600" * 4000
+    rows = [(i, name, URL, "x" * 8000) for i in range(1, 1001)]
+    response = upload(client, sheet(rows, (*HEADER, "Notes")).encode())
+    assert response.status_code == 202, response.text[:500]
+    assert response.json()["products"] == 1000
+    assert client.post(f"/api/requests/{response.json()['request_id']}/cancel").status_code == 200
+
+
+def test_the_422_for_a_bad_1mb_header_is_small(api: httpx.Client) -> None:
+    header = [f"{i}{'x' * 20_000}" for i in range(50)]
+    response = upload(api, sheet([(1, "A", URL)], header))
+    assert response.status_code == 422
+    assert "missing required columns" in response.json()["detail"]
+    assert len(response.content) < 1000
+
+
+def test_urls_with_credentials_are_refused_at_upload_with_the_reason(api: httpx.Client) -> None:
+    secret_url = "https://user:hunter2@images.example.com/a.jpg"
+    response = upload(api, sheet([(1, "A", f"{URL},{secret_url}")]))
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]["errors"]
+    assert (error["line"], error["column"]) == (2, "Input Image Urls")
+    assert "user name or password" in error["reason"]
+    hook = upload(api, sheet([(1, "A", URL)]), data={"webhook_url": secret_url})
+    assert hook.status_code == 422, hook.text
+    assert "user name or password" in hook.json()["detail"]["reason"]
+    assert "hunter2" not in response.text + hook.text

@@ -6,6 +6,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,6 +17,10 @@ import psutil
 from cli.embedded import free_port, wait_for_port
 from cli.stack import Stack
 from core.settings import child_environment
+from tests.conftest import STACK_ENV
+from tests.support.client import sheet, upload, wait_for_status
+from tests.support.origin import Origin
+from tests.support.stacks import redis_db
 from tests.support.waiting import wait_until
 
 
@@ -28,6 +35,26 @@ def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+@contextmanager
+def _imgbatch_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``imgbatch run``, killed on the way out if the test did not stop it."""
+    process = _imgbatch("run", env=env)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def _sigterm(process: subprocess.Popen[str]) -> str:
+    """Stop ``imgbatch run`` as an operator would; it must exit 0. Returns what it printed."""
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=90)
+    assert process.returncode == 0, output
+    return output
+
+
 def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {
@@ -37,8 +64,7 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
     }
     for unset in ("IMGBATCH_MONGODB_URL", "IMGBATCH_REDIS_URL"):
         env[unset] = ""  # empty means "start the embedded one"
-    process = _imgbatch("run", env=env)
-    try:
+    with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
         wait_until(
             lambda: httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200,
@@ -51,12 +77,7 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
             assert part in names
         # No key, no upload: authentication is on by default.
         assert httpx.post(f"http://127.0.0.1:{port}/api/upload").status_code == 401
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
+        output = _sigterm(process)
     assert "API key for this run (shown once): ibk_" in output
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
@@ -73,18 +94,61 @@ def test_run_uses_configured_services_instead_of_embedded_ones(
         "IMGBATCH_REDIS_URL": stack.redis_url,
         "IMGBATCH_WORKER_CONCURRENCY": "1",
     }
-    process = _imgbatch("run", env=env)
-    try:
+    with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
         names = " ".join(" ".join(c.cmdline()) for c in psutil.Process(process.pid).children(True))
         assert "secantusd-py" not in names
         assert "redis-server" not in names
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, output
+        _sigterm(process)
+
+
+def test_run_with_s3_storage_and_no_endpoint_starts_seaweedfs_on_loopback(
+    stack: Stack, origin: Origin, tmp_path: Path
+) -> None:
+    assert stack.mongodb_url
+    port = free_port()
+    env = {
+        **STACK_ENV,
+        "IMGBATCH_AUTH_DISABLED": "false",
+        "IMGBATCH_PORT": str(port),
+        "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "IMGBATCH_DATA_DIR": str(tmp_path),
+        "IMGBATCH_MONGODB_URL": stack.mongodb_url,
+        # A Redis database of its own: the session's worker must not take this run's tasks.
+        "IMGBATCH_REDIS_URL": redis_db(stack, 4),
+        "IMGBATCH_WORKER_CONCURRENCY": "1",
+        "IMGBATCH_STORAGE": "s3",
+        "IMGBATCH_S3_ENDPOINT_URL": "",
+    }
+    with _imgbatch_run(env) as process:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        key = next(line.split(": ")[1].strip() for line in lines if "API key" in line)
+        assert any("media in bucket imgbatch at http://127.0.0.1:" in line for line in lines)
+        weed = next(
+            p for p in psutil.Process(process.pid).children(True) if "weed" in p.cmdline()[0]
+        )
+        listening = [c.laddr for c in weed.net_connections() if c.status == psutil.CONN_LISTEN]
+        # master, volume, filer, S3 and admin, with their gRPC ports: all on loopback.
+        assert len(listening) >= 9
+        assert {address.ip for address in listening} == {"127.0.0.1"}
+        assert (tmp_path / "seaweedfs" / "s3.json").exists()  # its data under the data dir
+
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        ) as api:
+            accepted = upload(api, sheet([(1, "Mug", origin.url("/img/coffee.jpg"))]))
+            assert accepted.status_code == 202, accepted.text
+            status = wait_for_status(api, accepted.json()["request_id"])
+        output_url = status["products"][0]["output_image_urls"][0]
+        served = httpx.get(output_url)
+        assert served.status_code == 200
+        assert served.content[:3] == b"\xff\xd8\xff"
+        assert not list((tmp_path / "media").rglob("*.jpg"))  # in the bucket, not on disk
+        _sigterm(process)
+    assert not weed.is_running()
 
 
 def test_demo_processes_the_sample_sheet_offline(tmp_path: Path) -> None:

@@ -45,3 +45,27 @@ def test_out_of_range_values_are_refused(quality: int) -> None:
 def test_the_webhook_retry_schedule_must_not_be_empty() -> None:
     with pytest.raises(ValidationError):
         Settings(webhook_retry_schedule=[])
+
+
+def test_storage_is_local_unless_named_and_presigned_redirects_need_s3() -> None:
+    settings = Settings()
+    assert (settings.storage, settings.media_redirect, settings.media_base_url) == (
+        "local",
+        "stream",
+        None,
+    )
+    with pytest.raises(ValidationError, match="MEDIA_REDIRECT=presigned needs"):
+        Settings(media_redirect="presigned")
+    assert Settings(storage="s3", media_redirect="presigned").media_redirect == "presigned"
+    with pytest.raises(ValidationError):
+        Settings(storage="disk")
+
+
+def test_empty_urls_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGBATCH_MEDIA_BASE_URL", "")
+    monkeypatch.setenv("IMGBATCH_S3_ENDPOINT_URL", "")
+    settings = Settings()
+    assert settings.media_base_url is None
+    assert settings.s3_endpoint_url is None
+    with pytest.raises(ValidationError):
+        Settings(media_base_url="not a url")

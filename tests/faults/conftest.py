@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from cli.stack import Stack
 from core.settings import Settings
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
+from tests.support.logs import JSON_LOGS, log_events
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
@@ -29,6 +29,7 @@ from tests.support.waiting import wait_until
 POISON = "poison-pill"
 FAULT_ENV = {
     **STACK_ENV,
+    **JSON_LOGS,  # what each worker stored is read back from its log
     # Recovery paths run on a test's time scale; README explains the production values.
     "IMGBATCH_REQUEST_IDLE_SECONDS": "4",
     "IMGBATCH_PRODUCT_LEASE_SECONDS": "2",
@@ -43,7 +44,6 @@ FAULT_ENV = {
     "IMGBATCH_WEBHOOK_POLL_INTERVAL_SECONDS": "0.5",
 }
 PHOTOS = ["chelsea.jpg", "rocket.jpg", "coffee.jpg", "astronaut.jpg"]
-_STORED = re.compile(r"image\.stored key=(\S+) attempt=(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +70,14 @@ class FaultStack(Stack):
             "imgbatch"
         ]
 
-    def stored_writes(self) -> dict[str, int]:
-        """How many times each output key was written, from every worker's log."""
+    def stored_writes(self, worker: str = "worker*") -> dict[str, int]:
+        """How many times each output key was written, from the log of every worker whose name
+        matches ``worker``."""
         writes: dict[str, int] = {}
-        for log in (self.data_dir / "logs").glob("worker*.log"):
-            for key, _ in _STORED.findall(log.read_text(errors="replace")):
-                writes[key] = writes.get(key, 0) + 1
+        for log in (self.data_dir / "logs").glob(f"{worker}.log"):
+            for event in log_events(log):
+                if event["event"] == "image.stored":
+                    writes[event["key"]] = writes.get(event["key"], 0) + 1
         return writes
 
 
@@ -157,19 +159,27 @@ def assert_recovered(
         for p in stack.db()["products"].find({"request_id": request_id})
     }
     writes = stack.stored_writes()
-    media = stack.data_dir / "media"
-    for product in status["products"]:
-        for index, output in enumerate(product["output_image_urls"]):
-            if output is None:
-                continue
-            key = f"{request_id}/{product['serial_number']}/{index}.jpg"
-            assert output.endswith(key)
-            with Image.open(io.BytesIO((media / key).read_bytes())) as image:
-                image.load()
-                assert image.format == "JPEG"
-            # Written once per run of the product that got that far, never more.
-            assert 1 <= writes.get(key, 0) <= attempts[product["serial_number"]], key
+    with stack.client() as api:
+        for product in status["products"]:
+            for index, output in enumerate(product["output_image_urls"]):
+                if output is None:
+                    continue
+                key = f"{request_id}/{product['serial_number']}/{index}.jpg"
+                assert output.endswith(key)
+                # Whatever the store, the output URL a user was given serves a whole image.
+                assert_serves_jpeg(api, output)
+                # Written once per run of the product that got that far, never more.
+                assert 1 <= writes.get(key, 0) <= attempts[product["serial_number"]], key
     return status
+
+
+def assert_serves_jpeg(api: httpx.Client, url: str) -> None:
+    response = api.get(url, follow_redirects=True)
+    assert response.status_code == 200, url
+    assert response.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(response.content)) as image:
+        image.load()
+        assert image.format == "JPEG"
 
 
 def assert_one_completion_event(receiver: Receiver, request_id: str) -> None:

@@ -160,9 +160,60 @@ def test_header_columns_in_any_order_with_extras_kept_in_order() -> None:
     assert rows[0].serial_number == 4
 
 
-def test_missing_extra_values_are_empty_strings() -> None:
-    _, rows = _read(f"S. No.,Product Name,Input Image Urls,Notes\n1,A,{URL}\n")
-    assert rows[0].extra == {"Notes": ""}
+def test_empty_extra_values_are_not_stored() -> None:
+    # The result CSV writes a missing extra as an empty cell, so storing "" would only cost.
+    _, rows = _read(
+        f"S. No.,Product Name,Input Image Urls,Notes,Brand\n1,A,{URL},,Acme\n2,B,{URL}\n"
+    )
+    assert [row.extra for row in rows] == [{"Brand": "Acme"}, {}]
+
+
+def test_too_many_named_columns_is_a_whole_file_error_that_names_the_cap() -> None:
+    limits = SheetLimits(max_columns=100)
+    extras = ",".join(f"c{i}" for i in range(97))
+    reader, _ = _read(f"S. No.,Product Name,Input Image Urls,{extras}\n1,A,{URL}\n", limits)
+    assert len(reader.extra_columns) == 97
+    message = _format_error(
+        f"S. No.,Product Name,Input Image Urls,{extras},c97\n1,A,{URL}\n", limits
+    )
+    assert message == "too many columns: the header has 101 named columns; the limit is 100"
+
+
+def test_column_cap_counts_named_columns_only() -> None:
+    # Excel exports trailing unnamed columns far out; they are ignored and cost nothing.
+    unnamed = "," * 5000
+    reader, rows = _read(
+        f"S. No.,Product Name,Input Image Urls{unnamed}\n1,A,{URL}{unnamed}\n",
+        SheetLimits(max_columns=3),
+    )
+    assert (len(rows), reader.errors, rows[0].extra) == (1, [], {})
+
+
+def test_a_150k_column_header_is_refused_quickly_with_a_short_message() -> None:
+    extras = ",".join(f"c{i}" for i in range(150_000))
+    body = f"S. No.,Product Name,Input Image Urls,{extras}\n" + "".join(
+        f"{i},P{i},{URL}\n" for i in range(1, 21)
+    )
+    assert len(body) > 900_000
+    message = _format_error(body)
+    assert "150003 named columns" in message
+    assert len(message) < 200
+
+
+def test_extra_cells_over_the_byte_cap_are_a_row_error() -> None:
+    limits = SheetLimits(max_extra_bytes=40)
+    header = "S. No.,Product Name,Input Image Urls,Notes,Brand\n"
+    # The column names count too: they are stored with every row's values.
+    fits = f"1,A,{URL},{'n' * 26},Acme\n"  # Notes 5 + 26, Brand 5 + 4 = 40 bytes
+    accented = "\u00e9" * 14  # é is 2 bytes in UTF-8: 5 + 28, Brand 5 + 4 = 42 bytes
+    over = f"2,B,{URL},{accented},Acme\n"
+    reader, rows = _read(header + fits + over, limits)
+    assert [row.serial_number for row in rows] == [1]
+    assert reader.errors == [
+        RowError(
+            3, "", "the extra columns of this row hold 42 bytes; the limit is 40 bytes per row"
+        )
+    ]
 
 
 def test_unnamed_columns_are_ignored() -> None:
@@ -200,6 +251,23 @@ def test_two_columns_meaning_the_same_thing_are_refused() -> None:
 def test_repeated_extra_column_is_refused() -> None:
     message = _format_error(f"S. No.,Product Name,Input Image Urls,Note,Note\n1,A,{URL},x,y\n")
     assert "'Note'" in message
+
+
+def test_header_messages_do_not_echo_a_huge_header() -> None:
+    # 1 MB of header in must not mean 1 MB of error message out.
+    columns = ",".join(f"{i}{'x' * 20_000}" for i in range(50))
+    missing = _format_error(f"{columns}\n1,A,{URL}\n")
+    assert missing.startswith("missing required columns: 'S. No.', 'Product Name'")
+    assert "50 columns" in missing
+    assert len(missing) < 400
+    repeated = _format_error(
+        f"S. No.,Product Name,Input Image Urls,{'n' * 100_000},{'n' * 100_000}\n1,A,{URL},x,y\n"
+    )
+    assert len(repeated) < 200
+    doubled = _format_error(
+        f"S. No.,Product,Product {' ' * 100_000}Name,Input Image Urls\n1,A,B,{URL}\n"
+    )
+    assert len(doubled) < 300
 
 
 def test_blank_lines_before_the_header_are_skipped_and_lines_stay_physical() -> None:
@@ -540,6 +608,26 @@ def test_text_after_a_closing_quote_is_a_row_error_and_parsing_resumes() -> None
 )
 def test_invalid_urls(cell: str, reason: str) -> None:
     assert _errors(HEADER + f'1,A,"{cell}"\n') == [RowError(2, URLS_COLUMN, reason)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:hunter2@a.example/x.jpg",
+        "https://user@a.example/x.jpg",
+        "https://:hunter2@a.example/x.jpg",
+        "HTTP://u:hunter2@a.example:8080/x.jpg",
+    ],
+)
+def test_urls_with_credentials_are_refused_without_echoing_them(url: str) -> None:
+    assert _errors(HEADER + f'1,A,"{URL},{url}"\n') == [
+        RowError(
+            2,
+            URLS_COLUMN,
+            "URL 2 has a user name or password in it (user:password@host); image downloads "
+            "never send credentials, so it could never be fetched",
+        )
+    ]
 
 
 def test_url_numbers_point_at_the_bad_url() -> None:

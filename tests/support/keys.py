@@ -1,4 +1,5 @@
-"""API keys for tests that need authentication on: created with the real CLI, used over HTTP."""
+"""API keys made the way an operator makes them (the real ``imgbatch keys`` command), and HTTP
+clients that send them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def cli(stack: Stack, *args: str) -> str:
 
 
 def new_key(stack: Stack, name: str) -> tuple[str, str]:
+    """(key id, key) of a new key."""
     out = cli(stack, "keys", "create", "--name", name)
     key = re.search(r"^(ibk_\S+)$", out, re.MULTILINE)
     key_id = re.search(r"created (key_\w+)", out)

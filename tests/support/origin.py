@@ -8,7 +8,8 @@
 stdlib ``ThreadingHTTPServer`` in a daemon thread: one daemon thread per connection, a large
 listen backlog, keep-alive (HTTP/1.1), so a few hundred concurrent connections are fine.
 
-Routes (``<name>`` is a file under ``root``; query parameters as shown):
+Routes (``<name>`` is a file under ``root``, or a body given to :meth:`Origin.put`; query
+parameters as shown):
 
 ``/img/<name>``
     The file, always ``Content-Type: image/jpeg`` whatever it really is (content sniffing must
@@ -25,6 +26,9 @@ Routes (``<name>`` is a file under ``root``; query parameters as shown):
     ``n`` relative 302 hops, then the file.
 ``/slow/<name>?delay=S``
     Waits ``S`` seconds before sending anything, then the file.
+``/gate/<key>/<name>``
+    Holds the response until the test calls :meth:`Origin.open_gate` with ``key`` (at most
+    60 s), then sends the file: a test decides when an image finishes.
 ``/trickle/<name>?interval=S``
     Full ``Content-Length`` up front, then one byte every ``S`` seconds (stops when the client
     goes away).
@@ -57,6 +61,7 @@ from tests.support.loopback import CountingServer, LoopbackServer
 __all__ = ["Origin", "RequestLog"]
 
 _CHUNK = 64 * 1024
+_GATE_TIMEOUT = 60.0
 _ZEROS = bytes(_CHUNK)
 
 
@@ -151,6 +156,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif head == "slow" and len(rest) == 1:
             self._sleep(float(query.get("delay", "1")))
             self._send_file(rest[0])
+        elif head == "gate" and len(rest) == 2:
+            self.origin.gate(rest[0]).wait(_GATE_TIMEOUT)
+            self._send_file(rest[1])
         elif head == "trickle" and len(rest) == 1:
             self._trickle(rest[0], float(query.get("interval", "0.5")))
         elif head == "huge":
@@ -165,6 +173,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- responses -----------------------------------------------------------------------
 
     def _read(self, name: str) -> bytes | None:
+        generated = self.origin.generated.get(name)
+        if generated is not None:
+            return generated
         root = self.origin.root
         path = (root / name).resolve()
         if not path.is_relative_to(root) or not path.is_file():
@@ -283,12 +294,20 @@ class Origin(LoopbackServer):
         self.latency_jitter = latency_jitter
         self.bandwidth = bandwidth
         self.requests = RequestLog()
+        # Bodies made by a test (a 20 MB image, a crafted file), served like files in root.
+        self.generated: dict[str, bytes] = {}
         self._hits: defaultdict[str, int] = defaultdict(int)
         self._hits_lock = threading.Lock()
+        self._gates: defaultdict[str, threading.Event] = defaultdict(threading.Event)
         server = _Server(_Handler)
         server.origin = self
         super().__init__(server, "origin")
         self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def put(self, name: str, data: bytes) -> str:
+        """Serve ``data`` as ``<name>`` on every route that serves a file; returns its /img URL."""
+        self.generated[name] = data
+        return self.url(f"/img/{name}")
 
     def url(self, path: str) -> str:
         return self.base_url + (path if path.startswith("/") else f"/{path}")
@@ -298,6 +317,14 @@ class Origin(LoopbackServer):
             return 0.0
         jitter = random.uniform(-self.latency_jitter, self.latency_jitter)
         return max(0.0, self.latency + jitter)
+
+    def gate(self, key: str) -> threading.Event:
+        with self._hits_lock:
+            return self._gates[key]
+
+    def open_gate(self, key: str) -> None:
+        """Let every held and future ``/gate/<key>/...`` request through."""
+        self.gate(key).set()
 
     def count_hit(self, key: str) -> int:
         """Increment and return the per-key counter (1 on the first request)."""

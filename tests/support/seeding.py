@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from cli.stack import Stack
 from domain.webhook_signing import new_secret
 from models.db import ensure_indexes
 from models.products import ProductRecord, ProductRepository
 from models.requests import RequestRecord, RequestStatus, now
-from worker.runtime import WorkerRuntime
+from worker.runtime import WorkerRuntime, build_runtime
 
 COLUMNS: list[tuple[str, str | None]] = [
     ("S. No.", "S. No."),
     ("Product Name", "Product Name"),
     ("Input Image Urls", "Input Image Urls"),
 ]
+
+
+@contextmanager
+def stack_runtime(stack: Stack) -> Iterator[WorkerRuntime]:
+    """A worker's runtime in this process, on the stack's services; closed afterwards."""
+    rt = build_runtime(stack.settings_for_children())
+    try:
+        yield rt
+    finally:
+        rt.run(rt.client.close())
+        rt.loop.close()
 
 
 def seed_request(

@@ -1,7 +1,9 @@
-"""Extra processes beside a running stack: another API or worker with different settings."""
+"""Stacks for tests: one serving an API and a worker, and extra processes beside a running
+stack (another API or worker with different settings)."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +20,19 @@ def redis_db(stack: Stack, number: int) -> str:
     """The stack's Redis, another database: a queue there is consumed by no one else."""
     assert stack.redis_url
     return stack.redis_url.rsplit("/", 1)[0] + f"/{number}"
+
+
+@contextmanager
+def serving(stack: Stack, *, worker_concurrency: int = 2) -> Iterator[Stack]:
+    """``stack`` with its data services (embedded where no URL is set), an API and a worker."""
+    try:
+        stack.start_services()
+        stack.start_api()
+        stack.start_worker(concurrency=worker_concurrency)
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.stop()
 
 
 @contextmanager
@@ -65,3 +80,12 @@ def sync_db(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
         yield client["imgbatch"]
     finally:
         client.close()
+
+
+def non_loopback_address() -> str:
+    """An address of this machine that is not loopback: connecting to it, we are not local."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the interface
+        address = str(probe.getsockname()[0])
+    assert not address.startswith("127."), "this machine needs a non-loopback interface"
+    return address

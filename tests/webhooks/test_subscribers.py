@@ -95,6 +95,17 @@ def test_invalid_subscribers_are_refused_with_422(
     assert hooks_api.get("/api/webhooks").json() == []
 
 
+def test_a_subscriber_url_with_credentials_is_refused_and_says_why(
+    hooks_api: httpx.Client,
+) -> None:
+    url = "https://user:hunter2@hooks.example.com/imgbatch"
+    response = hooks_api.post("/api/webhooks", json={"url": url, "events": ["request.failed"]})
+    assert response.status_code == 422, response.text
+    assert "user name or password" in response.json()["detail"]["reason"]
+    assert "hunter2" not in response.text
+    assert hooks_api.get("/api/webhooks").json() == []
+
+
 def test_rotation_returns_a_new_secret_and_the_overlap(hooks_api: httpx.Client) -> None:
     created = hooks_api.post("/api/webhooks", json={"url": HOOK, "events": ["request.completed"]})
     subscriber = created.json()

@@ -273,6 +273,18 @@ def test_redirect_to_another_scheme_fails(origin: Origin) -> None:
     assert "scheme" in error.message
 
 
+def test_redirect_to_a_url_with_credentials_is_refused_and_says_why(
+    origin: Origin, listener: Listener
+) -> None:
+    target = quote(f"http://user:hunter2@127.0.0.1:{listener.port}/a.jpg", safe="")
+    error = failure(origin.url(f"/redirect?to={target}"))
+    assert error.code is ImageErrorCode.DOWNLOAD_FAILED
+    assert "user name or password" in error.message
+    assert "hunter2" not in error.message
+    assert listener.accepted == 0
+    assert origin.requests.count("/redirect") == 1
+
+
 def test_blocked_address_is_not_retried(listener: Listener) -> None:
     strict = dataclasses.replace(POLICY, network=NetworkPolicy(False, frozenset()))
     for url in (f"http://127.0.0.1:{listener.port}/a.jpg", f"http://localhost:{listener.port}/"):

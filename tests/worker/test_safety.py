@@ -12,8 +12,10 @@ import httpx
 import psutil
 import pytest
 
+from bench.procfs import peak_rss_mb
 from cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
+from tests.support.images import many_scan_jpeg, padded_jpeg
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db, side_api
 
@@ -42,6 +44,22 @@ def test_hostile_corpus_gives_per_image_errors_and_the_rest_goes_on(
     assert product["output_image_urls"][3] is not None
 
 
+def test_a_jpeg_with_thousands_of_scans_times_out_and_the_batch_goes_on(
+    api: httpx.Client, origin: Origin
+) -> None:
+    # 2,000 do-nothing scans over 4 MP: half a second of decoding here, and the same file at
+    # 49 MP with 10,000 scans holds a process for 35 s.
+    bomb = origin.put("scans-2000.jpg", many_scan_jpeg(2000))
+    fine = origin.url("/img/chelsea.jpg")
+    accepted = upload(api, sheet([(1, "Scans", f"{bomb},{fine}"), (2, "After", fine)]))
+    status = wait_for_status(api, accepted.json()["request_id"])
+    first, second = status["products"]
+    assert [(e["url"], e["code"]) for e in first["errors"]] == [(bomb, "decode_timeout")]
+    assert "scans" in first["errors"][0]["message"]
+    assert first["output_image_urls"][1] is not None
+    assert second["status"] == "completed"
+
+
 def test_a_decompression_bomb_is_refused_before_decoding(
     stack: Stack, api: httpx.Client, origin: Origin
 ) -> None:
@@ -60,6 +78,27 @@ def test_a_decompression_bomb_is_refused_before_decoding(
     after = _worker_rss(stack)
     # Decoding it would take 2.7 GB (30000 x 30000 x RGB); the pool must stay where it was.
     assert max(after) < max(before) + 40 * MB, (before, after)
+
+
+def test_in_flight_download_bytes_are_bounded_per_process(stack: Stack, origin: Origin) -> None:
+    # One pool process runs 8 products x 8 images = 64 downloads at once. Each 20 MB body used
+    # to be held whole while it waited for the process's one decode slot: 1.3 GB at once.
+    url = origin.put("padded-20mb.jpg", padded_jpeg(20 * MB))
+    env = {"IMGBATCH_REDIS_URL": redis_db(stack, 9)}
+    with (
+        side_api(stack, "api-budget", env, worker_concurrency=1) as api_url,
+        httpx.Client(base_url=api_url, timeout=30) as client,
+    ):
+        rows = [
+            (p, f"Big {p}", ",".join(f"{url}?p={p}&i={i}" for i in range(8))) for p in range(1, 9)
+        ]
+        accepted = upload(client, sheet(rows))
+        assert accepted.status_code == 202, accepted.text
+        status = wait_for_status(client, accepted.json()["request_id"], timeout=300)
+        (pool,) = psutil.Process(stack.processes["api-budget-worker"].pid).children()
+        peak = peak_rss_mb(pool.pid)
+    assert (status["images_done"], status["images_failed"]) == (64, 0)
+    assert peak < 500, f"pool process peaked at {peak:.0f} MB"
 
 
 class _Listener:

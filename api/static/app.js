@@ -1,0 +1,562 @@
+// imgbatch page: plain JavaScript, no build step, no dependencies.
+//
+// The API key lives in sessionStorage (this tab only) and travels in the Authorization header,
+// never in a URL: that is why the event stream is read with fetch() instead of EventSource,
+// which cannot send headers. Every text from the server is put in the page with textContent.
+
+const KEY_STORAGE = "imgbatch.key";
+const PAGE_SIZE = 12;
+const FINAL = new Set(["completed", "failed", "cancelled", "expired"]);
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  requestId: null,
+  status: null,
+  counts: null,
+  offset: 0,
+  total: 0,
+  stream: null, // AbortController of the open event stream
+  lastEventId: null,
+  products: new Map(), // serial_number -> <li> on the current page
+  // The newest product events: fresher than a status page, which may be a second or more old
+  // (the server caches status answers), so they are laid over every page that is loaded.
+  latest: new Map(),
+};
+
+const PRODUCT_DONE = new Set(["completed", "partial", "failed"]);
+
+// ---- HTTP --------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : detail?.message || `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+function key() {
+  return sessionStorage.getItem(KEY_STORAGE);
+}
+
+async function call(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (key()) headers.set("Authorization", `Bearer ${key()}`);
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401) {
+    forgetKey("That key was refused: it is not valid or has been revoked.");
+    throw new ApiError(401, "the API key was refused");
+  }
+  if (!response.ok) {
+    let detail = `HTTP ${response.status}`;
+    try {
+      detail = (await response.json()).detail;
+    } catch {
+      /* not JSON: keep the status line */
+    }
+    throw new ApiError(response.status, detail);
+  }
+  return response;
+}
+
+const getJson = async (path) => (await call(path)).json();
+
+// ---- key ---------------------------------------------------------------------------------
+
+function showApp() {
+  const has = Boolean(key());
+  $("key-section").hidden = has;
+  $("app").hidden = !has;
+  $("who").hidden = !has;
+  if (has) {
+    $("key-hint").textContent = "Key kept for this tab";
+    loadProfiles();
+    loadHistory();
+  }
+}
+
+function forgetKey(message = "") {
+  sessionStorage.removeItem(KEY_STORAGE);
+  stopStream();
+  $("key-error").textContent = message;
+  $("key").value = "";
+  showApp();
+  $("key").focus();
+}
+
+// ---- upload ------------------------------------------------------------------------------
+
+async function loadProfiles() {
+  const select = $("profile");
+  let names = ["default"];
+  try {
+    const body = await getJson("/api/profiles");
+    const list = Array.isArray(body) ? body : body.profiles || [];
+    const found = list.map((p) => (typeof p === "string" ? p : p.name)).filter(Boolean);
+    if (found.length) names = found;
+  } catch {
+    // No profiles endpoint on this server (404): everything is the default profile.
+  }
+  select.replaceChildren(...names.map((name) => new Option(name, name)));
+}
+
+function chooseFile(file) {
+  $("file-name").textContent = file ? `${file.name} (${file.size.toLocaleString()} bytes)` : "No file chosen";
+  $("upload").disabled = !file;
+}
+
+async function upload(event) {
+  event.preventDefault();
+  const file = $("file").files[0];
+  if (!file) return;
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("profile", $("profile").value);
+  $("upload-error").replaceChildren();
+  $("upload").disabled = true;
+  try {
+    const accepted = await (await call("/api/upload", { method: "POST", body: form })).json();
+    openRequest(accepted.request_id);
+    loadHistory();
+  } catch (error) {
+    showUploadError(error);
+  } finally {
+    $("upload").disabled = !$("file").files[0];
+  }
+}
+
+function showUploadError(error) {
+  const box = $("upload-error");
+  const rows = error.detail?.errors;
+  if (error.status !== 422 || !Array.isArray(rows)) {
+    box.textContent = `Upload refused: ${error.message}`;
+    return;
+  }
+  const table = document.createElement("table");
+  table.id = "row-errors";
+  const caption = table.createCaption();
+  caption.textContent = error.detail.message;
+  const head = table.createTHead().insertRow();
+  for (const name of ["Line", "Column", "Reason"]) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = name;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  for (const row of rows) {
+    const tr = body.insertRow();
+    for (const value of [row.line, row.column ?? "", row.reason]) tr.insertCell().textContent = String(value ?? "");
+  }
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(table);
+  box.replaceChildren(wrap);
+  if (error.detail.omitted_errors) {
+    const more = document.createElement("p");
+    more.textContent = `…and ${error.detail.omitted_errors} more.`;
+    box.append(more);
+  }
+}
+
+// ---- one request: progress, events, gallery, actions -------------------------------------
+
+async function openRequest(requestId) {
+  stopStream();
+  Object.assign(state, { requestId, offset: 0, lastEventId: null, status: null, counts: null });
+  state.latest.clear();
+  $("request-section").hidden = false;
+  $("request-id").textContent = requestId;
+  $("request-file").textContent = "";
+  $("action-error").textContent = "";
+  $("gallery").replaceChildren();
+  markHistory();
+  $("request-title").focus();
+  await loadPage();
+  startStream();
+}
+
+function render(counts, status) {
+  if (counts) state.counts = counts;
+  if (status) state.status = status;
+  const c = state.counts;
+  if (c) {
+    const total = c.images_total || 0;
+    const pct = (n) => (total ? (100 * n) / total : 0);
+    $("fill-done").style.width = `${pct(c.images_done)}%`;
+    $("fill-failed").style.width = `${pct(c.images_failed)}%`;
+    $("percent").textContent = `${c.progress} %`;
+    $("bar").setAttribute("aria-valuenow", String(c.progress));
+    $("counts").textContent =
+      `${c.images_done} done · ${c.images_failed} failed · ${total} images` +
+      ` (${c.products_done} of ${c.products_total} products)`;
+  }
+  const s = state.status || "pending";
+  const badge = $("status-badge");
+  badge.textContent = s.replace("_", " ");
+  badge.className = `badge ${s}`;
+  const failed = c?.images_failed > 0;
+  $("download").disabled = s !== "completed";
+  $("download-failed").disabled = !(s === "completed" && failed);
+  $("retry").disabled = !(s === "completed" && failed);
+  $("cancel").disabled = !(s === "pending" || s === "in_progress");
+}
+
+function stopStream() {
+  state.stream?.abort();
+  state.stream = null;
+}
+
+// Server-Sent Events over fetch(): the stream ends at its final event, or when the server's
+// connection lifetime runs out; then we reconnect with Last-Event-ID and lose nothing.
+async function startStream() {
+  const requestId = state.requestId;
+  const controller = new AbortController();
+  state.stream = controller;
+  let failures = 0;
+  while (state.stream === controller) {
+    try {
+      const headers = { Accept: "text/event-stream" };
+      if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+      const response = await call(`/api/requests/${requestId}/events`, { headers, signal: controller.signal });
+      failures = 0;
+      if (await readEvents(response.body, requestId)) return;
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      if (error.status && error.status !== 503) {
+        $("action-error").textContent = error.message;
+        return;
+      }
+      if (++failures >= 3) return pollStatus(requestId, controller);
+    }
+    await sleep(500);
+  }
+}
+
+async function readEvents(body, requestId) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = { name: "message", data: [], id: null };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return false;
+    buffer += value;
+    let newline;
+    while ((newline = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      const line = buffer.slice(0, newline);
+      buffer = buffer.slice(newline + (buffer.startsWith("\r\n", newline) ? 2 : 1));
+      if (line === "") {
+        if (event.data.length && onEvent(event.name, JSON.parse(event.data.join("\n")), event.id, requestId)) {
+          reader.cancel();
+          return true;
+        }
+        event = { name: "message", data: [], id: null };
+      } else if (!line.startsWith(":")) {
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event.name = value;
+        else if (field === "data") event.data.push(value);
+        else if (field === "id") event.id = value;
+      }
+    }
+  }
+}
+
+// Returns true on the final event.
+function onEvent(name, data, id, requestId) {
+  if (requestId !== state.requestId) return true;
+  if (id) state.lastEventId = id;
+  if (name === "progress") render(data, null);
+  else if (name === "status") {
+    render(null, data.status);
+    if (data.status === "in_progress") scheduleReload(); // its products exist now
+  }
+  else if (name === "product") {
+    state.latest.set(data.serial_number, data);
+    updateProduct(data);
+  }
+  else if (FINAL.has(name)) {
+    render(data, data.status);
+    loadPage(); // the gallery's final state, including anything a dropped event missed
+    loadHistory();
+    return true;
+  }
+  return false;
+}
+
+async function pollStatus(requestId, controller) {
+  while (state.stream === controller && !controller.signal.aborted) {
+    try {
+      const body = await getJson(`/api/status/${requestId}?limit=1`);
+      render(body, body.status);
+      if (FINAL.has(body.status)) return loadPage();
+    } catch {
+      /* keep trying */
+    }
+    await sleep(2000);
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---- gallery -----------------------------------------------------------------------------
+
+async function loadPage() {
+  const requestId = state.requestId;
+  let body;
+  try {
+    body = await getJson(`/api/status/${requestId}?offset=${state.offset}&limit=${PAGE_SIZE}`);
+  } catch (error) {
+    $("action-error").textContent = error.message;
+    return;
+  }
+  if (requestId !== state.requestId) return;
+  state.total = body.products_total;
+  if (body.file_name) $("request-file").textContent = body.file_name;
+  // Counters and status come from the event stream once it has spoken: this page may be older.
+  if (!state.counts) render(body, body.status);
+  state.products.clear();
+  const products = body.products.map((p) => ({ ...p, ...state.latest.get(p.serial_number) }));
+  const expected = Math.min(PAGE_SIZE, body.products_total - state.offset);
+  const behind = products.length < expected || products.some((p) => !PRODUCT_DONE.has(p.status));
+  if (FINAL.has(state.status) && behind) scheduleReload(); // the page predates the final state
+  const cards = products.map((product) => {
+    const card = productCard(product);
+    state.products.set(product.serial_number, card);
+    return card;
+  });
+  $("gallery").replaceChildren(...cards);
+  const first = body.products_total ? state.offset + 1 : 0;
+  const last = Math.min(state.offset + PAGE_SIZE, body.products_total);
+  $("page-info").textContent = `Products ${first}–${last} of ${body.products_total}`;
+  $("prev").disabled = state.offset === 0;
+  $("next").disabled = last >= body.products_total;
+}
+
+let reloadTimer = null;
+
+// A page reloaded at most every 2 s: for products the page did not have yet (a new request's
+// first page fills in as its products are created and finish).
+function scheduleReload() {
+  if (reloadTimer) return;
+  reloadTimer = setTimeout(() => {
+    reloadTimer = null;
+    loadPage();
+  }, 2000);
+}
+
+function updateProduct(event) {
+  const card = state.products.get(event.serial_number);
+  if (!card) {
+    if (state.products.size < PAGE_SIZE) scheduleReload();
+    return;
+  }
+  const product = { ...card.product, ...event };
+  const fresh = productCard(product);
+  state.products.set(product.serial_number, fresh);
+  card.replaceWith(fresh);
+}
+
+// The smallest picture of image i: a thumbnail variant where the server made one (profiles
+// with variants add `images[i].variants`), else the output itself.
+function picture(product, i) {
+  const variants = product.images?.[i]?.variants;
+  if (variants && Object.keys(variants).length) {
+    if (variants.thumbnail?.url) return variants.thumbnail.url;
+    const smallest = Object.values(variants)
+      .filter((v) => v?.url)
+      .sort((a, b) => (a.width || Infinity) - (b.width || Infinity))[0];
+    if (smallest) return smallest.url;
+  }
+  return product.images?.[i]?.output_url || product.output_image_urls?.[i] || null;
+}
+
+function errorCode(product, i) {
+  const image = product.images?.[i];
+  if (image?.error) return image.error.code;
+  const url = product.input_image_urls?.[i];
+  return product.errors?.find((e) => e.url === url)?.code || null;
+}
+
+function productCard(product) {
+  const card = document.createElement("li");
+  card.className = "product";
+  card.product = product;
+  const title = document.createElement("h4");
+  const serial = document.createElement("span");
+  serial.className = "serial";
+  serial.textContent = `#${product.serial_number} `;
+  title.append(serial, product.product_name ?? "");
+  const status = document.createElement("span");
+  status.className = `badge ${product.status}`;
+  status.textContent = product.status;
+  const images = document.createElement("div");
+  images.className = "images";
+  const count = product.input_image_urls?.length ?? product.output_image_urls?.length ?? 0;
+  for (let i = 0; i < count; i++) {
+    const cell = document.createElement("figure");
+    cell.className = "image";
+    cell.style.margin = "0";
+    const code = errorCode(product, i);
+    const url = picture(product, i);
+    if (code) {
+      cell.classList.add("failed");
+      const badge = document.createElement("span");
+      badge.className = "failed-badge";
+      badge.textContent = code;
+      badge.title = product.errors?.find((e) => e.code === code)?.message || code;
+      cell.append(badge);
+    } else if (url) {
+      const img = document.createElement("img");
+      img.src = url;
+      img.loading = "lazy";
+      img.decoding = "async";
+      img.alt = `${product.product_name}, image ${i + 1}`;
+      img.width = 150;
+      img.height = 150;
+      cell.append(img);
+    } else {
+      const waiting = document.createElement("span");
+      waiting.className = "waiting";
+      waiting.textContent = product.status === "processing" ? "working…" : "waiting";
+      cell.append(waiting);
+    }
+    images.append(cell);
+  }
+  card.append(title, status, images);
+  return card;
+}
+
+// ---- actions -----------------------------------------------------------------------------
+
+async function download(onlyFailed) {
+  $("action-error").textContent = "";
+  try {
+    const query = onlyFailed ? "?only=failed" : "";
+    const response = await call(`/api/download/${state.requestId}${query}`);
+    const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "")?.[1];
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = name || `imgbatch-${state.requestId}.csv`;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (error) {
+    $("action-error").textContent = error.message;
+  }
+}
+
+async function control(action) {
+  $("action-error").textContent = "";
+  try {
+    const body = await (await call(`/api/requests/${state.requestId}/${action}`, { method: "POST" })).json();
+    render(null, body.status);
+    if (action === "retry") {
+      stopStream();
+      state.lastEventId = null;
+      state.counts = null;
+      state.latest.clear();
+      await loadPage();
+      startStream();
+    }
+    loadHistory();
+  } catch (error) {
+    $("action-error").textContent = error.message;
+  }
+}
+
+// ---- history -----------------------------------------------------------------------------
+
+async function loadHistory() {
+  let body;
+  try {
+    body = await getJson("/api/requests?limit=10");
+  } catch {
+    return;
+  }
+  const items = body.requests.map((r) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.id = r.request_id;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = r.file_name || r.request_id.slice(0, 12);
+    const status = document.createElement("span");
+    status.className = `badge ${r.status}`;
+    status.textContent = r.status.replace("_", " ");
+    const progress = document.createElement("span");
+    progress.textContent = `${r.progress} % · ${r.images_total} images` + (r.images_failed ? ` · ${r.images_failed} failed` : "");
+    const when = document.createElement("time");
+    when.className = "when";
+    when.dateTime = r.created_at;
+    when.textContent = new Date(r.created_at).toLocaleString();
+    button.append(name, status, progress, when);
+    button.addEventListener("click", () => openRequest(r.request_id));
+    li.append(button);
+    return li;
+  });
+  $("history").replaceChildren(...items);
+  $("history-empty").hidden = items.length > 0;
+  markHistory();
+}
+
+function markHistory() {
+  for (const button of $("history").querySelectorAll("button")) {
+    button.setAttribute("aria-current", String(button.dataset.id === state.requestId));
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+
+function wire() {
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("key").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(KEY_STORAGE, value);
+    $("key").value = "";
+    $("key-error").textContent = "";
+    showApp();
+    $("file").focus();
+  });
+  $("forget-key").addEventListener("click", () => forgetKey());
+  $("file").addEventListener("change", () => chooseFile($("file").files[0]));
+  $("upload-form").addEventListener("submit", upload);
+  const drop = $("drop");
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (event) => {
+      event.preventDefault();
+      drop.classList.add("over");
+    });
+  }
+  for (const name of ["dragleave", "drop"]) drop.addEventListener(name, () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer?.files?.[0];
+    if (!file) return;
+    const files = new DataTransfer();
+    files.items.add(file);
+    $("file").files = files.files;
+    chooseFile(file);
+  });
+  $("prev").addEventListener("click", () => {
+    state.offset = Math.max(0, state.offset - PAGE_SIZE);
+    loadPage();
+  });
+  $("next").addEventListener("click", () => {
+    state.offset += PAGE_SIZE;
+    loadPage();
+  });
+  $("download").addEventListener("click", () => download(false));
+  $("download-failed").addEventListener("click", () => download(true));
+  $("retry").addEventListener("click", () => control("retry"));
+  $("cancel").addEventListener("click", () => control("cancel"));
+  $("refresh-history").addEventListener("click", loadHistory);
+  showApp();
+}
+
+wire();

@@ -1,0 +1,128 @@
+"""Outputs on S3, end to end: a batch through the real stack with IMGBATCH_STORAGE=s3 on a real
+SeaweedFS, served by /media streamed and as presigned redirects, then removed by retention."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from pymongo.database import Database
+
+from cli.embedded import EmbeddedSeaweedFS, free_port
+from cli.stack import Stack
+from core.settings import Settings
+from storage import create_store
+from tests.conftest import CORPUS, STACK_ENV
+from tests.support.client import sheet, upload, wait_for_status
+from tests.support.origin import Origin
+from tests.support.stacks import redis_db, serving, side_api
+from worker.retention import expire_requests
+from worker.runtime import build_runtime
+
+PHOTOS = ["chelsea.jpg", "rocket.jpg", "coffee.jpg"]
+
+
+@pytest.fixture(scope="module")
+def s3_stack(stack: Stack, seaweedfs: EmbeddedSeaweedFS, s3_settings: Settings) -> Iterator[Stack]:
+    """An API and a worker on S3 storage, beside the session's stack: its MongoDB, and a Redis
+    database of their own so that the session's (local storage) worker never takes their work."""
+    api_port = free_port()
+    settings = s3_settings.model_copy(
+        update={"mongodb_url": stack.mongodb_url, "redis_url": redis_db(stack, 3)}
+    )
+    env = {
+        **STACK_ENV,
+        **seaweedfs.credentials_env(),
+        "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+    }
+    with serving(
+        Stack(settings, data_dir=stack.data_dir / "s3", api_port=api_port, extra_env=env)
+    ) as running:
+        yield running
+
+
+def _decoded(response: httpx.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(response.content))
+    image.load()
+    assert image.format == "JPEG"
+    return image
+
+
+def test_a_batch_on_s3_is_served_streamed_and_presigned_then_expired(
+    s3_stack: Stack,
+    seaweedfs: EmbeddedSeaweedFS,
+    origin: Origin,
+    mongo: Database[dict[str, Any]],
+) -> None:
+    settings = s3_stack.settings_for_children()
+    store = create_store(settings)
+    rows = [
+        (serial, f"SKU-{serial}", origin.url(f"/img/{name}"))
+        for serial, name in enumerate(PHOTOS, start=1)
+    ]
+    with httpx.Client(base_url=s3_stack.api_url, timeout=30) as api:
+        request_id = upload(api, sheet(rows)).json()["request_id"]
+        status = wait_for_status(api, request_id)
+    assert (status["status"], status["images_done"], status["images_failed"]) == ("completed", 3, 0)
+    outputs = [product["output_image_urls"][0] for product in status["products"]]
+    keys = [f"{request_id}/{serial}/0.jpg" for serial in range(1, len(PHOTOS) + 1)]
+    assert outputs == [f"{s3_stack.api_url}/media/{key}" for key in keys]
+
+    # In the bucket, and on no disk of ours.
+    assert all(asyncio.run(store.exists(key)) for key in keys)
+    assert not list(s3_stack.data_dir.rglob("*.jpg"))
+
+    # Streamed by the API from the bucket: whole JPEGs of the source's size.
+    streamed = []
+    for output, name in zip(outputs, PHOTOS, strict=True):
+        response = httpx.get(output)
+        assert response.headers["cache-control"] == "public, max-age=3600"
+        with Image.open(CORPUS / name) as source:
+            assert _decoded(response).size == source.size
+        streamed.append(response.content)
+
+    # Presigned: the API answers with a redirect into the bucket, and the bytes come from there.
+    # The same API also shows output URLs on a media base URL (a CDN in front of /media).
+    cdn = f"{s3_stack.api_url}/media/"
+    presigned_env = {"IMGBATCH_MEDIA_REDIRECT": "presigned", "IMGBATCH_MEDIA_BASE_URL": cdn}
+    with (
+        side_api(s3_stack, "api-presigned", presigned_env) as presigning,
+        httpx.Client(base_url=presigning, timeout=30) as api,
+    ):
+        shown = api.get(f"/api/status/{request_id}").json()["products"]
+        assert [p["output_image_urls"][0] for p in shown] == [cdn + key for key in keys]
+        for key, expected in zip(keys, streamed, strict=True):
+            redirect = api.get(f"/media/{key}")
+            assert redirect.status_code == 302
+            location = redirect.headers["location"]
+            assert location.startswith(f"{seaweedfs.url}/{settings.s3_bucket}/{key}?")
+            assert "X-Amz-Signature=" in location
+            followed = api.get(f"/media/{key}", follow_redirects=True)
+            _decoded(followed)
+            assert followed.content == expected
+        assert api.get(f"/media/{request_id}/9/0.jpg").status_code == 404
+        assert api.get("/media/../../etc/passwd").status_code == 404
+
+        # Retention deletes them from the bucket; neither mode serves them any more.
+        mongo["requests"].update_one(
+            {"_id": request_id},
+            {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+        )
+        rt = build_runtime(settings)
+        try:
+            assert rt.run(expire_requests(rt)) >= 1
+        finally:
+            rt.run(rt.client.close())
+            rt.loop.close()
+        assert not any(asyncio.run(store.exists(key)) for key in keys)
+        for key in keys:
+            assert api.get(f"/media/{key}").status_code == 404
+            assert httpx.get(f"{s3_stack.api_url}/media/{key}").status_code == 404
