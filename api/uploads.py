@@ -123,11 +123,11 @@ async def _accept(
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
     # The request's place among its owner's requests in flight, taken before anything is read
     # or stored; it goes with the request, or is given back if the upload fails.
-    await inflight.reserve(svc, owner, request_id)
+    slot = await inflight.reserve(svc, owner, request_id)
     try:
         accepted = await _stage(file, owner, request_id, webhook_url, priority, svc)
     except BaseException:
-        await inflight.release(svc, request_id)
+        await inflight.give_back(svc, slot)
         raise
     try:
         await svc.tasks.dispatch(request_id)

@@ -27,12 +27,11 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
         raise Conflict({"message": "the request has no failed images", "status": record.status})
     # Running again, it counts against its owner's requests in flight (429 when they are all
     # taken); a retry that then fails gives back the slot it took.
-    took = await inflight.reserve(svc, record.owner, record.id)
+    slot = await inflight.reserve(svc, record.owner, record.id)
     try:
         reopened = await _reopen(svc, record)
     except BaseException:
-        if took:
-            await inflight.release(svc, record.id)
+        await inflight.give_back(svc, slot)
         raise
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
     await audit(svc, record.id, "request.retried", products=reopened)

@@ -35,18 +35,25 @@ class TooManyInFlight(ImgbatchError):
         )
 
 
-async def reserve(svc: Services, owner: str, request_id: str) -> bool:
-    """Take one of ``owner``'s slots for ``request_id``; 429 if they are all taken. False if
-    the request held one already (a concurrent retry of it took it): then it is not this
-    caller's to give back."""
+async def reserve(svc: Services, owner: str, request_id: str) -> str | None:
+    """Take one of ``owner``'s slots for ``request_id``; 429 if they are all taken. Returns
+    the slot taken, for :func:`give_back` if what it was for fails; None if the request held
+    one already (a concurrent retry of it took it), which is then not this caller's."""
     cap = svc.settings.max_requests_in_flight
     taken = await svc.slots.take(REQUEST_SLOT, owner, request_id, cap=cap)
-    if taken == Take.FULL:
+    if taken.outcome == Take.FULL:
         raise TooManyInFlight(cap)
-    return taken == Take.NEW
+    return taken.slot_id
+
+
+async def give_back(svc: Services, slot_id: str | None) -> None:
+    """Return a slot :func:`reserve` took, when what it was taken for did not happen."""
+    if slot_id is not None:
+        await svc.slots.give_back(slot_id)
 
 
 async def release(svc: Services, request_id: str) -> None:
+    """The request has finished: its slot is free."""
     await svc.slots.release(request_id)
 
 

@@ -28,14 +28,16 @@ async def register(svc: Services, record: SubscriberRecord) -> None:
     """Store a new subscriber; 409 if its owner has as many as allowed."""
     cap = svc.settings.max_webhook_subscribers
     slots = SlotRepository(svc.db)
-    if await slots.take(SUBSCRIBER_SLOT, record.owner, record.id, cap=cap) == Take.FULL:
+    taken = await slots.take(SUBSCRIBER_SLOT, record.owner, record.id, cap=cap)
+    if taken.outcome == Take.FULL:
         raise Conflict(
             f"this key has {cap} webhook subscribers, the most it may have; delete one first"
         )
     try:
         await WebhookSubscriberRepository(svc.db).create(record)
     except BaseException:
-        await slots.release(record.id)
+        if taken.slot_id is not None:
+            await slots.give_back(taken.slot_id)
         raise
 
 

@@ -10,6 +10,7 @@ release it, and a periodic repair returns the slots of holders that no longer ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -26,6 +27,12 @@ class Take(StrEnum):
     FULL = "full"  # every slot is taken
 
 
+@dataclass(frozen=True)
+class Taken:
+    outcome: Take
+    slot_id: str | None = None  # the slot this call took (NEW only)
+
+
 class Slot(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -40,13 +47,13 @@ class SlotRepository:
     def __init__(self, db: Database) -> None:
         self._collection = db[SLOTS]
 
-    async def take(self, kind: str, owner: str, holder: str, *, cap: int) -> Take:
+    async def take(self, kind: str, owner: str, holder: str, *, cap: int) -> Taken:
         """Give ``holder`` one of ``owner``'s ``cap`` slots of ``kind``."""
         taken = {}
         async for doc in self._collection.find({"kind": kind, "owner": owner}):
             taken[doc["_id"]] = doc["holder"]
         if holder in taken.values():
-            return Take.HELD
+            return Taken(Take.HELD)
         for index in range(cap):
             slot_id = f"{kind}:{owner}:{index}"
             if slot_id in taken:
@@ -56,10 +63,16 @@ class SlotRepository:
                 await self._collection.insert_one(slot.model_dump(by_alias=True))
             except DuplicateKeyError:
                 continue  # taken by a concurrent caller since we looked
-            return Take.NEW
-        return Take.FULL
+            return Taken(Take.NEW, slot_id)
+        return Taken(Take.FULL)
+
+    async def give_back(self, slot_id: str) -> None:
+        """Return the one slot a caller took and no longer needs (its holder may hold another,
+        taken by a concurrent caller that went on)."""
+        await self._collection.delete_one({"_id": slot_id})
 
     async def release(self, holder: str) -> None:
+        """Every slot ``holder`` has: it is done."""
         await self._collection.delete_many({"holder": holder})
 
     async def of_kind(self, kind: str) -> list[Slot]:

@@ -62,13 +62,14 @@ async def _enqueue(rt: Services, due: Sequence[tuple[str, str]]) -> tuple[int, l
             waiting.append(delivery_id)
             continue
         taken = await slots.take(DELIVERY_SLOT, owner, delivery_id, cap=cap)
-        if taken == Take.FULL:
+        if taken.outcome == Take.FULL:
             full.add(owner)
             waiting.append(delivery_id)
         elif await deliveries.mark_queued(delivery_id, hold=QUEUE_HOLD):
             ready.append(delivery_id)
-        elif taken == Take.NEW:
-            await slots.release(delivery_id)  # someone else queued it meanwhile
+        elif taken.slot_id is not None:
+            # Someone else queued it meanwhile, with a slot of its own: give back only ours.
+            await slots.give_back(taken.slot_id)
     queued = await rt.tasks.webhook_deliveries(ready) if ready else 0
     return queued, waiting
 

@@ -75,7 +75,11 @@ def test_a_broker_failure_after_a_retry_leaves_work_for_the_reconciler(
     queued = queue_length(rt, IMAGES_QUEUE)
     down = rt.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     without_broker = Services(
-        settings=rt.settings, db=rt.db, tasks=CeleryTaskSender.from_settings(down), store=rt.store
+        settings=rt.settings,
+        db=rt.db,
+        tasks=CeleryTaskSender.from_settings(down),
+        store=rt.store,
+        events=rt.events,
     )
 
     assert rt.run(retry_failed(without_broker, record)) == 1  # no error: the change is made
