@@ -110,11 +110,15 @@ async def _one_at_a_time(rt: WorkerRuntime, run: _Run, serial_numbers: list[int]
             await _process_product(rt, run, product)
         elif await _held_by_a_run(rt, run.request_id, serial_number):
             held_elsewhere.append(serial_number)
-    # Watched together: a dead run's products are reclaimed within one lease, all at once.
-    for product in await asyncio.gather(
-        *(_claim_when_abandoned(rt, run, serial) for serial in held_elsewhere)
-    ):
-        if product is not None:
+    # Watched together, so a dead run's products are free within one lease; then claimed one
+    # at a time, each just before it runs: claiming them all at once would count an attempt
+    # on every one of them if the first took this run down too.
+    abandoned = await asyncio.gather(
+        *(_wait_until_abandoned(rt, run, serial) for serial in held_elsewhere)
+    )
+    for serial_number, free in zip(held_elsewhere, abandoned, strict=True):
+        product = await _claim(rt, run, serial_number) if free else None
+        if product is not None:  # None: another run got it first
             await _process_product(rt, run, product)
 
 
@@ -132,26 +136,23 @@ async def _held_by_a_run(rt: WorkerRuntime, request_id: str, serial_number: int)
     return product is not None and product.status == ProductStatus.PROCESSING
 
 
-async def _claim_when_abandoned(
-    rt: WorkerRuntime, run: _Run, serial_number: int
-) -> ProductRecord | None:
-    """Claim a product another run holds once its lease runs out; None if that run turns out to
-    be alive (it renewed the lease) or the product moved on meanwhile."""
+async def _wait_until_abandoned(rt: WorkerRuntime, run: _Run, serial_number: int) -> bool:
+    """Whether the run holding a product let its lease run out (it died); False once that run
+    turns out to be alive (it renewed the lease) or the product moved on."""
     watched = await rt.products.get(run.request_id, serial_number)
     # The holder renews at least every third of a lease; looking once a second as well notices
     # a product finished by it without waiting that long.
     poll = min(run.lease.total_seconds() / 3, 1.0)
     while watched is not None and watched.status == ProductStatus.PROCESSING:
         until = watched.lease_until
-        if until is not None and until > datetime.now(UTC):
-            await asyncio.sleep(min(poll, (until - datetime.now(UTC)).total_seconds() + 0.05))
-            current = await rt.products.get(run.request_id, serial_number)
-            if current is None or current.lease_until != until:
-                return None  # its holder renewed it, or it moved on: not ours to take
-            watched = current
-            continue
-        return await _claim(rt, run, serial_number)  # None if another run got it first
-    return None
+        if until is None or until <= datetime.now(UTC):
+            return True
+        await asyncio.sleep(min(poll, (until - datetime.now(UTC)).total_seconds() + 0.05))
+        current = await rt.products.get(run.request_id, serial_number)
+        if current is None or current.lease_until != until:
+            return False  # its holder renewed it, or it moved on: not ours to take
+        watched = current
+    return False
 
 
 async def _settle_counts(rt: WorkerRuntime, run: _Run) -> None:

@@ -3,6 +3,7 @@ SIGTERM, ``demo`` processes the sample sheet end to end, and health names what i
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -21,6 +22,15 @@ from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db
 from tests.support.waiting import wait_until
+
+
+def _command_lines(process: subprocess.Popen[str]) -> str:
+    """The command lines of the process's descendants (one may exit while they are read)."""
+    lines = []
+    for child in psutil.Process(process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            lines.append(" ".join(child.cmdline()))
+    return " ".join(lines)
 
 
 def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -70,10 +80,15 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
             every=0.2,
             what="the API to be healthy",
         )
+        # The API answers before the stack has started its workers and beat.
+        wait_until(
+            lambda: all(
+                part in _command_lines(process)
+                for part in ("secantusd-py", "redis-server", "uvicorn", "celery", "beat")
+            ),
+            what="every part of the stack to be running",
+        )
         children = psutil.Process(process.pid).children(recursive=True)
-        names = " ".join(" ".join(c.cmdline()) for c in children)
-        for part in ("secantusd-py", "redis-server", "uvicorn", "celery", "beat"):
-            assert part in names
         # No key, no upload: authentication is on by default.
         assert httpx.post(f"http://127.0.0.1:{port}/api/upload").status_code == 401
         output = _sigterm(process)
@@ -95,7 +110,7 @@ def test_run_uses_configured_services_instead_of_embedded_ones(
     }
     with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
-        names = " ".join(" ".join(c.cmdline()) for c in psutil.Process(process.pid).children(True))
+        names = _command_lines(process)
         assert "secantusd-py" not in names
         assert "redis-server" not in names
         _sigterm(process)

@@ -3,6 +3,8 @@ only a reclaimed lease counts as an attempt."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 from models.products import ProductStatus
@@ -66,3 +68,32 @@ def test_a_product_whose_runs_keep_dying_fails_as_a_worker_crash(
     assert product.attempts == rt.settings.max_attempts + 1
     assert [e.code for e in product.errors] == ["worker_crash"]
     assert origin.requests.paths().count(path) == 0
+
+
+def test_a_rerun_takes_a_dead_runs_products_one_at_a_time(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    # If the product it works on takes this run down too, the others must not have been
+    # claimed with it: each claim is an attempt, and three attempts fail a product.
+    rt = isolated
+    lease = _short_leases(rt)
+    urls = [origin.url("/slow/coffee.jpg?delay=30&lease=killer")]
+    urls += [origin.url(f"/img/rocket.jpg?lease=bystander-{i}") for i in (2, 3)]
+    request_id = seed_request(rt, [[url] for url in urls])
+    rt.run(dispatch_request(rt, request_id))
+    assert (
+        len(rt.run(rt.products.claim_many(request_id, [1, 2, 3], token="dead", lease=lease))) == 3
+    )
+
+    async def rerun_dies_in_the_first_product() -> None:
+        rerun = asyncio.create_task(process_products(rt, request_id, [1, 2, 3]))
+        while (await rt.products.get(request_id, 1)).attempts < 2:  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+        rerun.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await rerun
+
+    rt.run(rerun_dies_in_the_first_product())
+
+    attempts = {s: rt.run(rt.products.get(request_id, s)).attempts for s in (1, 2, 3)}  # type: ignore[union-attr]
+    assert attempts == {1: 2, 2: 1, 3: 1}
