@@ -46,14 +46,19 @@ def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 @contextmanager
 def _imgbatch_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``imgbatch run``, killed on the way out if the test did not stop it."""
+    """``imgbatch run``, stopped on the way out if the test did not stop it: SIGTERM first, so
+    that it stops its children (a SIGKILL would leave the whole stack running)."""
     process = _imgbatch("run", env=env)
     try:
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
 
 
 def _sigterm(process: subprocess.Popen[str]) -> str:
