@@ -22,8 +22,16 @@ class TTLCache(Generic[T]):
     ``max_entries``.
     """
 
-    def __init__(self, ttl: float, *, stale_for: float = 0.0, max_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        *,
+        stale_for: float = 0.0,
+        max_entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
+        self._clock = clock  # a test moves its own clock instead of sleeping
         self._stale_for = stale_for
         self._max = max_entries
         self._entries: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
@@ -35,7 +43,7 @@ class TTLCache(Generic[T]):
     def get(self, key: Hashable) -> T | None:
         """The fresh value, or None."""
         entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] < self._clock():
             return None
         self._entries.move_to_end(key)
         return entry[1]
@@ -51,7 +59,7 @@ class TTLCache(Generic[T]):
         entry = self._entries.get(key)
         if entry is not None:
             fresh_until, value = entry
-            now = time.monotonic()
+            now = self._clock()
             if now < fresh_until:
                 self._entries.move_to_end(key)
                 return value
@@ -108,8 +116,12 @@ class TTLCache(Generic[T]):
         finally:
             del self._loading[key]
 
+    def loading(self, key: Hashable) -> bool:
+        """Whether a load of ``key`` is in flight (a miss's, or a background refresh)."""
+        return key in self._loading
+
     def put(self, key: Hashable, value: T) -> None:
-        self._entries[key] = (time.monotonic() + self._ttl, value)
+        self._entries[key] = (self._clock() + self._ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)

@@ -11,6 +11,7 @@ from api.openapi import OWNED_REQUEST, errors
 from api.requests import get_owned_request
 from core.errors import Conflict
 from domain.controls import cancel, retry_failed
+from domain.inflight import TooManyInFlight
 from models.requests import RequestStatus
 
 router = APIRouter(tags=["requests"])
@@ -26,7 +27,7 @@ class ControlAccepted(BaseModel):
     "/api/requests/{request_id}/retry",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ControlAccepted,
-    responses=errors(*OWNED_REQUEST, Conflict),
+    responses=errors(*OWNED_REQUEST, Conflict, TooManyInFlight),
 )
 async def retry_failed_images(
     request_id: str,

@@ -11,14 +11,12 @@ caps as any image's (``imaging.limits``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Header, UploadFile, status
+from fastapi import APIRouter, Form, Header, Request, UploadFile, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -31,14 +29,15 @@ from api.deps import (
     RequestsDep,
     ServicesDep,
     SettingsDep,
+    StateDep,
     choose_profile,
 )
 from api.openapi import OWNED_REQUEST, errors
-from api.ratelimits import TooManyRequests, UploadLimitDep
+from api.ratelimits import TooManyRequests
 from api.requests import get_owned_request
 from api.schemas import SingleImageView, UploadAccepted
 from core.errors import Conflict, ImageFailure, NotFound, PayloadTooLarge, UnprocessableEntity
-from core.logs import bind_context, log_event, redact_url
+from core.logs import log_event, redact_url
 from domain.images import single_image_json
 from domain.services import Services
 from domain.webhook_signing import new_secret
@@ -71,9 +70,10 @@ UPLOAD_SCHEME = "upload:"
     responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
 )
 async def submit_image(
+    request: Request,
     file: UploadFile,
     owner: OwnerDep,
-    _: UploadLimitDep,
+    state: StateDep,
     settings: SettingsDep,
     services: ServicesDep,
     keys: IdempotencyDep,
@@ -100,18 +100,15 @@ async def submit_image(
     except ImageFailure as refused:
         raise UnprocessableEntity({"code": refused.code, "message": refused.message}) from None
     name = _display_name(file.filename)
-
-    async def fingerprint() -> str:
-        digest = hashlib.sha256(data)
-        digest.update(f"\n{chosen.name}\n{webhook_url or ''}".encode())
-        return digest.hexdigest()
-
     return await once(
+        request,
+        state,
+        services,
         keys,
         owner,
+        # Its own namespace: a sheet and an image under one key are two different uploads.
         f"image:{idempotency_key}" if idempotency_key else None,
-        fingerprint,
-        lambda: _accept(services, owner, data, name, chosen, webhook_url),
+        lambda request_id: _accept(services, request_id, owner, data, name, chosen, webhook_url),
     )
 
 
@@ -124,6 +121,7 @@ def _display_name(filename: str | None) -> str:
 
 async def _accept(
     svc: Services,
+    request_id: str,
     owner: str,
     data: bytes,
     name: str,
@@ -134,8 +132,6 @@ async def _accept(
     if webhook_url:
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
     webhook_secret = new_secret() if webhook_url else None
-    request_id = uuid.uuid4().hex
-    bind_context(request_id=request_id)
     created = now()
     expires_at = (
         created + timedelta(days=settings.result_ttl_days) if settings.result_ttl_days else None
@@ -143,7 +139,8 @@ async def _accept(
     # The original first, then the product, the request last: until the request exists nothing
     # is visible, and the sweeper finds a stray original through its index entry.
     original = temp_key(request_id)
-    await svc.temp_objects.add(original, request_id)
+    keep = timedelta(hours=settings.temp_ttl_hours)
+    await svc.temp_objects.add(original, request_id, not_before=created + keep)
     await svc.store.put(original, data, content_type="application/octet-stream")
     await svc.products.insert_many(
         [
@@ -154,7 +151,6 @@ async def _accept(
                 line=1,
                 product_name=name,
                 input_image_urls=[f"{UPLOAD_SCHEME}{name}"],
-                expires_at=expires_at,
             )
         ]
     )

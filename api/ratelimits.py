@@ -1,4 +1,5 @@
-"""Per-key upload limits: a fixed window counted in Redis, and a cap on unfinished requests.
+"""Per-key upload rate: a fixed window counted in Redis. (The cap on unfinished requests is a
+slot each request holds: domain.inflight.)
 
 The limiter fails open: if Redis does not answer, the upload is not refused for that reason
 (the request is stored in MongoDB and the reconciler dispatches it once Redis is back).
@@ -9,14 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import OwnerDep
-from api.deps import RequestsDep, SettingsDep, StateDep
+from api.deps import AppState
 from core.errors import ImgbatchError
 from core.logs import log_event
 
@@ -44,39 +43,36 @@ class RateLimit:
 
 
 async def limit_uploads(
-    request: Request, owner: OwnerDep, state: StateDep, settings: SettingsDep, requests: RequestsDep
+    request: Request, owner: str, state: AppState, *, consume: bool = True
 ) -> RateLimit:
+    """Count one upload against the caller's window (429 over it). ``consume=False`` only reads
+    the window, for an answer that creates nothing (an idempotent replay) but still carries the
+    headers."""
+    settings = state.settings
     window = settings.rate_limit_window_seconds
     window_start = int(time.time()) // window * window
     reset = window_start + window - int(time.time())
     try:
         key = f"imgbatch:ratelimit:uploads:{owner}:{window_start}"
-        async with state.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, window + 1)
-            used, _ = await pipe.execute()
+        if consume:
+            async with state.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, window + 1)
+                used, _ = await pipe.execute()
+        else:
+            used = await state.redis.get(key) or 0
     except RedisError as exc:
         log_event(logger, "ratelimit.unavailable", logging.WARNING, error=type(exc).__name__)
         used = 0
     limit = RateLimit(settings.rate_limit_uploads, settings.rate_limit_uploads - int(used), reset)
     # Picked up by RateLimitHeaders, so errors raised later in the request carry them too.
     request.state.rate_limit = limit
-    if int(used) > settings.rate_limit_uploads:
+    if consume and int(used) > settings.rate_limit_uploads:
         raise TooManyRequests(
             f"upload rate limit of {settings.rate_limit_uploads} per {window}s exceeded",
             headers={"Retry-After": str(max(reset, 1))},
         )
-    in_flight = await requests.count_unfinished(owner)
-    if in_flight >= settings.max_requests_in_flight:
-        raise TooManyRequests(
-            f"{in_flight} requests are still in progress for this key "
-            f"(limit {settings.max_requests_in_flight}); retry when some complete",
-            headers={"Retry-After": "30"},
-        )
     return limit
-
-
-UploadLimitDep = Annotated[RateLimit, Depends(limit_uploads)]
 
 
 class RateLimitHeaders:

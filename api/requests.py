@@ -31,7 +31,7 @@ from domain.images import image_json, image_views, variant_urls
 from domain.urls import output_urls
 from imaging.profiles import Profile, default_profile
 from models.products import ProductRecord, ProductRepository
-from models.requests import RequestRecord, RequestRepository, RequestStatus
+from models.requests import RequestRecord, RequestRepository, RequestStatus, now
 from models.webhooks import WebhookDeliveryRepository
 from sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
 
@@ -55,7 +55,7 @@ async def get_owned_request(
     record = await requests.get(request_id, owner=owner)
     if record is None:
         raise NotFound(f"request {request_id} not found")
-    if record.status == RequestStatus.EXPIRED:
+    if record.is_expired(now()):
         raise Gone(f"request {request_id} has expired and its results were deleted")
     return record
 

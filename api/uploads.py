@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
-from typing import Annotated, Any, BinaryIO
+from datetime import timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Header, UploadFile, status
+from fastapi import APIRouter, Form, Header, Request, UploadFile, status
 from starlette.concurrency import run_in_threadpool
 
 from api.accepting import accepted, audit_upload, dispatch_new, once
 from api.auth import OwnerDep, Unauthorized
-from api.deps import (
-    ChunksDep,
-    IdempotencyDep,
-    ProfilesDep,
-    RequestsDep,
-    ServicesDep,
-    SettingsDep,
-    TasksDep,
-    choose_profile,
-)
+from api.deps import IdempotencyDep, ProfilesDep, ServicesDep, StateDep, choose_profile
 from api.openapi import errors
-from api.ratelimits import TooManyRequests, UploadLimitDep
+from api.ratelimits import TooManyRequests
 from api.schemas import UploadAccepted
 from core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
-from core.logs import bind_context, log_event, redact_url
-from core.settings import Settings
+from core.logs import log_event, redact_url
 from domain.services import Services
-from domain.taskqueue import TaskSender
 from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
 from imaging.profiles import Profile
 from models.products import new_product_document
-from models.requests import Priority, RequestRecord, RequestRepository, RequestStatus, now
+from models.requests import Priority, RequestRecord, RequestStatus, now
 from models.staging import (
     CHUNK_MAX_BYTES,
     CHUNK_MAX_ROWS,
@@ -57,14 +44,11 @@ logger = logging.getLogger(__name__)
     responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
 )
 async def upload(
+    request: Request,
     file: UploadFile,
     owner: OwnerDep,
-    _: UploadLimitDep,
+    state: StateDep,
     services: ServicesDep,
-    settings: SettingsDep,
-    requests: RequestsDep,
-    chunks: ChunksDep,
-    tasks: TasksDep,
     keys: IdempotencyDep,
     profiles: ProfilesDep,
     webhook_url: Annotated[str | None, Form()] = None,
@@ -76,30 +60,29 @@ async def upload(
 ) -> UploadAccepted:
     chosen = choose_profile(profiles, profile)
     return await once(
+        request,
+        state,
+        services,
         keys,
         owner,
         idempotency_key,
-        lambda: run_in_threadpool(_fingerprint, file.file),
-        lambda: _accept(
-            file, owner, webhook_url, priority, chosen, settings, requests, chunks, tasks, services
+        lambda request_id: _accept(
+            services, request_id, file, owner, webhook_url, priority, chosen
         ),
     )
 
 
 async def _accept(
+    svc: Services,
+    request_id: str,
     file: UploadFile,
     owner: str,
     webhook_url: str | None,
     priority: Priority,
     profile: Profile,
-    settings: Settings,
-    requests: RequestRepository,
-    chunks: StagedChunkRepository,
-    tasks: TaskSender,
-    services: Services,
 ) -> UploadAccepted:
-    request_id = uuid.uuid4().hex
-    bind_context(request_id=request_id)
+    """Validate and stage the sheet, then write the request; nothing visible until the end."""
+    settings, chunks = svc.settings, svc.chunks
     # Checked before the sheet is read: a bad URL is refused without staging anything.
     if webhook_url:
         webhook_url = validate_webhook_url(webhook_url, settings, field="webhook_url")
@@ -120,7 +103,7 @@ async def _accept(
     )
     try:
         reader = await run_in_threadpool(open_sheet, file.file, limits)
-        products, images = await _stage_rows(request_id, reader, chunks, expires_at)
+        products, images = await _stage_rows(request_id, reader, chunks)
     except SheetFormatError as exc:
         await chunks.discard(request_id)
         raise UnprocessableEntity(exc.message) from exc
@@ -130,7 +113,7 @@ async def _accept(
 
     # The request document is written last: until it exists the upload is invisible, so a crash
     # mid-upload leaves only staged chunks behind, never a half-visible request.
-    await requests.create(
+    await svc.requests.create(
         RequestRecord(
             id=request_id,
             owner=owner,
@@ -149,7 +132,7 @@ async def _accept(
         )
     )
     await audit_upload(
-        services,
+        svc,
         request_id,
         owner,
         products=products,
@@ -158,7 +141,7 @@ async def _accept(
         profile=profile.name,
         webhook=bool(webhook_url),
     )
-    await dispatch_new(tasks, request_id)
+    await dispatch_new(svc.tasks, request_id)
     log_event(
         logger,
         "request.accepted",
@@ -177,7 +160,6 @@ async def _stage_rows(
     request_id: str,
     reader: SheetReader,
     chunks: StagedChunkRepository,
-    expires_at: datetime | None,
 ) -> tuple[int, int]:
     rows = reader.rows()
     products = images = seq = 0
@@ -188,19 +170,11 @@ async def _stage_rows(
             return products, images
         if reader.error_count == 0:  # once the sheet is known bad, only validation goes on
             await chunks.stage(
-                request_id, seq, [_product_document(request_id, row, expires_at) for row in batch]
+                request_id, seq, [_product_document(request_id, row) for row in batch]
             )
             seq += 1
         products += len(batch)
         images += sum(len(row.image_urls) for row in batch)
-
-
-def _fingerprint(stream: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    for block in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(block)
-    stream.seek(0)
-    return digest.hexdigest()
 
 
 def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
@@ -221,9 +195,7 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
     return batch
 
 
-def _product_document(
-    request_id: str, row: SheetRow, expires_at: datetime | None
-) -> dict[str, Any]:
+def _product_document(request_id: str, row: SheetRow) -> dict[str, Any]:
     return new_product_document(
         request_id=request_id,
         serial_number=row.serial_number,
@@ -232,7 +204,6 @@ def _product_document(
         product_name=row.product_name,
         input_image_urls=row.image_urls,
         extra=row.extra,
-        expires_at=expires_at,
     )
 
 

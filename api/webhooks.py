@@ -14,11 +14,12 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
 from api.auth import OwnerDep, Unauthorized
-from api.deps import DeliveriesDep, SettingsDep, SubscribersDep, TasksDep
+from api.deps import DeliveriesDep, ServicesDep, SettingsDep, SubscribersDep, TasksDep
 from api.openapi import errors
 from api.schemas import RequestWebhookView, WebhookAttemptView
 from core.errors import Conflict, NotFound, UnprocessableEntity
 from core.logs import log_event, redact_url
+from domain.subscribers import register, unregister
 from domain.webhook_signing import new_secret
 from domain.webhook_targets import validate_webhook_url
 from models.requests import RequestRecord, now
@@ -135,10 +136,10 @@ async def _owned(
     "/api/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriberCreated,
-    responses=errors(Unauthorized, UnprocessableEntity),
+    responses=errors(Unauthorized, Conflict, UnprocessableEntity),
 )
 async def create_subscriber(
-    body: SubscriberCreate, owner: OwnerDep, settings: SettingsDep, subscribers: SubscribersDep
+    body: SubscriberCreate, owner: OwnerDep, settings: SettingsDep, services: ServicesDep
 ) -> SubscriberCreated:
     url = validate_webhook_url(body.url, settings)
     created = now()
@@ -152,7 +153,7 @@ async def create_subscriber(
         created_at=created,
         updated_at=created,
     )
-    await subscribers.create(record)
+    await register(services, record)
     log_event(
         logger,
         "webhook.subscriber_created",
@@ -185,10 +186,8 @@ async def get_subscriber(
     status_code=status.HTTP_204_NO_CONTENT,
     responses=errors(Unauthorized, NotFound),
 )
-async def delete_subscriber(
-    subscriber_id: str, owner: OwnerDep, subscribers: SubscribersDep
-) -> Response:
-    if not await subscribers.delete(subscriber_id, owner=owner):
+async def delete_subscriber(subscriber_id: str, owner: OwnerDep, services: ServicesDep) -> Response:
+    if not await unregister(services, subscriber_id, owner=owner):
         raise NotFound(f"webhook subscriber {subscriber_id} not found")
     log_event(logger, "webhook.subscriber_deleted", subscriber_id=subscriber_id, owner=owner)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

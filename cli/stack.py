@@ -220,6 +220,7 @@ class Stack(Managed):
         concurrency: int | None = None,
         queues: tuple[str, ...] = ALL_QUEUES,
         env: dict[str, str] | None = None,
+        pool: str = "prefork",
         cwd: Path | None = None,
         own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
@@ -237,6 +238,8 @@ class Stack(Managed):
                 f"{name}-{free_port()}@%h",
                 "--queues",
                 ",".join(queues),
+                "--pool",
+                pool,
                 "--concurrency",
                 str(concurrency or self.settings.worker_concurrency),
                 "--loglevel",
@@ -252,9 +255,24 @@ class Stack(Managed):
             niceness=WORKER_NICENESS,
         )
 
-    def start_beat(self) -> subprocess.Popen[bytes]:
+    def start_webhook_worker(
+        self, name: str = "worker-webhooks", *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Webhook attempts wait on the network (up to WEBHOOK_TIMEOUT each), so this worker
+        runs threads, and a receiver that hangs holds a thread, not a process."""
+        return self.start_worker(
+            name,
+            concurrency=self.settings.webhook_worker_concurrency,
+            queues=(WEBHOOKS_QUEUE,),
+            env=env,
+            pool="threads",
+        )
+
+    def start_beat(
+        self, name: str = "beat", *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         return self.spawn(
-            "beat",
+            name,
             [
                 "-m",
                 "celery",
@@ -263,10 +281,11 @@ class Stack(Managed):
                 "--quiet",
                 "beat",
                 "--schedule",
-                str(self.data_dir / "celerybeat-schedule"),
+                str(self.data_dir / f"celery{name}-schedule"),
                 "--loglevel",
                 self.settings.log_level,
             ],
+            env,
         )
 
     def start(self) -> Self:
@@ -275,7 +294,7 @@ class Stack(Managed):
             self.start_services()
             self.start_api()
             self.start_worker(queues=PROCESSING_QUEUES)
-            self.start_worker("worker-webhooks", concurrency=2, queues=(WEBHOOKS_QUEUE,))
+            self.start_webhook_worker()
             self.start_beat()
             self.wait_healthy()
         except BaseException:

@@ -107,8 +107,14 @@ class Settings(BaseSettings):
     rate_limit_uploads: int = Field(60, gt=0)
     rate_limit_window_seconds: int = Field(60, gt=0)
     max_requests_in_flight: int = Field(20, gt=0)
+    # An Idempotency-Key reserved by an upload that never answered (its process died) is taken
+    # over by a retry after this long; longer than any upload takes to be processed.
+    idempotency_lease_seconds: Seconds = 300.0
 
     # --- queueing ----------------------------------------------------------------------------
+    # A run holds each product it claims for this long and renews the hold every third of it
+    # while it works; only a product whose hold ran out (its run died) is taken from it.
+    product_lease_seconds: Seconds = 120.0
     # A request whose counters have not moved for this long is reconciled: recounted from its
     # products, and its unfinished products are enqueued again.
     request_idle_seconds: Seconds = 300.0
@@ -150,6 +156,17 @@ class Settings(BaseSettings):
     webhook_poll_interval_seconds: Seconds = 5.0
     # How long a rotated-out subscriber secret keeps signing next to the new one.
     webhook_secret_overlap_seconds: Seconds = 24 * 3600.0
+    # Webhook events and their delivery log are deleted this many days after the event; 0 keeps
+    # them forever.
+    webhook_log_ttl_days: int = Field(30, ge=0)
+    # Registered subscribers per API key: every event fans out to all of them.
+    max_webhook_subscribers: int = Field(20, gt=0)
+    # Deliveries of one owner queued or in flight at once: a tenant whose receivers hang holds
+    # at most this many of the webhook worker's threads, and its backlog waits behind its own.
+    webhook_owner_concurrency: int = Field(2, gt=0)
+    # Threads of the webhook worker `imgbatch run` starts: an attempt waits on the network, so
+    # a thread, not a process, is what a hanging receiver holds.
+    webhook_worker_concurrency: int = Field(16, gt=0)
 
     # --- live events (GET /api/requests/{id}/events) -----------------------------------------
     # A comment line this often keeps proxies from closing an idle stream.

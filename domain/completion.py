@@ -7,14 +7,29 @@ request is announced once however many task runs, reconciler passes or retries r
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from core import metrics
 from core.logs import log_event
+from domain import inflight
 from domain.audit import record
 from domain.events import status_changed
 from domain.services import Services
+from models.requests import RequestRecord, now
 
 logger = logging.getLogger(__name__)
+
+# A request that finishes close to (or after) its expiry is still kept this long after it
+# finished, so whoever was told it finished can fetch its results.
+FINISHED_GRACE = timedelta(days=1)
+
+
+async def finished(svc: Services, request: RequestRecord) -> None:
+    """What every move to a final state is followed by (complete, fail, cancel)."""
+    await inflight.release(svc, request.id)
+    keep_until = now() + FINISHED_GRACE
+    if request.expires_at is not None and request.expires_at < keep_until:
+        await svc.requests.keep_until(request.id, keep_until)
 
 
 async def complete_when_counted(svc: Services, request_id: str) -> bool:
@@ -34,6 +49,7 @@ async def complete_if_finished(svc: Services, request_id: str) -> bool:
     completed = await svc.requests.complete_if_counted(request_id)
     if completed is None:
         return False
+    await finished(svc, completed)
     log_event(
         logger,
         "request.completed",
@@ -59,6 +75,7 @@ async def fail_request(svc: Services, request_id: str, reason: str) -> bool:
     failed = await svc.requests.fail(request_id, reason)
     if failed is None:
         return False
+    await finished(svc, failed)
     log_event(logger, "request.failed", logging.WARNING, request_id=request_id, reason=reason)
     metrics.REQUESTS.labels("failed").inc()
     await record(svc, request_id, "request.failed", reason=reason)

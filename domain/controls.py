@@ -7,9 +7,10 @@ import logging
 from core import metrics
 from core.errors import Conflict
 from core.logs import log_event
+from domain import inflight
 from domain.audit import record as audit
+from domain.completion import finished
 from domain.events import status_changed
-from domain.recount import recount
 from domain.services import Services
 from models.requests import RequestRecord, RequestStatus
 
@@ -24,16 +25,49 @@ async def retry_failed(svc: Services, record: RequestRecord) -> int:
         )
     if record.images_failed == 0:
         raise Conflict({"message": "the request has no failed images", "status": record.status})
-    if await svc.requests.reopen(record.id) is None:
-        raise Conflict({"message": "the request changed meanwhile; try again"})
-    # Outputs that exist stay; the products go back to pending and only their failed images
-    # run again. If we die between these steps the reconciler recounts and finishes the job.
-    reopened = await svc.products.reopen_failed(record.id)
-    await recount(svc, record.id)
-    await status_changed(svc.events, record.id, RequestStatus.IN_PROGRESS)
-    await svc.tasks.dispatch(record.id)
+    # Running again, it counts against its owner's requests in flight (429 when they are all
+    # taken); a retry that then fails gives back the slot it took.
+    slot = await inflight.reserve(svc, record.owner, record.id)
+    try:
+        reopened = await _reopen(svc, record)
+    except BaseException:
+        await inflight.give_back(svc, slot)
+        raise
     log_event(logger, "request.retried", request_id=record.id, products=reopened)
     await audit(svc, record.id, "request.retried", products=reopened)
+    await status_changed(svc.events, record.id, RequestStatus.IN_PROGRESS)
+    try:
+        await svc.tasks.dispatch(record.id)
+    except Exception as exc:
+        # The change is made and stays made: the reconciler finds an in-progress request that
+        # has not moved and sends its unfinished products, so the caller is told it worked.
+        log_event(
+            logger,
+            "request.dispatch_deferred",
+            logging.WARNING,
+            request_id=record.id,
+            error=type(exc).__name__,
+        )
+    return reopened
+
+
+async def _reopen(svc: Services, record: RequestRecord) -> int:
+    # Outputs that exist stay; the products go back to pending and only their failed images
+    # run again. Products first: while the request still says completed no worker touches
+    # them. Then one conditional write moves the request back to in_progress together with
+    # counters that leave the reopened products out. A retry that dies between the two leaves
+    # a completed request with pending products; retrying again finishes the job.
+    reopened = await svc.products.reopen_failed(record.id)
+    tally = await svc.products.tally(record.id)
+    moved = await svc.requests.reopen(
+        record.id,
+        completions=record.completions,
+        products_done=tally["products_done"],
+        images_done=tally["images_done"],
+        images_failed=tally["images_failed"],
+    )
+    if moved is None:
+        raise Conflict({"message": "the request changed meanwhile; try again"})
     return reopened
 
 
@@ -42,6 +76,7 @@ async def cancel(svc: Services, record: RequestRecord) -> RequestRecord:
     cancelled = await svc.requests.cancel(record.id)
     if cancelled is None:
         raise Conflict({"message": "the request has already finished", "status": record.status})
+    await finished(svc, cancelled)
     log_event(logger, "request.cancelled", request_id=record.id)
     await status_changed(svc.events, record.id, cancelled.status)
     metrics.REQUESTS.labels("cancelled").inc()

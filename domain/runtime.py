@@ -2,7 +2,9 @@
 the media store, shared by every task the process runs (worker and webhook tasks alike).
 
 Prefork children must not inherit sockets from their parent, so the runtime is built lazily in
-the process that first uses it and rebuilt if the pid changes. The worker installs a richer
+the process that first uses it and rebuilt if the pid changes. A worker with a thread pool (the
+webhook worker: its tasks wait on the network) gets one runtime per thread, since an event loop
+runs in one thread at a time. The worker installs a richer
 factory (:mod:`worker.runtime` adds the download client), so both kinds of task get the same
 object in one process.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
@@ -52,8 +55,14 @@ class Runtime(Services):
 
 
 _factory: Callable[[Settings], Runtime] = Runtime.build
-_runtime: Runtime | None = None
-_runtime_pid: int | None = None
+
+
+class _PerThread(threading.local):
+    runtime: Runtime | None = None
+    pid: int | None = None
+
+
+_current = _PerThread()
 
 
 def install(factory: Callable[[Settings], Runtime]) -> None:
@@ -63,9 +72,8 @@ def install(factory: Callable[[Settings], Runtime]) -> None:
 
 
 def runtime() -> Runtime:
-    """This process's runtime, built on first use after the fork."""
-    global _runtime, _runtime_pid
-    if _runtime is None or _runtime_pid != os.getpid():
-        _runtime = _factory(get_settings())
-        _runtime_pid = os.getpid()
-    return _runtime
+    """This process's (this thread's) runtime, built on first use after the fork."""
+    if _current.runtime is None or _current.pid != os.getpid():
+        _current.runtime = _factory(get_settings())
+        _current.pid = os.getpid()
+    return _current.runtime

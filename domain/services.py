@@ -16,6 +16,7 @@ from models.db import Database
 from models.media import MediaRepository
 from models.products import ProductRepository
 from models.requests import RequestRepository
+from models.slots import SlotRepository
 from models.staging import StagedChunkRepository
 from models.temp import TempObjectRepository
 from storage import MediaStore
@@ -49,3 +50,7 @@ class Services:
     @property
     def temp_objects(self) -> TempObjectRepository:
         return TempObjectRepository(self.db)
+
+    @property
+    def slots(self) -> SlotRepository:
+        return SlotRepository(self.db)

@@ -23,6 +23,7 @@ WEBHOOK_EVENTS = "webhook_events"
 WEBHOOK_DELIVERIES = "webhook_deliveries"
 MEDIA = "media"
 TEMP_OBJECTS = "temp_objects"
+SLOTS = "slots"
 ACTIVITY = "activity"
 
 
@@ -55,29 +56,71 @@ def database(client: AsyncMongoClient[Document], settings: Settings) -> Database
     return client[settings.mongodb_database]
 
 
+async def _drop_index_if_present(db: Database, collection: str, name: str) -> None:
+    if name in await db[collection].index_information():
+        await db[collection].drop_index(name)
+
+
+def _expires(field: str) -> IndexModel:
+    """A TTL index: the database deletes a document once the date in ``field`` has passed
+    (within a minute; documents without it are kept)."""
+    return IndexModel([(field, ASCENDING)], expireAfterSeconds=0)
+
+
 async def ensure_indexes(db: Database) -> None:
     await db[REQUESTS].create_indexes(
         [
+            # Every periodic scan is an equality plus a range on one of these (the embedded
+            # server plans nothing else on an index), so it reads its candidates only, however
+            # many finished requests there are. The reconciler: unfinished requests by status,
+            # idle since; finished ones whose notice is still pending.
             IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+            IndexModel([("notice_pending", ASCENDING), ("updated_at", ASCENDING)]),
+            # The retention sweeper: finished requests of one status, by expiry.
+            IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
+            # An expired request's tombstone (it answers 410) is kept until then.
+            _expires("purge_at"),
             # GET /api/requests: a key's requests, newest first.
             IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)]),
-            # An owner's requests by status, oldest first (GET /api/stats, in-flight limits).
+            # An owner's requests by status, oldest first (GET /api/stats).
             IndexModel([("owner", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
         ]
     )
+    # Products had a TTL index of their own; it could delete them up to a sweep before their
+    # request was marked expired (a completed request with no products). They now go with
+    # their request, by the retention sweeper only.
+    await _drop_index_if_present(db, PRODUCTS, "expires_at_1")
     await db[PRODUCTS].create_indexes(
         [
             IndexModel([("request_id", ASCENDING), ("serial_number", ASCENDING)], unique=True),
-            # The product transitions filter on exactly these (see ProductRepository).
+            # The product transitions filter on exactly these, or a prefix (see
+            # ProductRepository): reclaiming an expired lease is a range on the last one.
             IndexModel(
-                [("request_id", ASCENDING), ("serial_number", ASCENDING), ("status", ASCENDING)]
+                [
+                    ("request_id", ASCENDING),
+                    ("serial_number", ASCENDING),
+                    ("status", ASCENDING),
+                    ("lease_until", ASCENDING),
+                ]
             ),
             IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
+            # Unsettled counts of a request, and a run settling its own (see CountState).
+            IndexModel(
+                [
+                    ("request_id", ASCENDING),
+                    ("count_state", ASCENDING),
+                    ("serial_number", ASCENDING),
+                ]
+            ),
             # A resumed event stream replays the products finished since its last event.
             IndexModel([("request_id", ASCENDING), ("finished_at", ASCENDING)]),
-            # A backstop behind the retention sweeper, which removes products with their files.
-            IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),
+        ]
+    )
+    await db[SLOTS].create_indexes(
+        [
+            IndexModel([("kind", ASCENDING), ("owner", ASCENDING)]),
+            IndexModel([("holder", ASCENDING)]),
         ]
     )
     await db[ACTIVITY].create_indexes(
@@ -87,15 +130,25 @@ async def ensure_indexes(db: Database) -> None:
         ]
     )
     await db[API_KEYS].create_indexes([IndexModel([("key_hash", ASCENDING)], unique=True)])
+    await db[IDEMPOTENCY_KEYS].create_indexes([_expires("expires_at")])
     await db[SHEET_CHUNKS].create_indexes(
-        [IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True)]
+        [
+            IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True),
+            # The reconciler's sweep of abandoned uploads.
+            IndexModel([("staged_at", ASCENDING)]),
+        ]
     )
     await db[WEBHOOK_SUBSCRIBERS].create_indexes(
         [IndexModel([("owner", ASCENDING), ("created_at", ASCENDING)])]
     )
     # The unique indexes are what make "one event per request" and "one delivery per target" hold
     # when the notice task runs twice.
-    await db[WEBHOOK_EVENTS].create_indexes([IndexModel([("dedupe_key", ASCENDING)], unique=True)])
+    # Events and their delivery log are kept for WEBHOOK_LOG_TTL_DAYS.
+    await db[WEBHOOK_EVENTS].create_indexes(
+        [IndexModel([("dedupe_key", ASCENDING)], unique=True), _expires("expires_at")]
+    )
+    # The temp-original sweeper reads only the entries past their earliest deletion time.
+    await db[TEMP_OBJECTS].create_indexes([IndexModel([("not_before", ASCENDING)])])
     await db[MEDIA].create_indexes(
         [
             # Which media objects a request holds: retention releases them by this (multikey).
@@ -110,5 +163,6 @@ async def ensure_indexes(db: Database) -> None:
             IndexModel([("state", ASCENDING), ("next_attempt_at", ASCENDING)]),
             IndexModel([("subscriber_id", ASCENDING), ("created_at", ASCENDING)]),
             IndexModel([("request_id", ASCENDING), ("target", ASCENDING)]),
+            _expires("expires_at"),
         ]
     )

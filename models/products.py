@@ -3,14 +3,18 @@
 A product moves ``pending -> processing -> completed | partial | failed``. The move to a final
 state is conditional on the product still being ``processing``, so exactly one task run makes it
 and only that run adds the product to its request's counters.
+
+Counting a product takes two writes (this document, then the request's counters), so each final
+product says how far its count got (:class:`CountState`) and carries the key its count is made
+under (``count_token``, ``count_seq``): whoever completes an interrupted count, the worker or the
+reconciler, makes the same idempotent write (see ``RequestRepository.count_product``).
 """
 
 from __future__ import annotations
 
 import heapq
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +41,17 @@ class ProductStatus(StrEnum):
 
 
 UNFINISHED = [ProductStatus.PENDING, ProductStatus.PROCESSING]
+
+
+class CountState(StrEnum):
+    """How far a final product's count on its request has got."""
+
+    PENDING = "pending"  # final; its run has still to add it to the request's counters
+    REPAIRING = "repairing"  # the reconciler took the count over (its run died or stalled)
+    DONE = "done"  # it is in the counters
+
+
+COUNT_UNSETTLED = [CountState.PENDING, CountState.REPAIRING]
 
 
 class ImageError(BaseModel):
@@ -71,10 +86,20 @@ class ProductRecord(BaseModel):
     errors: list[ImageError] = []
     # Per-image records, aligned with input_image_urls; None where the image failed.
     images: list[ImageOutcome | None] = []
+    # Runs that claimed it: the first claim of a pending product, then one per reclaim of an
+    # expired lease (a run that died, or stalled past its lease).
     attempts: int = 0
+    # While processing: the run holding it (its claim token) and until when; the run renews
+    # the lease while it works, and only an expired lease may be reclaimed.
+    claim: str | None = None
+    lease_until: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    expires_at: datetime | None = None
+    # Set with the move to a final state: the run that made it, and the order of that count
+    # among the run's counts (see CountState).
+    count_state: CountState | None = None
+    count_token: str | None = None
+    count_seq: int = 0
 
     def output_key(self, index: int) -> str | None:
         """The stored output of image ``index`` from an earlier run, if it has one."""
@@ -91,6 +116,11 @@ class ProductRecord(BaseModel):
     @property
     def images_done(self) -> int:
         return len(self.input_image_urls) - len(self.errors)
+
+    @property
+    def images_final(self) -> int:
+        """Images that reached a final state (all of them, once the product is final)."""
+        return len(self.input_image_urls) if self.status.is_final else 0
 
     def to_document(self) -> Document:
         return self.model_dump(mode="python")
@@ -181,22 +211,32 @@ class ProductRepository:
     # transitions, and a separate read where the document is needed. On MongoDB proper this
     # costs one extra round trip and nothing else.
 
-    async def unfinished_serials(self, request_id: str) -> AsyncIterator[int]:
-        """Serial numbers of the products not final yet, in input order."""
-        streams = [self._positions(request_id, status) for status in UNFINISHED]
+    async def claimable_serials(self, request_id: str) -> AsyncIterator[int]:
+        """Serial numbers of the products a run may claim now, in input order: the pending ones,
+        and those whose run's lease has expired (never one that a live run holds)."""
+        at = datetime.now(UTC)
+        streams = [
+            self._positions(request_id, ProductStatus.PENDING),
+            self._positions(request_id, ProductStatus.PROCESSING, expired_at=at),
+        ]
         async for _, serial_number in _merge_sorted(streams):
             yield serial_number
 
     async def _positions(
-        self, request_id: str, status: ProductStatus
+        self, request_id: str, status: ProductStatus, *, expired_at: datetime | None = None
     ) -> AsyncIterator[tuple[int, int]]:
+        """(position, serial) of the request's products in ``status``, in order; with
+        ``expired_at``, only those whose lease had run out by then (processing products are
+        few, so the lease is checked here rather than planned on an index)."""
         cursor = self._collection.find(
             {"request_id": request_id, "status": status},
-            {"serial_number": 1, "position": 1, "_id": 0},
+            {"serial_number": 1, "position": 1, "lease_until": 1, "_id": 0},
             batch_size=1000,
         ).sort("position", 1)
         async for doc in cursor:
-            yield int(doc["position"]), int(doc["serial_number"])
+            lease_until = doc.get("lease_until")
+            if expired_at is None or lease_until is None or lease_until < expired_at:
+                yield int(doc["position"]), int(doc["serial_number"])
 
     async def any_processing(self, request_id: str, serial_numbers: list[int]) -> bool:
         """Whether one of these products is ``processing``: a run that claimed it died, or is
@@ -208,48 +248,41 @@ class ProductRepository:
         )
         return any([int(doc["serial_number"]) in wanted async for doc in cursor])
 
-    async def claim(self, request_id: str, serial_number: int) -> ProductRecord | None:
-        """Mark an unfinished product as being processed; None if it already reached a final state.
-
-        A redelivered message may claim a product another run still holds: both produce the same
-        outputs under the same keys, and only one of them wins :meth:`finish`.
-        """
-        for status in UNFINISHED:
+    async def claim(
+        self, request_id: str, serial_number: int, *, token: str, lease: timedelta
+    ) -> ProductRecord | None:
+        """Take a product that is pending, or whose run's lease has expired; None if it is final
+        or a live run holds it. Either way the claim counts one attempt."""
+        at = datetime.now(UTC)
+        exact = {"request_id": request_id, "serial_number": serial_number}
+        for condition in (
+            {"status": ProductStatus.PENDING},
+            {"status": ProductStatus.PROCESSING, "lease_until": {"$lt": at}},
+            # Claimed before leases existed: nobody renews it.
+            {"status": ProductStatus.PROCESSING, "lease_until": None},
+        ):
             result = await self._collection.update_one(
-                {"request_id": request_id, "serial_number": serial_number, "status": status},
-                {
-                    "$set": {"status": ProductStatus.PROCESSING, "started_at": datetime.now(UTC)},
-                    "$inc": {"attempts": 1},
-                },
+                {**exact, **condition}, _claim_update(token, at, lease)
             )
             if result.modified_count:
                 return await self.get(request_id, serial_number)
         return None
 
     async def claim_many(
-        self, request_id: str, serial_numbers: Sequence[int]
+        self, request_id: str, serial_numbers: Sequence[int], *, token: str, lease: timedelta
     ) -> list[ProductRecord]:
         """Claim a chunk's pending products in one round trip; returns the ones this call got.
 
         For a chunk none of whose products is already ``processing`` (see
-        :meth:`any_processing`). Each claim stamps a token of this call, so a duplicate run of
-        the same chunk racing this one takes only what it moved itself, and each run that
-        processes a product has counted an attempt. A product left ``processing`` by a run
-        that died is taken over by :meth:`claim` on the next, one-at-a-time, run. Two round
-        trips for the chunk instead of two per product; each update is still a conditional
-        one on an exact index.
+        :meth:`any_processing`). Each claim stamps the run's token, so a duplicate run of the
+        same chunk racing this one takes only what it moved itself, and each run that processes
+        a product has counted an attempt. A product left ``processing`` by a run that died is
+        taken over by :meth:`claim` once its lease has expired. Two round trips for the chunk
+        instead of two per product; each update is still a conditional one on an exact index.
         """
         if not serial_numbers:
             return []
-        token = uuid.uuid4().hex
-        claim = {
-            "$set": {
-                "status": ProductStatus.PROCESSING,
-                "started_at": datetime.now(UTC),
-                "claim": token,
-            },
-            "$inc": {"attempts": 1},
-        }
+        update = _claim_update(token, datetime.now(UTC), lease)
         await self._collection.bulk_write(
             [
                 UpdateOne(
@@ -258,7 +291,7 @@ class ProductRepository:
                         "serial_number": serial_number,
                         "status": ProductStatus.PENDING,
                     },
-                    claim,
+                    update,
                 )
                 for serial_number in serial_numbers
             ],
@@ -275,6 +308,29 @@ class ProductRepository:
         }
         return [claimed[s] for s in serial_numbers if s in claimed]
 
+    async def renew_leases(
+        self, request_id: str, serial_numbers: Iterable[int], *, lease: timedelta
+    ) -> None:
+        """Extend the leases of products a live run is still processing, in one bulk write.
+
+        Not conditional on the run's token: if a stall let another run take one over, both are
+        at work on it, and either finishing it is as good.
+        """
+        until = datetime.now(UTC) + lease
+        updates = [
+            UpdateOne(
+                {
+                    "request_id": request_id,
+                    "serial_number": serial_number,
+                    "status": ProductStatus.PROCESSING,
+                },
+                {"$set": {"lease_until": until}},
+            )
+            for serial_number in serial_numbers
+        ]
+        if updates:
+            await self._collection.bulk_write(updates, ordered=False)
+
     async def finish(
         self,
         request_id: str,
@@ -282,9 +338,14 @@ class ProductRepository:
         *,
         output_keys: Sequence[str | None],
         errors: Sequence[ImageError],
+        count_token: str,
+        count_seq: int,
         images: Sequence[ImageOutcome | None] = (),
     ) -> ProductStatus | None:
-        """The product's one transition to a final state; None if another run already made it."""
+        """The product's one transition to a final state; None if another run already made it.
+
+        The caller must then count it on its request under ``(count_token, count_seq)``.
+        """
         status = outcome_status(len(output_keys), len(errors))
         result = await self._collection.update_one(
             {
@@ -299,10 +360,61 @@ class ProductRepository:
                     "errors": [error.model_dump() for error in errors],
                     "images": [image.model_dump() if image else None for image in images],
                     "finished_at": datetime.now(UTC),
+                    "count_state": CountState.PENDING,
+                    "count_token": count_token,
+                    "count_seq": count_seq,
                 }
             },
         )
         return status if result.modified_count else None
+
+    async def mark_counted(self, request_id: str, serial_numbers: Sequence[int]) -> int:
+        """Settle the counts a run made itself; returns how many were still its to settle.
+
+        Fewer than asked means the reconciler took some over meanwhile (its count is the same
+        idempotent write, so nothing is counted twice, but it still needs the run's key).
+        """
+        if not serial_numbers:
+            return 0
+        result = await self._collection.update_many(
+            {
+                "request_id": request_id,
+                "count_state": CountState.PENDING,
+                "serial_number": {"$in": list(serial_numbers)},
+            },
+            {"$set": {"count_state": CountState.DONE}},
+        )
+        return int(result.modified_count)
+
+    async def unsettled_counts(self, request_id: str) -> list[ProductRecord]:
+        """Final products whose count may not have reached the request, in count order."""
+        cursor = self._collection.find(
+            {"request_id": request_id, "count_state": {"$in": COUNT_UNSETTLED}}
+        )
+        products = [ProductRecord.model_validate(doc) async for doc in cursor]
+        return sorted(products, key=lambda p: (p.count_token or "", p.count_seq))
+
+    async def take_over_count(self, product: ProductRecord) -> bool:
+        """The reconciler takes an unsettled count over; False if its run settled it first."""
+        result = await self._collection.update_one(
+            {
+                "request_id": product.request_id,
+                "serial_number": product.serial_number,
+                "count_state": {"$in": COUNT_UNSETTLED},
+            },
+            {"$set": {"count_state": CountState.REPAIRING}},
+        )
+        return result.modified_count == 1
+
+    async def settle_count(self, request_id: str, serial_number: int) -> None:
+        await self._collection.update_one(
+            {
+                "request_id": request_id,
+                "serial_number": serial_number,
+                "count_state": CountState.REPAIRING,
+            },
+            {"$set": {"count_state": CountState.DONE}},
+        )
 
     async def reopen_failed(self, request_id: str) -> int:
         """Send products with failed images back to ``pending`` for a retry.
@@ -314,7 +426,10 @@ class ProductRepository:
                 "request_id": request_id,
                 "status": {"$in": [ProductStatus.PARTIAL, ProductStatus.FAILED]},
             },
-            {"$set": {"status": ProductStatus.PENDING, "errors": [], "attempts": 0}},
+            {
+                "$set": {"status": ProductStatus.PENDING, "errors": [], "attempts": 0},
+                "$unset": {"count_state": "", "count_token": "", "count_seq": ""},
+            },
         )
         return int(result.modified_count)
 
@@ -363,6 +478,18 @@ class ProductRepository:
             "images_done": row["images_final"] - row["images_failed"],
             "images_failed": row["images_failed"],
         }
+
+
+def _claim_update(token: str, at: datetime, lease: timedelta) -> Document:
+    return {
+        "$set": {
+            "status": ProductStatus.PROCESSING,
+            "started_at": at,
+            "claim": token,
+            "lease_until": at + lease,
+        },
+        "$inc": {"attempts": 1},
+    }
 
 
 async def _merge_sorted(

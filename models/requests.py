@@ -16,6 +16,9 @@ from pymongo import ReturnDocument
 from imaging.profiles import Profile
 from models.db import REQUESTS, Database, Document
 
+# Per task run that counts products: the last count it added (see count_product).
+_COUNT_RUNS = "count_runs"
+
 
 class RequestStatus(StrEnum):
     PENDING = "pending"
@@ -24,6 +27,11 @@ class RequestStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"  # stopped by its owner: queued products are dropped unprocessed
     EXPIRED = "expired"  # past the retention period: products and outputs are gone (410)
+
+
+UNFINISHED_REQUEST = frozenset({RequestStatus.PENDING, RequestStatus.IN_PROGRESS})
+# Only these ever expire: a request still pending or in progress is never touched by retention.
+FINISHED_REQUEST = (RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED)
 
 
 class Priority(StrEnum):
@@ -80,6 +88,17 @@ class RequestRecord(BaseModel):
     # The uploaded file's name as the client sent it, so a person can tell requests apart.
     file_name: str | None = None
 
+    def is_expired(self, at: datetime) -> bool:
+        """Past its retention: from ``expires_at`` on, whether or not the sweeper has deleted
+        its data yet, so a request never shows up without its products. Only once finished."""
+        if self.status == RequestStatus.EXPIRED:
+            return True
+        return (
+            self.status in FINISHED_REQUEST
+            and self.expires_at is not None
+            and self.expires_at <= at
+        )
+
     @property
     def progress(self) -> int:
         if self.images_total == 0:
@@ -126,38 +145,44 @@ class RequestRepository:
             {"_id": request_id}, {"$set": {"dispatched_at": now(), "updated_at": now()}}
         )
 
-    async def count_product(self, request_id: str, *, images_done: int, images_failed: int) -> None:
-        """Add one finished product to the counters. Call only on the product's own transition.
+    async def count_product(
+        self,
+        request_id: str,
+        *,
+        token: str,
+        seq: int,
+        images_done: int,
+        images_failed: int,
+    ) -> bool:
+        """Add one finished product to the counters, once: False if it was already added.
+
+        A product's count is keyed by its run (``token``) and its place among that run's counts
+        (``seq``, counted in order), and the request keeps the last ``seq`` added per run. So
+        the worker and the reconciler completing the same interrupted count make the same
+        write, and only the first one lands; the run's entry stays small (one number per run,
+        dropped by :meth:`forget_count_run` once its counts are settled).
 
         Whoever then reads the counters at their total makes the conditional move to
         completed (:meth:`complete_if_counted`), which happens once whoever sees it first.
         """
-        await self._collection.update_one(
-            {"_id": request_id},
+        field = f"{_COUNT_RUNS}.{token}"
+        result = await self._collection.update_one(
+            {"_id": request_id, field: {"$not": {"$gte": seq}}},
             {
                 "$inc": {
                     "products_done": 1,
                     "images_done": images_done,
                     "images_failed": images_failed,
                 },
-                "$set": {"updated_at": now()},
+                "$set": {field: seq, "updated_at": now()},
             },
         )
+        return result.modified_count == 1
 
-    async def set_counters(
-        self, request_id: str, *, products_done: int, images_done: int, images_failed: int
-    ) -> None:
-        """Overwrite the counters with values recounted from the products (reconciliation)."""
+    async def forget_count_run(self, request_id: str, token: str) -> None:
+        """Drop a run's count key; only once every count it made is settled on its product."""
         await self._collection.update_one(
-            {"_id": request_id, "status": RequestStatus.IN_PROGRESS},
-            {
-                "$set": {
-                    "products_done": products_done,
-                    "images_done": images_done,
-                    "images_failed": images_failed,
-                    "updated_at": now(),
-                }
-            },
+            {"_id": request_id}, {"$unset": {f"{_COUNT_RUNS}.{token}": ""}}
         )
 
     async def complete_if_counted(self, request_id: str) -> RequestRecord | None:
@@ -206,12 +231,17 @@ class RequestRepository:
         self, *, idle_for: timedelta, limit: int = 100
     ) -> list[RequestRecord]:
         """Requests not touched for a while that are not finished: candidates for reconciliation."""
-        query: dict[str, Any] = {
-            "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]},
-            "updated_at": {"$lt": now() - idle_for},
-        }
-        cursor = self._collection.find(query).sort("updated_at", 1).limit(limit)
-        return [RequestRecord.model_validate(doc) async for doc in cursor]
+        before = now() - idle_for
+        stale: list[RequestRecord] = []
+        for status in (RequestStatus.PENDING, RequestStatus.IN_PROGRESS):
+            # One status at a time: an equality and a range, which the index serves.
+            cursor = (
+                self._collection.find({"status": status, "updated_at": {"$lt": before}})
+                .sort("updated_at", 1)
+                .limit(limit)
+            )
+            stale += [RequestRecord.model_validate(doc) async for doc in cursor]
+        return sorted(stale, key=lambda r: r.updated_at)[:limit]
 
     async def cancel(self, request_id: str) -> RequestRecord | None:
         """Stop a pending or running request; None if it had already finished."""
@@ -225,13 +255,29 @@ class RequestRepository:
         )
         return RequestRecord.model_validate(doc) if doc else None
 
-    async def reopen(self, request_id: str) -> RequestRecord | None:
-        """Move a completed request back to ``in_progress`` for a retry; None if not completed."""
+    async def reopen(
+        self,
+        request_id: str,
+        *,
+        completions: int,
+        products_done: int,
+        images_done: int,
+        images_failed: int,
+    ) -> RequestRecord | None:
+        """Move a completed request back to ``in_progress`` for a retry, with its counters as its
+        products now stand, in one conditional write; None if it is no longer that completion.
+
+        One write, so that no completion check can ever see it in progress with the counters
+        of the completion it is leaving (which would complete it again at once).
+        """
         doc = await self._collection.find_one_and_update(
-            {"_id": request_id, "status": RequestStatus.COMPLETED},
+            {"_id": request_id, "status": RequestStatus.COMPLETED, "completions": completions},
             {
                 "$set": {
                     "status": RequestStatus.IN_PROGRESS,
+                    "products_done": products_done,
+                    "images_done": images_done,
+                    "images_failed": images_failed,
                     "completed_at": None,
                     "updated_at": now(),
                 }
@@ -241,16 +287,42 @@ class RequestRepository:
         return RequestRecord.model_validate(doc) if doc else None
 
     async def due_for_expiry(self, *, limit: int = 100) -> list[RequestRecord]:
-        cursor = self._collection.find(
-            {"expires_at": {"$lt": now()}, "status": {"$ne": RequestStatus.EXPIRED}}
-        ).limit(limit)
-        return [RequestRecord.model_validate(doc) async for doc in cursor]
+        """Finished requests past their expiry, oldest expiry first."""
+        at = now()
+        due: list[RequestRecord] = []
+        for status in FINISHED_REQUEST:
+            # One status at a time: an equality and a range, which an index can serve.
+            cursor = (
+                self._collection.find({"status": status, "expires_at": {"$lt": at}})
+                .sort("expires_at", 1)
+                .limit(limit - len(due))
+            )
+            due += [RequestRecord.model_validate(doc) async for doc in cursor]
+            if len(due) >= limit:
+                break
+        return due
+
+    async def keep_until(self, request_id: str, until: datetime) -> None:
+        """Push the expiry out to ``until`` if it comes sooner (a request finishing late)."""
+        await self._collection.update_one(
+            {"_id": request_id, "expires_at": {"$lt": until}}, {"$set": {"expires_at": until}}
+        )
 
     async def mark_expired(self, request_id: str, *, purge_at: datetime) -> None:
-        """Keep a tombstone (so the API can answer 410) until ``purge_at`` (a TTL index)."""
+        """Keep a tombstone (so the API can answer 410) until ``purge_at`` (a TTL index).
+
+        The tombstone keeps nothing a leak could use: no webhook secret, no webhook URL.
+        """
         await self._collection.update_one(
             {"_id": request_id},
-            {"$set": {"status": RequestStatus.EXPIRED, "updated_at": now(), "purge_at": purge_at}},
+            {
+                "$set": {
+                    "status": RequestStatus.EXPIRED,
+                    "updated_at": now(),
+                    "purge_at": purge_at,
+                },
+                "$unset": {"webhook_secret": "", "webhook_url": ""},
+            },
         )
 
     async def clear_notice(self, request_id: str, completions: int) -> None:
@@ -260,15 +332,16 @@ class RequestRepository:
         )
 
     async def unnotified(self, *, idle_for: timedelta, limit: int = 100) -> list[str]:
+        # An equality and a range on the (notice_pending, updated_at) index: the few requests
+        # whose notice is still pending, never every finished one.
         cursor = self._collection.find(
             {"notice_pending": True, "updated_at": {"$lt": now() - idle_for}}, {"_id": 1}
         ).limit(limit)
         return [str(doc["_id"]) async for doc in cursor]
 
-    async def count_unfinished(self, owner: str) -> int:
-        return await self._collection.count_documents(
-            {"owner": owner, "status": {"$in": [RequestStatus.PENDING, RequestStatus.IN_PROGRESS]}}
-        )
+    async def statuses(self, request_ids: list[str]) -> dict[str, RequestStatus]:
+        cursor = self._collection.find({"_id": {"$in": request_ids}}, {"status": 1})
+        return {str(doc["_id"]): RequestStatus(doc["status"]) async for doc in cursor}
 
     async def list_for_owner(
         self, owner: str, *, status: RequestStatus | None, offset: int, limit: int

@@ -42,7 +42,8 @@ class StagedChunkRepository:
 
     async def stale_request_ids(self, *, older_than: timedelta) -> list[str]:
         """Requests with chunks staged longer ago than any upload takes."""
-        ids = await self._collection.distinct(
-            "request_id", {"staged_at": {"$lt": datetime.now(UTC) - older_than}}
+        # A range on the staged_at index, reading only the ids of what it finds.
+        cursor = self._collection.find(
+            {"staged_at": {"$lt": datetime.now(UTC) - older_than}}, {"request_id": 1, "_id": 0}
         )
-        return [str(i) for i in ids]
+        return list(dict.fromkeys([str(doc["request_id"]) async for doc in cursor]))

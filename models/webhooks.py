@@ -94,6 +94,8 @@ class EventRecord(BaseModel):
     # The exact JSON sent, serialised once so that every attempt signs and sends the same bytes.
     body: str
     created_at: datetime
+    # Deleted then, with its deliveries (a TTL index); None keeps it.
+    expires_at: datetime | None = None
 
 
 class AttemptRecord(BaseModel):
@@ -128,6 +130,7 @@ class DeliveryRecord(BaseModel):
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None = None
+    expires_at: datetime | None = None  # deleted then, with its event (a TTL index)
 
 
 class WebhookSubscriberRepository:
@@ -154,6 +157,10 @@ class WebhookSubscriberRepository:
             {"owner": owner, "events": event_type, "disabled_at": None}
         ).sort("created_at", 1)
         return [SubscriberRecord.model_validate(doc) async for doc in cursor]
+
+    async def existing(self, subscriber_ids: Sequence[str]) -> set[str]:
+        cursor = self._collection.find({"_id": {"$in": list(subscriber_ids)}}, {"_id": 1})
+        return {str(doc["_id"]) async for doc in cursor}
 
     async def delete(self, subscriber_id: str, *, owner: str) -> bool:
         result = await self._collection.delete_one({"_id": subscriber_id, "owner": owner})
@@ -270,14 +277,44 @@ class WebhookDeliveryRepository:
             "lease_until": {"$lte": at},
         }
 
-    async def due_ids(self, *, limit: int) -> list[str]:
+    async def due(self, *, limit: int) -> list[tuple[str, str]]:
+        """(delivery id, owner) of deliveries whose next attempt is due, oldest first."""
         at = now()
-        cursor = (
-            self._collection.find({**self._due(at), "queued_until": {"$lte": at}}, {"_id": 1})
-            .sort("next_attempt_at", 1)
-            .limit(limit)
+        # An equality and a range on the (state, next_attempt_at) index; whether an attempt is
+        # in flight or already queued is checked here, on the few pending deliveries it finds.
+        cursor = self._collection.find(
+            {"state": DeliveryState.PENDING, "next_attempt_at": {"$lte": at}},
+            {"_id": 1, "owner": 1, "lease_until": 1, "queued_until": 1},
+        ).sort("next_attempt_at", 1)
+        due: list[tuple[str, str]] = []
+        async for doc in cursor:
+            if doc.get("lease_until", _EPOCH) <= at and doc.get("queued_until", _EPOCH) <= at:
+                due.append((str(doc["_id"]), str(doc["owner"])))
+                if len(due) >= limit:
+                    break
+        return due
+
+    async def postpone(self, delivery_ids: Sequence[str]) -> None:
+        """Send due deliveries to the back of the line (their owner has enough in flight)."""
+        if delivery_ids:
+            await self._collection.update_many(
+                {"_id": {"$in": list(delivery_ids)}, "state": DeliveryState.PENDING},
+                {"$set": {"next_attempt_at": now()}},
+            )
+
+    async def in_flight(self, delivery_ids: Sequence[str]) -> set[str]:
+        """Those of these deliveries that are queued or being attempted right now."""
+        at = now()
+        cursor = self._collection.find(
+            {"_id": {"$in": list(delivery_ids)}},
+            {"state": 1, "lease_until": 1, "queued_until": 1},
         )
-        return [str(doc["_id"]) async for doc in cursor]
+        return {
+            str(doc["_id"])
+            async for doc in cursor
+            if doc["state"] == DeliveryState.PENDING
+            and (doc.get("lease_until", _EPOCH) > at or doc.get("queued_until", _EPOCH) > at)
+        }
 
     async def mark_queued(self, delivery_id: str, *, hold: timedelta) -> bool:
         """Note that a message for this due delivery is on its way; False if one already is."""

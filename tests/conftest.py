@@ -18,10 +18,12 @@ from cli.embedded import EmbeddedSeaweedFS, free_port
 from cli.stack import Stack
 from core.settings import Settings
 from storage.buckets import ensure_bucket
+from tests.support.inprocess import isolated_runtime
 from tests.support.keys import new_key
 from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
 from tests.support.stacks import serving, side_api, sync_db
+from worker.runtime import WorkerRuntime
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"
@@ -131,3 +133,10 @@ def s3_settings(seaweedfs: EmbeddedSeaweedFS) -> Settings:
     settings = Settings(storage="s3", s3_endpoint_url=seaweedfs.url, s3_bucket="imgbatch-tests")
     ensure_bucket(settings)
     return settings
+
+
+@pytest.fixture
+def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
+    """Worker and reconciler code run in this process on a database of its own."""
+    with isolated_runtime(stack, tmp_path_factory.mktemp("isolated")) as rt:
+        yield rt

@@ -4,7 +4,7 @@ An attempt is a signed POST through the guarded client (the image downloads' SSR
 no redirects and one deadline for the whole exchange. A 2xx is success; a 410 fails the delivery
 and disables its subscriber; anything else is retried on ``webhook_retry_schedule``, later if a
 429/503 asks for it with ``Retry-After``. The next attempt is a timestamp on the delivery, picked
-up by the beat poller (:func:`enqueue_due`), never a Celery countdown.
+up by the beat poller (webhooks.scheduling, fair per owner), never a Celery countdown.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,7 +25,6 @@ from domain.services import Services
 from domain.webhook_signing import signed_headers
 from models.requests import RequestRepository, now
 from models.webhooks import (
-    QUEUE_HOLD,
     AttemptRecord,
     DeliveryRecord,
     DeliveryState,
@@ -42,6 +41,7 @@ from netguard import (
     guarded_client,
     retry_after_seconds,
 )
+from webhooks.scheduling import attempt_over
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ USER_AGENT = "imgbatch-webhooks/0.1"
 LEASE_MARGIN = 30.0
 # Retry-After is honoured up to a day: past that, the receiver is asking us to give up.
 MAX_RETRY_AFTER = 24 * 3600.0
-DUE_BATCH = 200
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 # The state an attempt leaves its delivery in, as the deliveries metric names it.
 _OUTCOMES = {
@@ -81,27 +80,23 @@ def retry_delay(schedule: Sequence[float], attempts_made: int, retry_after: floa
     return step
 
 
-async def enqueue(rt: Services, delivery_ids: Iterable[str]) -> int:
-    """Send a delivery task for each due delivery that has none waiting already."""
-    deliveries = WebhookDeliveryRepository(rt.db)
-    ready = [d for d in delivery_ids if await deliveries.mark_queued(d, hold=QUEUE_HOLD)]
-    return await rt.tasks.webhook_deliveries(ready) if ready else 0
-
-
-async def enqueue_due(rt: Services) -> int:
-    """The beat poller: queue every delivery whose next attempt is due."""
-    due = await WebhookDeliveryRepository(rt.db).due_ids(limit=DUE_BATCH)
-    return await enqueue(rt, due) if due else 0
-
-
 async def deliver(rt: Services, delivery_id: str) -> DeliveryRecord | None:
     """Make the next attempt of a due delivery; None if it was not due or someone else has it."""
     deliveries = WebhookDeliveryRepository(rt.db)
     lease = timedelta(seconds=rt.settings.webhook_timeout + LEASE_MARGIN)
     delivery = await deliveries.claim(delivery_id, lease=lease)
     if delivery is None:
-        return None
+        return None  # not due, or another message's attempt holds it (and its owner's slot)
     bind_context(request_id=delivery.request_id)
+    try:
+        return await _attempt(rt, deliveries, delivery)
+    finally:
+        await attempt_over(rt, delivery.id)
+
+
+async def _attempt(
+    rt: Services, deliveries: WebhookDeliveryRepository, delivery: DeliveryRecord
+) -> DeliveryRecord | None:
     event = await WebhookEventRepository(rt.db).get(delivery.event_id)
     keys, missing = await _signing_keys(rt, delivery)
     if event is None or missing is not None:

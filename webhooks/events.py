@@ -29,7 +29,7 @@ from models.webhooks import (
     WebhookSubscriberRepository,
     new_id,
 )
-from webhooks.delivery import enqueue
+from webhooks.scheduling import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
     image = await single_image_data(rt, request)
     if image is not None:  # a single-image job carries its one record inline
         data["image"] = image
+    days = rt.settings.webhook_log_ttl_days
+    expires_at = created + timedelta(days=days) if days else None
     event = await WebhookEventRepository(rt.db).create_once(
         EventRecord(
             id=new_id("msg"),
@@ -98,6 +100,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
             dedupe_key=f"{event_type}:{request.id}:{request.completions}",
             body=envelope(event_type, created, data),
             created_at=created,
+            expires_at=expires_at,
         )
     )
     targets: list[tuple[str, str | None, str]] = []
@@ -123,11 +126,12 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
                 next_attempt_at=first_attempt,
                 created_at=created,
                 updated_at=created,
+                expires_at=event.expires_at,
             )
             for target, subscriber_id, url in targets
         ]
     )
-    queued = await enqueue(rt, await deliveries.ids_for_event(event.id))
+    queued = await enqueue(rt, [(d, event.owner) for d in await deliveries.ids_for_event(event.id)])
     log_event(
         logger,
         "webhook.event_published",

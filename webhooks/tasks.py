@@ -19,8 +19,8 @@ from domain.taskqueue import (
     WEBHOOK_DUE_TASK,
 )
 from webhooks.delivery import deliver as _deliver
-from webhooks.delivery import enqueue_due
 from webhooks.events import publish_request_event
+from webhooks.scheduling import enqueue_due
 
 
 @shared_task(name=REQUEST_FINISHED_TASK, acks_late=True, **RETRY_ON_OUTAGE)

@@ -36,7 +36,7 @@ async def dispatch_request(rt: Runtime, request_id: str) -> None:
         log_event(logger, "request.ingested", request_id=request_id, products=inserted)
     if await rt.requests.start(request_id):
         await status_changed(rt.events, request_id, RequestStatus.IN_PROGRESS)
-    serials = [s async for s in rt.products.unfinished_serials(request_id)]
+    serials = [s async for s in rt.products.claimable_serials(request_id)]
     sent = await rt.tasks.products(
         request_id, serials, request.priority, per_task=rt.settings.products_per_task
     )

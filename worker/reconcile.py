@@ -1,8 +1,9 @@
 """The reconciler: MongoDB is the source of truth, so anything the queue lost is found here.
 
-A request that has not moved for a whole product lease is re-examined: if it was never
-dispatched it is dispatched again; otherwise its counters are recounted from its products and
-its unfinished products are enqueued again. Tasks are idempotent, so a duplicate is harmless.
+A request that has not moved for a while is re-examined: if it was never dispatched it is
+dispatched again; otherwise the counts its dead runs left unfinished are completed
+(domain.recount) and its unfinished products are enqueued again. Tasks are idempotent, so a
+duplicate is harmless.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import timedelta
 
 from core import metrics
 from core.logs import log_event
+from domain import inflight, subscribers
 from domain.audit import record
 from domain.completion import complete_if_finished
 from domain.recount import recount
@@ -27,6 +29,8 @@ async def reconcile(rt: Runtime) -> int:
     for request in stale:
         await _reconcile_request(rt, request)
     await _sweep_abandoned_uploads(rt)
+    await inflight.repair(rt)
+    await subscribers.repair(rt)
     for request_id in await rt.requests.unnotified(idle_for=idle_for):
         # The finish happened but its notice never turned into an event: send it again (the
         # event is stored once per completion, so a duplicate notice changes nothing).
@@ -56,13 +60,15 @@ async def _reconcile_request(rt: Runtime, request: RequestRecord) -> None:
         await record(rt, request.id, "reconciler.redispatched")
         await rt.tasks.dispatch(request.id)
         return
-    tally = await recount(rt, request.id)
+    recounted = await recount(rt, request.id)
     if await complete_if_finished(rt, request.id):
         return
-    serials = [s async for s in rt.products.unfinished_serials(request.id)]
+    serials = [s async for s in rt.products.claimable_serials(request.id)]
     sent = await rt.tasks.products(
         request.id, serials, request.priority, per_task=rt.settings.products_per_task
     )
-    log_event(logger, "request.reconciled", request_id=request.id, requeued=sent, **tally)
+    log_event(
+        logger, "request.reconciled", request_id=request.id, requeued=sent, recounted=recounted
+    )
     metrics.RECONCILER_REPAIRS.labels("requeued").inc()
-    await record(rt, request.id, "reconciler.requeued", requeued=sent, **tally)
+    await record(rt, request.id, "reconciler.requeued", requeued=sent, recounted=recounted)

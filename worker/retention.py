@@ -2,10 +2,13 @@
 outputs; originals of single-image jobs are swept ``IMGBATCH_TEMP_TTL_HOURS`` after the job is
 final.
 
-The request itself stays as a tombstone for a while, so its owner gets 410 Gone rather than a
-404 that would look like a mistyped id. MongoDB TTL indexes back this up for the documents;
-stored outputs (files, or objects in a bucket) have no TTL of ours, so this sweeper is what
-removes them, through the media store whichever backend it is.
+Only finished requests expire (completed, failed, cancelled); one still pending or in progress
+is left alone until it finishes, and then kept at least a day (domain.completion). The API
+answers 410 Gone from ``expires_at`` on, before this sweeper gets to it, and products have no
+TTL index of their own, so a request is never seen without its products. The request stays as
+a tombstone for a while (a TTL index removes it), so its owner gets 410 rather than a 404 that
+would look like a mistyped id. Stored outputs (files, or objects in a bucket) have no TTL of
+ours, so this sweeper is what removes them, through the media store whichever backend it is.
 
 Outputs are content-addressed and may be shared with other requests of the same owner
 (``models.media``), so expiry never deletes them directly: it releases the request's hold on
@@ -95,11 +98,15 @@ async def sweep_temp_originals(rt: Runtime) -> int:
     """
     keep = timedelta(hours=rt.settings.temp_ttl_hours)
     swept = 0
-    for temp in await rt.temp_objects.oldest():
+    for temp in await rt.temp_objects.due():
         request = await rt.requests.get(temp.request_id)
         if request is not None:
+            if request.status not in _FINAL:
+                await rt.temp_objects.postpone(temp.key, now() + keep)
+                continue
             finished_at = request.completed_at or request.updated_at
-            if request.status not in _FINAL or now() - finished_at < keep:
+            if now() - finished_at < keep:
+                await rt.temp_objects.postpone(temp.key, finished_at + keep)
                 continue
         await rt.store.delete_prefix(folder_of(temp.key))
         await rt.temp_objects.remove(temp.key)

@@ -4,6 +4,7 @@ the upload size cap, against a second API process with authentication switched o
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -115,6 +116,22 @@ def test_requests_in_flight_are_capped_per_key(
         assert refused.headers["retry-after"] == "30"
 
 
+def test_concurrent_uploads_cannot_pass_the_in_flight_cap_together(
+    stack: Stack, secure_url: str, origin: Origin
+) -> None:
+    _, key = new_key(stack, "eager")
+    slow = origin.url("/slow/chelsea.jpg?delay=5")
+
+    def attempt(serial: int) -> int:
+        with client(secure_url, key) as caller:
+            return upload(caller, sheet([(serial, "Slow", slow)])).status_code
+
+    # Far fewer than the rate limit (5 per window), all at once, against a cap of 3 in flight.
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = sorted(pool.map(attempt, range(1, 6)))
+    assert answers == [202, 202, 202, 429, 429]
+
+
 def test_idempotency_key_replays_the_first_upload(
     stack: Stack, secure_url: str, mongo: Database[dict[str, Any]]
 ) -> None:
@@ -129,16 +146,75 @@ def test_idempotency_key_replays_the_first_upload(
 
         other_file = upload(caller, sheet([(1, "A", URL)]), headers={"Idempotency-Key": "sheet-42"})
         assert other_file.status_code == 422
-        assert "different file" in other_file.json()["detail"]
+        assert "different upload" in other_file.json()["detail"]
 
         # A day later the key is free again.
         mongo["idempotency_keys"].update_many(
             {"_id": {"$regex": ":sheet-42$"}},
-            {"$set": {"created_at": datetime.now(UTC) - timedelta(hours=25)}},
+            {"$set": {"expires_at": datetime.now(UTC) - timedelta(hours=1)}},
         )
         reused = upload(caller, sheet([(1, "A", URL)]), headers={"Idempotency-Key": "sheet-42"})
         assert reused.status_code == 202
         assert reused.json()["request_id"] != first.json()["request_id"]
+
+
+def test_a_replay_counts_against_neither_the_rate_limit_nor_the_in_flight_cap(
+    stack: Stack, secure_url: str, origin: Origin
+) -> None:
+    _, key = new_key(stack, "replaying")
+    slow = origin.url("/slow/chelsea.jpg?delay=5")
+    with client(secure_url, key) as caller:
+        first = upload(caller, sheet([(1, "Slow", slow)]), headers={"Idempotency-Key": "once"})
+        assert first.status_code == 202
+        for serial in (2, 3):  # the cap of 3 in flight is now reached
+            assert upload(caller, sheet([(serial, "Slow", slow)])).status_code == 202
+        for _ in range(4):  # more replays than the rate limit (5) has left
+            again = upload(caller, sheet([(1, "Slow", slow)]), headers={"Idempotency-Key": "once"})
+            assert again.status_code == 202, again.text
+            assert again.json() == first.json()
+            assert again.headers["x-ratelimit-remaining"] == "2"
+
+
+def test_the_idempotency_fingerprint_covers_every_form_field(stack: Stack, secure_url: str) -> None:
+    _, key = new_key(stack, "fields")
+    body = sheet([(1, "A", URL)])
+    headers = {"Idempotency-Key": "form"}
+    hook = {"webhook_url": "https://hooks.example.com/a"}
+    with client(secure_url, key) as caller:
+        assert upload(caller, body, headers=headers, data=hook).status_code == 202
+        for changed in (
+            {"webhook_url": "https://hooks.example.com/b"},
+            {**hook, "priority": "high"},
+            {},
+        ):
+            refused = upload(caller, body, headers=headers, data=changed)
+            assert refused.status_code == 422, changed
+            assert "different upload" in refused.json()["detail"]
+        assert upload(caller, body, headers=headers, data=hook).status_code == 202
+
+
+def test_a_key_reserved_by_an_upload_that_died_is_taken_over(
+    stack: Stack, secure_url: str, mongo: Database[dict[str, Any]]
+) -> None:
+    owner, key = new_key(stack, "crashed")
+    body = sheet([(1, "A", URL)])
+    headers = {"Idempotency-Key": "orphan"}
+    with client(secure_url, key) as caller:
+        # The API process died after reserving the key and before storing the answer.
+        mongo["idempotency_keys"].insert_one(
+            {
+                "_id": f"{owner}:orphan",
+                "fingerprint": "whatever the dead upload was",
+                "created_at": datetime.now(UTC) - timedelta(minutes=10),
+                "expires_at": datetime.now(UTC) + timedelta(hours=23),
+                "lease_until": datetime.now(UTC) - timedelta(minutes=5),
+                "response": None,
+            }
+        )
+        taken_over = upload(caller, body, headers=headers)
+        assert taken_over.status_code == 202, taken_over.text
+        replayed = upload(caller, body, headers=headers)
+        assert replayed.json() == taken_over.json()
 
 
 def test_a_failed_upload_does_not_burn_its_idempotency_key(stack: Stack, secure_url: str) -> None:

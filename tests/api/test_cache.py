@@ -1,46 +1,76 @@
-"""The status cache: answers live a bounded time, and concurrent misses share one load."""
+"""The status cache: answers live a bounded time, and concurrent misses share one load.
+
+Time is a clock the test moves, and loads wait on events the test sets: nothing here depends on
+how fast a (possibly busy) machine runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 
 import pytest
 
 from api.cache import TTLCache
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def settle(condition: Callable[[], bool]) -> None:
+    """Let the loop run (no time passes on the test's clock) until ``condition`` holds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the event loop never got there")
+
+
 def test_concurrent_misses_share_one_load() -> None:
-    cache: TTLCache[str] = TTLCache(ttl=5)
+    cache: TTLCache[str] = TTLCache(ttl=5, clock=Clock())
     loads = 0
+    release = asyncio.Event()
 
     async def load() -> str:
         nonlocal loads
         loads += 1
-        await asyncio.sleep(0.05)
+        await release.wait()
         return "status"
 
     async def many() -> list[str]:
-        return await asyncio.gather(*(cache.get_or_load("k", load) for _ in range(50)))
+        callers = [asyncio.create_task(cache.get_or_load("k", load)) for _ in range(50)]
+        await settle(lambda: loads == 1)
+        release.set()
+        return await asyncio.gather(*callers)
 
     assert asyncio.run(many()) == ["status"] * 50
     assert loads == 1
 
 
 def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
-    cache: TTLCache[str] = TTLCache(ttl=5)
+    cache: TTLCache[str] = TTLCache(ttl=5, clock=Clock())
     calls = 0
+    release = asyncio.Event()
 
     async def failing() -> str:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.01)
+        await release.wait()
         raise LookupError("gone")
 
     async def many() -> list[object]:
-        return await asyncio.gather(
-            *(cache.get_or_load("k", failing) for _ in range(5)), return_exceptions=True
-        )
+        callers = [asyncio.create_task(cache.get_or_load("k", failing)) for _ in range(5)]
+        await settle(lambda: calls == 1)
+        release.set()
+        return await asyncio.gather(*callers, return_exceptions=True)
 
     outcomes = asyncio.run(many())
     assert all(isinstance(o, LookupError) for o in outcomes)
@@ -51,7 +81,8 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
 
 
 def test_entries_expire_and_the_oldest_are_evicted() -> None:
-    cache: TTLCache[int] = TTLCache(ttl=0.05, max_entries=2)
+    clock = Clock()
+    cache: TTLCache[int] = TTLCache(ttl=1, max_entries=2, clock=clock)
     cache.put(("a", 1), 1)
     cache.put(("b", 1), 2)
     cache.put(("c", 1), 3)
@@ -59,12 +90,15 @@ def test_entries_expire_and_the_oldest_are_evicted() -> None:
     assert cache.get(("c", 1)) == 3
     cache.discard("c")
     assert cache.get(("c", 1)) is None
-    time.sleep(0.06)
+    clock.advance(0.99)
+    assert cache.get(("b", 1)) == 2
+    clock.advance(0.02)
     assert cache.get(("b", 1)) is None
 
 
 def test_a_stale_entry_is_served_at_once_while_one_load_refreshes_it() -> None:
-    cache: TTLCache[int] = TTLCache(ttl=0.05, stale_for=5)
+    clock = Clock()
+    cache: TTLCache[int] = TTLCache(ttl=1, stale_for=5, clock=clock)
     loads = 0
     release = asyncio.Event()
 
@@ -77,22 +111,24 @@ def test_a_stale_entry_is_served_at_once_while_one_load_refreshes_it() -> None:
 
     async def scenario() -> None:
         assert await cache.get_or_load("k", load) == 1
-        await asyncio.sleep(0.06)  # now stale
+        clock.advance(1.5)  # now stale
         # Nobody waits on the refresh: every caller gets the stale value immediately.
+        # (The timeout only turns a cache that would wait on the refresh into a failure.)
         answers = await asyncio.wait_for(
-            asyncio.gather(*(cache.get_or_load("k", load) for _ in range(20))), timeout=1
+            asyncio.gather(*(cache.get_or_load("k", load) for _ in range(20))), timeout=10
         )
         assert answers == [1] * 20
+        await settle(lambda: loads == 2)
         assert loads == 2  # one refresh, not twenty
         release.set()
-        await asyncio.sleep(0.01)
-        assert await cache.get_or_load("k", load) == 2
+        await settle(lambda: cache.get("k") == 2)
 
     asyncio.run(scenario())
 
 
 def test_an_entry_too_stale_to_serve_waits_for_a_fresh_load() -> None:
-    cache: TTLCache[int] = TTLCache(ttl=0.02, stale_for=0.02)
+    clock = Clock()
+    cache: TTLCache[int] = TTLCache(ttl=1, stale_for=1, clock=clock)
     values = iter([1, 2])
 
     async def load() -> int:
@@ -100,40 +136,45 @@ def test_an_entry_too_stale_to_serve_waits_for_a_fresh_load() -> None:
 
     async def scenario() -> tuple[int, int]:
         first = await cache.get_or_load("k", load)
-        await asyncio.sleep(0.05)
+        clock.advance(2.5)
         return first, await cache.get_or_load("k", load)
 
     assert asyncio.run(scenario()) == (1, 2)
 
 
 def test_a_refresh_that_started_before_discard_does_not_put_its_value_back() -> None:
-    cache: TTLCache[str] = TTLCache(ttl=0.02, stale_for=5)
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(ttl=1, stale_for=5, clock=clock)
     answers = iter(["old", "read before the cancel", "after the cancel"])
     reading = asyncio.Event()
     release = asyncio.Event()
+    refreshed = asyncio.Event()
 
     async def load() -> str:
         value = next(answers)
         if value == "read before the cancel":
             reading.set()
             await release.wait()
+            refreshed.set()
         return value
 
     async def scenario() -> str:
         await cache.get_or_load(("r1", 0), load)
-        await asyncio.sleep(0.03)
+        clock.advance(1.5)
         assert await cache.get_or_load(("r1", 0), load) == "old"  # starts the refresh
         await reading.wait()
         cache.discard("r1")  # e.g. the request was cancelled meanwhile
         release.set()
-        await asyncio.sleep(0.01)
+        await refreshed.wait()
+        await settle(lambda: not cache.loading(("r1", 0)))
         return await cache.get_or_load(("r1", 0), load)
 
     assert asyncio.run(scenario()) == "after the cancel"
 
 
 def test_a_failed_refresh_keeps_serving_the_stale_value_until_it_ages_out() -> None:
-    cache: TTLCache[str] = TTLCache(ttl=0.02, stale_for=0.2)
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(ttl=1, stale_for=10, clock=clock)
     healthy = True
 
     async def load() -> str:
@@ -145,11 +186,11 @@ def test_a_failed_refresh_keeps_serving_the_stale_value_until_it_ages_out() -> N
         nonlocal healthy
         await cache.get_or_load("k", load)
         healthy = False
-        await asyncio.sleep(0.03)
+        clock.advance(1.5)
+        assert await cache.get_or_load("k", load) == "status"  # starts a refresh that fails
+        await settle(lambda: not cache.loading("k"))
         assert await cache.get_or_load("k", load) == "status"
-        await asyncio.sleep(0.01)  # the refresh has failed by now
-        assert await cache.get_or_load("k", load) == "status"
-        await asyncio.sleep(0.25)
+        clock.advance(10)
         with pytest.raises(ConnectionError):
             await cache.get_or_load("k", load)
 

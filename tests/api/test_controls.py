@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ from pymongo.database import Database
 from cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.waiting import broker_idle, wait_until
 from worker.retention import expire_requests
 from worker.runtime import build_runtime
 
@@ -65,7 +65,7 @@ def test_retry_and_cancel_of_unknown_or_running_requests(api: httpx.Client, orig
 
 
 def test_cancel_stops_a_request_and_drops_its_queued_products(
-    api: httpx.Client, origin: Origin
+    stack: Stack, api: httpx.Client, origin: Origin, mongo: Database[dict[str, Any]]
 ) -> None:
     # 48 slow products: 6 tasks of 8, two of them in flight at once on the suite's worker.
     rows = [(i, f"Slow {i}", origin.url(f"/slow/rocket.jpg?delay=2&i={i}")) for i in range(1, 49)]
@@ -74,8 +74,18 @@ def test_cancel_stops_a_request_and_drops_its_queued_products(
     cancelled = api.post(f"/api/requests/{request_id}/cancel")
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"
-    time.sleep(5)  # the worker finishes what it holds and drains the rest of the queue
-    status = api.get(f"/api/status/{request_id}").json()
+    # The worker finishes what it holds, and takes (and drops) everything still queued.
+    wait_until(
+        lambda: (
+            broker_idle(stack)
+            and mongo["products"].count_documents(
+                {"request_id": request_id, "status": "processing"}
+            )
+            == 0
+        ),
+        what="the cancelled request's tasks to run out",
+    )
+    status = wait_for_status(api, request_id, ("cancelled",))
     assert status["status"] == "cancelled"
     assert status["products_done"] <= 16
     # Only the tasks already running were finished; the queued ones were dropped unprocessed.
@@ -117,3 +127,26 @@ def test_expired_requests_answer_410_and_their_files_are_gone(
         assert "expired" in gone.json()["detail"]
     assert httpx.get(output).status_code == 404
     assert mongo["products"].count_documents({"request_id": request_id}) == 0
+
+
+def test_a_request_past_its_expiry_answers_410_before_the_sweeper_runs(
+    api: httpx.Client, origin: Origin, mongo: Database[dict[str, Any]]
+) -> None:
+    request_id = upload(api, sheet([(1, "Old", origin.url("/img/rocket.jpg"))])).json()[
+        "request_id"
+    ]
+    wait_for_status(api, request_id)
+    past = datetime.now(UTC) - timedelta(days=2)
+    mongo["requests"].update_one(
+        {"_id": request_id}, {"$set": {"expires_at": past, "updated_at": past}}
+    )
+    mongo["products"].update_many({"request_id": request_id}, {"$set": {"expires_at": past}})
+    # The database's TTL pass may run before the retention sweeper does; it must not leave a
+    # completed request with no products behind.
+    mongo.client.admin.command("secantusAdmin.pruneTtl")
+
+    for path in (f"/api/status/{request_id}", f"/api/download/{request_id}"):
+        gone = api.get(path)
+        assert gone.status_code == 410, gone.text
+        assert "expired" in gone.json()["detail"]
+    assert api.post(f"/api/requests/{request_id}/retry").status_code == 410

@@ -7,6 +7,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,14 @@ def test_a_retry_reads_the_kept_original_until_it_is_swept(
     # Final, but not for IMGBATCH_TEMP_TTL_HOURS yet: kept.
     rt.run(sweep_temp_originals(rt))
     assert original.exists()
-    rt.settings = rt.settings.model_copy(update={"temp_ttl_hours": 1e-9})
+    # IMGBATCH_TEMP_TTL_HOURS later: the job finished long enough ago, and its entry is due.
+    long_ago = datetime.now(UTC) - timedelta(hours=rt.settings.temp_ttl_hours + 1)
+    rt.run(rt.db["requests"].update_one({"_id": request_id}, {"$set": {"completed_at": long_ago}}))
+    rt.run(
+        rt.db["temp_objects"].update_one(
+            {"request_id": request_id}, {"$set": {"not_before": long_ago}}
+        )
+    )
     rt.run(sweep_temp_originals(rt))
     assert not original.exists()
     assert httpx.get(record["output_url"]).status_code == 200  # the outputs are not temporary

@@ -3,10 +3,10 @@ SIGTERM, ``demo`` processes the sample sheet end to end, and health names what i
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +21,16 @@ from tests.conftest import STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db
+from tests.support.waiting import wait_until
+
+
+def _command_lines(process: subprocess.Popen[str]) -> str:
+    """The command lines of the process's descendants (one may exit while they are read)."""
+    lines = []
+    for child in psutil.Process(process.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            lines.append(" ".join(child.cmdline()))
+    return " ".join(lines)
 
 
 def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -36,14 +46,19 @@ def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 @contextmanager
 def _imgbatch_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """``imgbatch run``, killed on the way out if the test did not stop it."""
+    """``imgbatch run``, stopped on the way out if the test did not stop it: SIGTERM first, so
+    that it stops its children (a SIGKILL would leave the whole stack running)."""
     process = _imgbatch("run", env=env)
     try:
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
-            process.communicate()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
 
 
 def _sigterm(process: subprocess.Popen[str]) -> str:
@@ -65,14 +80,20 @@ def test_run_serves_with_embedded_services_and_stops_children_on_sigterm(tmp_pat
         env[unset] = ""  # empty means "start the embedded one"
     with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"http://127.0.0.1:{port}/api/health").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/api/health").status_code == 200,
+            every=0.2,
+            what="the API to be healthy",
+        )
+        # The API answers before the stack has started its workers and beat.
+        wait_until(
+            lambda: all(
+                part in _command_lines(process)
+                for part in ("secantusd-py", "redis-server", "uvicorn", "celery", "beat")
+            ),
+            what="every part of the stack to be running",
+        )
         children = psutil.Process(process.pid).children(recursive=True)
-        names = " ".join(" ".join(c.cmdline()) for c in children)
-        for part in ("secantusd-py", "redis-server", "uvicorn", "celery", "beat"):
-            assert part in names
         # No key, no upload: authentication is on by default.
         assert httpx.post(f"http://127.0.0.1:{port}/api/upload").status_code == 401
         output = _sigterm(process)
@@ -94,7 +115,7 @@ def test_run_uses_configured_services_instead_of_embedded_ones(
     }
     with _imgbatch_run(env) as process:
         wait_for_port(port, timeout=60)
-        names = " ".join(" ".join(c.cmdline()) for c in psutil.Process(process.pid).children(True))
+        names = _command_lines(process)
         assert "secantusd-py" not in names
         assert "redis-server" not in names
         _sigterm(process)

@@ -7,7 +7,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tests.support.client import sheet, upload, wait_for_status
 from tests.support.logs import JSON_LOGS, log_events
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
+from tests.support.waiting import wait_until
 
 POISON = "poison-pill"
 FAULT_ENV = {
@@ -31,6 +32,7 @@ FAULT_ENV = {
     **JSON_LOGS,  # what each worker stored is read back from its log
     # Recovery paths run on a test's time scale; README explains the production values.
     "IMGBATCH_REQUEST_IDLE_SECONDS": "4",
+    "IMGBATCH_PRODUCT_LEASE_SECONDS": "2",
     "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",
     "IMGBATCH_BROKER_VISIBILITY_TIMEOUT": "10",
     "IMGBATCH_BROKER_RESTORE_INTERVAL_SECONDS": "1",
@@ -133,14 +135,6 @@ def batch_in_flight(
         request_id = submit_batch(api, origin, receiver=receiver)
     wait_for_progress(stack, request_id, fraction)
     return request_id
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_for_progress(stack: FaultStack, request_id: str, fraction: float) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
+
+from tests.support.waiting import wait_until
 
 HEADER = ("S. No.", "Product Name", "Input Image Urls")
 
@@ -45,16 +46,16 @@ def wait_for_status(
     *,
     timeout: float = 120.0,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    body: dict[str, Any] = {}
+
+    def reached() -> bool:
         response = api.get(f"/api/status/{request_id}", params={"limit": 1000})
         assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        if body["status"] in statuses:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"request {request_id} still {body['status']} after {timeout}s")
-        time.sleep(0.2)
+        body.update(response.json())
+        return body["status"] in statuses
+
+    wait_until(reached, timeout=timeout, every=0.2, what=f"request {request_id} in {statuses}")
+    return body
 
 
 def result_rows(api: httpx.Client, request_id: str) -> list[list[str]]:

@@ -7,17 +7,13 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import redis
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from cli.embedded import free_port
 from cli.stack import Stack
-from core.settings import Settings
-from worker.runtime import WorkerRuntime, build_runtime
 
 
 def redis_db(stack: Stack, number: int) -> str:
@@ -41,20 +37,37 @@ def serving(stack: Stack, *, worker_concurrency: int = 2) -> Iterator[Stack]:
 
 @contextmanager
 def side_api(
-    stack: Stack, name: str, env: dict[str, str], *, worker_concurrency: int = 0
+    stack: Stack,
+    name: str,
+    env: dict[str, str],
+    *,
+    worker_concurrency: int = 0,
+    beat: bool = False,
 ) -> Iterator[str]:
-    """An API process (and optionally a worker) on the stack's services with ``env`` on top."""
+    """An API process (and optionally a worker and beat) on the stack's services with ``env``
+    on top. Give it a database and Redis database of its own (:func:`own_data`) when it has a
+    worker or beat, so that they work on its requests only."""
     port = free_port()
     stack.start_api(name, port=port, env=env)
     if worker_concurrency:
         stack.start_worker(f"{name}-worker", concurrency=worker_concurrency, env=env)
+    if beat:
+        stack.start_beat(f"{name}-beat", env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         stack.wait_healthy(api_url=url)
         yield url
     finally:
-        stack.stop_process(name)
-        stack.stop_process(f"{name}-worker")
+        for process in (name, f"{name}-worker", f"{name}-beat"):
+            stack.stop_process(process)
+
+
+def own_data(stack: Stack, redis_number: int) -> dict[str, str]:
+    """Settings that give side processes a MongoDB database and a Redis database of their own."""
+    return {
+        "IMGBATCH_MONGODB_DATABASE": f"side_{uuid.uuid4().hex[:8]}",
+        "IMGBATCH_REDIS_URL": redis_db(stack, redis_number),
+    }
 
 
 @contextmanager
@@ -67,32 +80,6 @@ def sync_db(stack: Stack) -> Iterator[Database[dict[str, Any]]]:
         yield client["imgbatch"]
     finally:
         client.close()
-
-
-@contextmanager
-def isolated_runtime(stack: Stack, data_dir: Path, redis_number: int) -> Iterator[WorkerRuntime]:
-    """Worker code in the test process, on a database and Redis database of its own, so no
-    other worker consumes what it enqueues and its documents are its own."""
-    assert stack.redis_url
-    redis_url = redis_db(stack, redis_number)
-    settings = Settings(
-        mongodb_url=stack.mongodb_url,
-        mongodb_database=f"race_{uuid.uuid4().hex[:8]}",
-        redis_url=redis_url,
-        data_dir=data_dir,
-        allow_private_networks=True,
-        allowed_ports=[],
-    )
-    rt = build_runtime(settings)
-    broker = redis.Redis.from_url(redis_url)
-    broker.flushdb()
-    try:
-        yield rt
-    finally:
-        broker.flushdb()
-        rt.run(rt.client.drop_database(settings.mongodb_database))
-        rt.run(rt.client.close())
-        rt.loop.close()
 
 
 def non_loopback_address() -> str:

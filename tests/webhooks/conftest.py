@@ -15,7 +15,7 @@ from pymongo.database import Database
 from cli.embedded import free_port
 from cli.stack import Stack
 from core.settings import Settings
-from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE, WEBHOOKS_QUEUE
+from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE
 from tests.conftest import STACK_ENV
 from tests.support.stacks import sync_db
 from tests.webhooks.helpers import RETRY_SCHEDULE, WEBHOOK_TIMEOUT, Runtime
@@ -41,7 +41,7 @@ def hooks_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.start_worker(
             "worker", concurrency=2, queues=(DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE)
         )
-        running.start_worker("webhooks", concurrency=2, queues=(WEBHOOKS_QUEUE,))
+        running.start_webhook_worker("webhooks")
         running.start_beat()
         running.wait_healthy()
         yield running

@@ -24,8 +24,11 @@ from domain.taskqueue import CeleryTaskSender
 from domain.webhook_signing import new_secret
 from models.requests import RequestRecord, RequestStatus, now
 from tests.support.client import wait_for_status
+from tests.support.keys import client, new_key
 from tests.support.origin import Origin
 from tests.support.receiver import Arrival, Receiver, Reply
+from tests.support.stacks import side_api
+from tests.support.waiting import wait_until
 from tests.webhooks.helpers import RETRY_SCHEDULE, complete_request, start_request
 
 COMPLETED_FIELDS = {
@@ -60,17 +63,17 @@ def delivery_for(
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """The subscriber's delivery for ``request_id`` once it reaches one of ``states``."""
-    deadline = time.monotonic() + timeout
-    while True:
+    found: list[dict[str, Any]] = []
+
+    def reached() -> bool:
         response = api.get(f"/api/webhooks/{subscriber_id}/deliveries")
         assert response.status_code == 200, response.text
-        found = [d for d in response.json() if d["request_id"] == request_id]
+        found[:] = [d for d in response.json() if d["request_id"] == request_id]
         assert len(found) <= 1, found
-        if found and found[0]["state"] in states:
-            return found[0]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no delivery in {states} for {request_id}: {found}")
-        time.sleep(0.2)
+        return bool(found) and found[0]["state"] in states
+
+    wait_until(reached, timeout=timeout, every=0.2, what=f"a delivery in {states}: {found}")
+    return found[0]
 
 
 def verify(arrival: Arrival, secret: str) -> dict[str, Any]:
@@ -316,14 +319,14 @@ def test_per_request_webhook_is_signed_with_the_upload_secret_and_shown_in_statu
 def _wait_for_webhook_state(
     api: httpx.Client, request_id: str, state: str, timeout: float = 60.0
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status: dict[str, Any] = api.get(f"/api/status/{request_id}").json()
-        if status["webhook"] and status["webhook"]["state"] == state:
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"webhook of {request_id} not {state}: {status['webhook']}")
-        time.sleep(0.2)
+    status: dict[str, Any] = {}
+
+    def reached() -> bool:
+        status.update(api.get(f"/api/status/{request_id}").json())
+        return bool(status["webhook"]) and status["webhook"]["state"] == state
+
+    wait_until(reached, timeout=timeout, every=0.2, what=f"the webhook of {request_id}: {state}")
+    return status
 
 
 def test_a_request_that_fails_sends_request_failed_with_the_reason(
@@ -387,3 +390,28 @@ def test_a_hanging_receiver_does_not_hold_up_image_processing(
         hanging = hooks_api.get(f"/api/status/{first['request_id']}").json()["webhook"]
         assert (hanging["state"], hanging["attempts"]) == ("pending", 0)
         assert second["request_id"] != first["request_id"]
+
+
+def test_a_tenants_hanging_subscribers_do_not_hold_up_another_tenants_webhook(
+    hooks_stack: Stack, origin: Origin
+) -> None:
+    with (
+        side_api(hooks_stack, "api-tenants", {"IMGBATCH_AUTH_DISABLED": "false"}) as url,
+        Receiver() as black_hole,
+        Receiver() as receiver,
+    ):
+        black_hole.script("/hook", [Reply(hang=True)] * 100)
+        _, key_a = new_key(hooks_stack, "tenant-a")
+        _, key_b = new_key(hooks_stack, "tenant-b")
+        with client(url, key_a) as tenant_a, client(url, key_b) as tenant_b:
+            for _ in range(20):
+                subscribe(tenant_a, black_hole.url("/hook"))
+            mine = subscribe(tenant_b, receiver.url("/hook"))
+            complete_request(tenant_a, origin)
+            black_hole.wait_for(1, "/hook")  # tenant A's deliveries now hang, 10 s each
+            request_id = complete_request(tenant_b, origin)["request_id"]
+            delivery = delivery_for(tenant_b, mine["id"], request_id, ("delivered",), timeout=30)
+    took = datetime.fromisoformat(delivery["delivered_at"]) - datetime.fromisoformat(
+        delivery["created_at"]
+    )
+    assert took < timedelta(seconds=5), took

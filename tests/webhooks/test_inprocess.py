@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,8 +28,9 @@ from tests.support.origin import Origin
 from tests.support.receiver import Receiver, Reply
 from tests.support.seeding import seed_request
 from tests.webhooks.helpers import Runtime
-from webhooks.delivery import deliver, enqueue_due, retry_after_seconds, retry_delay
+from webhooks.delivery import deliver, retry_after_seconds, retry_delay
 from webhooks.events import publish_request_event
+from webhooks.scheduling import attempt_over, enqueue_due
 from worker.dispatch import dispatch_request
 from worker.products import process_products
 from worker.runtime import WorkerRuntime
@@ -46,7 +48,9 @@ def _count(rt: WorkerRuntime, collection: str, **query: object) -> int:
 def test_racing_last_products_publish_exactly_one_completed_event(
     isolated: Runtime, origin: Origin
 ) -> None:
-    rt = isolated.rt
+    # Five requests of one owner whose deliveries are never attempted: the per-owner cap on
+    # deliveries in flight (another test's subject) would hold back the later ones.
+    rt = isolated.configure(webhook_owner_concurrency=5)
     url = origin.url("/img/coffee.jpg")
     hook = "https://hooks.example.com/imgbatch"
     for _ in range(5):
@@ -251,3 +255,53 @@ def test_redelivery_adds_exactly_one_attempt_to_a_failed_delivery(
         assert len(receiver.arrivals("/hook")) == attempts + 1
     assert again is not None
     assert (again.state, again.attempts) == (DeliveryState.FAILED, attempts + 1)
+
+
+def test_the_poller_gives_each_owner_its_share_and_no_more(isolated: Runtime) -> None:
+    rt = isolated.configure(webhook_owner_concurrency=2)
+    subscribers = WebhookSubscriberRepository(rt.db)
+    stamp = now()
+    for owner, count in (("busy", 5), ("quiet", 1)):
+        for _ in range(count):
+            rt.run(
+                subscribers.create(
+                    SubscriberRecord(
+                        id=new_id("wh"),
+                        owner=owner,
+                        url="https://hooks.example.com/x",
+                        events=[EventType.REQUEST_COMPLETED],
+                        secret=new_secret(),
+                        created_at=stamp,
+                        updated_at=stamp,
+                    )
+                )
+            )
+        request_id = seed_request(
+            rt, [["https://images.example.com/a.jpg"]], status=RequestStatus.COMPLETED
+        )
+        rt.run(rt.db["requests"].update_one({"_id": request_id}, {"$set": {"owner": owner}}))
+        rt.run(publish_request_event(rt, request_id))
+
+    def queued_by_owner() -> dict[str, int]:
+        queued = rt.db[WEBHOOK_DELIVERIES].find(
+            {"state": DeliveryState.PENDING, "queued_until": {"$gt": now()}}
+        )
+        return dict(Counter(doc["owner"] for doc in rt.run(queued.to_list())))
+
+    # The busy owner's fan-out queued two of its five; the rest wait in MongoDB, not in Redis.
+    assert queued_by_owner() == {"busy": 2, "quiet": 1}
+    assert rt.run(enqueue_due(rt)) == 0
+    # One of the busy owner's attempts is over: the next poll queues one more of its, no more.
+    over = next(
+        d["_id"]
+        for d in rt.run(rt.db[WEBHOOK_DELIVERIES].find({"owner": "busy"}).to_list())
+        if d["queued_until"] > now()
+    )
+    rt.run(
+        rt.db[WEBHOOK_DELIVERIES].update_one(
+            {"_id": over}, {"$set": {"state": DeliveryState.DELIVERED}}
+        )
+    )
+    rt.run(attempt_over(rt, over))
+    assert rt.run(enqueue_due(rt)) == 1
+    assert queued_by_owner() == {"busy": 2, "quiet": 1}

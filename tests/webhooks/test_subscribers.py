@@ -210,6 +210,19 @@ def test_another_owners_subscriber_does_not_exist(
         assert anonymous.post("/api/webhooks", json={"url": HOOK}).status_code == 401
 
 
+def test_a_key_has_at_most_twenty_subscribers(alice: tuple[str, httpx.Client]) -> None:
+    _, api = alice
+    body = {"url": HOOK, "events": ["request.completed"]}
+    created = [api.post("/api/webhooks", json=body) for _ in range(20)]
+    assert [r.status_code for r in created] == [201] * 20
+    refused = api.post("/api/webhooks", json=body)
+    assert refused.status_code == 409
+    assert "20" in refused.json()["detail"]
+    assert len(api.get("/api/webhooks").json()) == 20
+    assert api.delete(f"/api/webhooks/{created[0].json()['id']}").status_code == 204
+    assert api.post("/api/webhooks", json=body).status_code == 201
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -7,34 +7,19 @@ database, so no other worker consumes what they enqueue and the queue can be cou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from datetime import timedelta
 
-import pytest
-import redis
-
-from cli.stack import Stack
 from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
 from models.products import ProductStatus
 from models.requests import RequestStatus
+from tests.support.inprocess import queue_length
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from tests.support.stacks import isolated_runtime
 from worker.dispatch import dispatch_request
 from worker.products import process_products
 from worker.runtime import WorkerRuntime
 
-
-@pytest.fixture
-def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
-    with isolated_runtime(stack, tmp_path_factory.mktemp("race"), 7) as rt:
-        yield rt
-
-
-def _queue_length(rt: WorkerRuntime, queue: str) -> int:
-    """Messages waiting in ``queue`` at any priority (Redis keeps a list per priority)."""
-    assert rt.settings.redis_url
-    broker = redis.Redis.from_url(rt.settings.redis_url)
-    return sum(int(broker.llen(key)) for key in [queue, *(f"{queue}:{p}" for p in range(1, 10))])
+LEASE = timedelta(minutes=2)
 
 
 def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin) -> None:
@@ -42,7 +27,7 @@ def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin
     urls = [origin.url("/img/chelsea.jpg"), origin.url("/status/404")]
     request_id = seed_request(rt, [urls, [origin.url("/img/rocket.jpg")]])
     rt.run(dispatch_request(rt, request_id))
-    assert _queue_length(rt, IMAGES_QUEUE) == 1  # both products travel in one task
+    assert queue_length(rt, IMAGES_QUEUE) == 1  # both products travel in one task
 
     rt.run(process_products(rt, request_id, [1]))
     rt.run(process_products(rt, request_id, [1]))  # a redelivered message
@@ -57,7 +42,12 @@ def test_a_product_run_twice_counts_once(isolated: WorkerRuntime, origin: Origin
     assert record is not None
     assert (record.products_done, record.images_done, record.images_failed) == (2, 2, 1)
     assert record.status == RequestStatus.COMPLETED
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 1
+    # Clean runs settle their counts and take their count keys away with them.
+    assert rt.run(rt.products.unsettled_counts(request_id)) == []
+    stored = rt.run(rt.db["requests"].find_one({"_id": request_id}))
+    assert stored is not None
+    assert stored.get("count_runs", {}) == {}
 
 
 def test_concurrent_last_products_complete_the_request_exactly_once(
@@ -80,8 +70,8 @@ def test_concurrent_last_products_complete_the_request_exactly_once(
         assert record is not None
         assert record.status == RequestStatus.COMPLETED
         assert (record.products_done, record.images_done, record.images_failed) == (3, 3, 0)
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 5
-    assert _queue_length(rt, DISPATCH_QUEUE) == 0
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 5
+    assert queue_length(rt, DISPATCH_QUEUE) == 0
 
 
 def test_a_chunk_skips_finished_products_and_completes_its_request(
@@ -106,7 +96,7 @@ def test_a_chunk_skips_finished_products_and_completes_its_request(
         3: (ProductStatus.COMPLETED, 1),
         4: (ProductStatus.COMPLETED, 1),
     }
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 1
 
 
 def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
@@ -117,11 +107,15 @@ def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
     rt = isolated
     request_id = seed_request(rt, [[origin.url("/img/coffee.jpg")]])
     rt.run(dispatch_request(rt, request_id))
-    product = rt.run(rt.products.claim(request_id, 1))
+    product = rt.run(rt.products.claim(request_id, 1, token="t", lease=LEASE))
     assert product is not None
     key = f"{request_id}/1/0.jpg"
-    rt.run(rt.products.finish(request_id, 1, output_keys=[key], errors=[]))
-    rt.run(rt.requests.count_product(request_id, images_done=1, images_failed=0))
+    rt.run(
+        rt.products.finish(
+            request_id, 1, output_keys=[key], errors=[], count_token="t", count_seq=1
+        )
+    )
+    rt.run(rt.requests.count_product(request_id, token="t", seq=1, images_done=1, images_failed=0))
     record = rt.run(rt.requests.get(request_id))
     assert record is not None
     assert record.status == RequestStatus.IN_PROGRESS
@@ -132,7 +126,7 @@ def test_a_rerun_chunk_completes_a_request_whose_products_were_all_counted(
     assert record is not None
     assert record.status == RequestStatus.COMPLETED
     assert (record.products_done, record.images_done) == (1, 1)
-    assert _queue_length(rt, WEBHOOKS_QUEUE) == 1
+    assert queue_length(rt, WEBHOOKS_QUEUE) == 1
 
 
 def test_duplicate_runs_of_a_chunk_process_each_product_once_per_attempt(
@@ -169,9 +163,9 @@ def test_a_racing_chunk_claim_gets_only_what_it_moved(
     request_id = seed_request(rt, [[origin.url("/img/coffee.jpg")] for _ in range(3)])
     rt.run(dispatch_request(rt, request_id))
 
-    first = rt.run(rt.products.claim_many(request_id, [1, 2, 3]))
+    first = rt.run(rt.products.claim_many(request_id, [1, 2, 3], token="first", lease=LEASE))
     # A duplicate run whose interruption check ran before the first run's claims landed.
-    second = rt.run(rt.products.claim_many(request_id, [1, 2, 3]))
+    second = rt.run(rt.products.claim_many(request_id, [1, 2, 3], token="second", lease=LEASE))
 
     assert [p.serial_number for p in first] == [1, 2, 3]
     assert [p.attempts for p in first] == [1, 1, 1]

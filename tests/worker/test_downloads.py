@@ -406,7 +406,10 @@ def test_logs_never_contain_query_strings(origin: Origin, caplog: pytest.LogCapt
 
 def test_origin_with_latency_serves_200_concurrent_downloads() -> None:
     names = ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "camera_gray.jpg"] * 50
-    policy = dataclasses.replace(POLICY, attempts=1)
+    # About the origin's capacity, not speed: timeouts a busy machine cannot run into.
+    policy = dataclasses.replace(
+        POLICY, attempts=1, connect_timeout=30.0, read_timeout=30.0, deadline=60.0
+    )
 
     async def run(origin: Origin) -> list[bytes]:
         async with download_client(policy) as client:

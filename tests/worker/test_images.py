@@ -21,9 +21,9 @@ from imaging.profiles import storefront_profile
 from models.requests import RequestStatus
 from tests.conftest import CORPUS
 from tests.support.client import result_rows, sheet, upload, wait_for_status
+from tests.support.inprocess import isolated_runtime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from tests.support.stacks import isolated_runtime
 from worker.dispatch import dispatch_request
 from worker.products import process_products
 
@@ -203,7 +203,7 @@ def test_concurrent_duplicates_claim_one_render_and_wait_for_it(
     token = uuid.uuid4().hex
     target = quote(f"/unique/coffee_4mp.jpg?t={token}", safe="")
     urls = [[origin.url(f"/redirect?to={target}&n={n}")] for n in range(8)]
-    with isolated_runtime(stack, tmp_path_factory.mktemp("claims"), 13) as rt:
+    with isolated_runtime(stack, tmp_path_factory.mktemp("claims"), redis_number=13) as rt:
         request_id = seed_request(rt, urls, profile=storefront_profile(50))
         rt.run(dispatch_request(rt, request_id))
         rt.run(process_products(rt, request_id, list(range(1, 9))))

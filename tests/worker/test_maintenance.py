@@ -4,25 +4,14 @@ reconciler sees only the requests made here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
-
-from cli.stack import Stack
 from models.audit import AuditRepository
 from models.requests import RequestStatus, now
 from tests.support.seeding import seed_request
-from tests.support.stacks import isolated_runtime
 from worker.reconcile import reconcile
 from worker.retention import expire_requests
 from worker.runtime import WorkerRuntime
-
-
-@pytest.fixture
-def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
-    with isolated_runtime(stack, tmp_path_factory.mktemp("audit"), 8) as rt:
-        yield rt
 
 
 def events(rt: WorkerRuntime, request_id: str) -> list[str]:

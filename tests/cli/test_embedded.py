@@ -1,0 +1,22 @@
+"""The embedded MongoDB-protocol server runs the way README.md ("Failure behaviour") says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psutil
+from pymongo import MongoClient
+
+from cli.embedded import EmbeddedMongo
+
+
+def test_the_embedded_database_fsyncs_every_commit(tmp_path: Path) -> None:
+    with EmbeddedMongo(tmp_path) as mongo:
+        assert mongo.process is not None
+        assert "--sync-on-commit" in psutil.Process(mongo.process.pid).cmdline()
+        client: MongoClient[dict[str, object]] = MongoClient(mongo.url)
+        try:
+            client["probe"]["t"].insert_one({"_id": 1})
+            assert client["probe"]["t"].count_documents({}) == 1
+        finally:
+            client.close()

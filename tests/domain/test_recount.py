@@ -1,0 +1,100 @@
+"""Recounting against workers that are counting at the same moment: never twice, never early.
+
+A worker counts a product in two writes: the product's move to a final state, then the
+request's counters. Those steps and the reconciler's recount are driven one by one, in process,
+in the interleavings that used to count a product twice (and complete its request one product
+early) or could lose it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from domain.completion import complete_when_counted
+from domain.recount import recount
+from models.requests import RequestStatus
+from tests.support.origin import Origin
+from tests.support.seeding import seed_request
+from worker.dispatch import dispatch_request
+from worker.runtime import WorkerRuntime
+
+TOKEN = uuid.uuid4().hex  # the worker run's count key
+LEASE = timedelta(minutes=2)
+
+
+@pytest.fixture
+def two_products(isolated: WorkerRuntime, origin: Origin) -> str:
+    """A dispatched request of two products, the first claimed by a worker run."""
+    rt = isolated
+    url = origin.url("/img/coffee.jpg")
+    request_id = seed_request(rt, [[url], [url]])
+    rt.run(dispatch_request(rt, request_id))
+    assert rt.run(rt.products.claim(request_id, 1, token=TOKEN, lease=LEASE)) is not None
+    return request_id
+
+
+def _finish(rt: WorkerRuntime, request_id: str) -> None:
+    """The worker's first write: product 1 is final."""
+    key = f"{request_id}/1/0.jpg"
+    assert rt.run(
+        rt.products.finish(
+            request_id, 1, output_keys=[key], errors=[], count_token=TOKEN, count_seq=1
+        )
+    )
+
+
+def _count(rt: WorkerRuntime, request_id: str) -> bool:
+    """The worker's second write: product 1 on the request's counters."""
+    return rt.run(
+        rt.requests.count_product(request_id, token=TOKEN, seq=1, images_done=1, images_failed=0)
+    )
+
+
+def _finish_and_count(rt: WorkerRuntime, request_id: str) -> None:
+    _finish(rt, request_id)
+    assert _count(rt, request_id)
+
+
+def _assert_counted_once_and_running(rt: WorkerRuntime, request_id: str) -> None:
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert (record.products_done, record.images_done, record.images_failed) == (1, 1, 0)
+    assert not rt.run(complete_when_counted(rt, request_id))
+    record = rt.run(rt.requests.get(request_id))
+    assert record is not None
+    assert record.status == RequestStatus.IN_PROGRESS  # product 2 has not even started
+
+
+def test_a_recount_between_a_products_finish_and_its_count_counts_it_once(
+    isolated: WorkerRuntime, two_products: str
+) -> None:
+    rt, request_id = isolated, two_products
+    _finish(rt, request_id)  # the worker has moved product 1 to its final state...
+    assert rt.run(recount(rt, request_id)) == 1  # ...the reconciler counts it (the run stalls)
+    assert not _count(rt, request_id)  # ...and then the worker's own count arrives
+    _assert_counted_once_and_running(rt, request_id)
+
+
+def test_a_count_that_landed_before_its_run_died_is_not_recounted(
+    isolated: WorkerRuntime, two_products: str
+) -> None:
+    rt, request_id = isolated, two_products
+    _finish_and_count(rt, request_id)
+    # The run died before it could note on product 1 that its count had landed.
+    assert rt.run(recount(rt, request_id)) == 0
+    assert rt.run(recount(rt, request_id)) == 0
+    _assert_counted_once_and_running(rt, request_id)
+
+
+def test_a_run_that_settled_its_counts_leaves_nothing_to_recount(
+    isolated: WorkerRuntime, two_products: str
+) -> None:
+    rt, request_id = isolated, two_products
+    _finish_and_count(rt, request_id)
+    assert rt.run(rt.products.mark_counted(request_id, [1])) == 1
+    rt.run(rt.requests.forget_count_run(request_id, TOKEN))
+    assert rt.run(recount(rt, request_id)) == 0
+    _assert_counted_once_and_running(rt, request_id)
