@@ -177,6 +177,11 @@ async function openRequest(requestId) {
   startStream();
 }
 
+// "1 image", "5 images".
+function plural(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function render(counts, status) {
   if (counts) state.counts = counts;
   if (status) state.status = status;
@@ -189,7 +194,7 @@ function render(counts, status) {
     $("percent").textContent = `${c.progress} %`;
     $("bar").setAttribute("aria-valuenow", String(c.progress));
     $("counts").textContent =
-      `${c.images_done} done · ${c.images_failed} failed · ${total} images` +
+      `${c.images_done} done · ${c.images_failed} failed · ${plural(total, "image")}` +
       ` (${c.products_done} of ${c.products_total} products)`;
   }
   const s = state.status || "pending";
@@ -493,7 +498,9 @@ async function loadHistory() {
     status.className = `badge ${r.status}`;
     status.textContent = r.status.replace("_", " ");
     const progress = document.createElement("span");
-    progress.textContent = `${r.progress} % · ${r.images_total} images` + (r.images_failed ? ` · ${r.images_failed} failed` : "");
+    progress.textContent =
+      `${r.progress} % · ${plural(r.images_total, "image")}` +
+      (r.images_failed ? ` · ${r.images_failed} failed` : "");
     const when = document.createElement("time");
     when.className = "when";
     when.dateTime = r.created_at;
