@@ -4,6 +4,7 @@ batch) the status load and the small request submitted behind it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -164,6 +165,7 @@ def run_batch(
                         str(int(load.rate * load.duration)),
                     ],
                     stdout=subprocess.PIPE,
+                    env={**os.environ, "IMGBATCH_API_KEY": bench.api_key},
                 )
             if profile_dir and not profilers and running and big["products_done"] > 0:
                 profilers = profile.start(bench, profile_dir / label, profile_seconds)
