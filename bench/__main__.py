@@ -2,9 +2,10 @@
 
 Phases, each on fresh processes and all stopped in ``finally`` blocks:
 codec limits -> profile costs (storefront vs default) -> 100k-row upload (API only) -> 16 MP
-worker memory -> concurrency sweep -> decoupled-design prototype -> the main batch with status
-load and an urgent small request -> re-import of an unchanged sheet -> 200 event-stream
-subscribers on one request.
+worker memory -> concurrency sweep -> decoupled-design prototype -> download clients side by
+side -> the main batch with status load and an urgent small request -> default and storefront
+batches of the same sheet -> re-import of an unchanged sheet -> 200 event-stream subscribers on
+one request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    clients,
     codecs,
     decoupled,
     events,
@@ -116,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("decoupled download/encode prototype ...", flush=True)
             results["decoupled"] = decoupled.run(bench.origin.base_url, photos, args.sweep_products)
+            print("download clients side by side ...", flush=True)
+            results["clients"] = clients.compare(bench.origin.base_url, photos)
 
             products = _fit(args, results, time.monotonic() - started)
             print(f"main batch: {products} products x {len(photos)} images ...", flush=True)
@@ -137,6 +141,20 @@ def main(argv: list[str] | None = None) -> int:
                 profile_dir=None if args.no_profile else RESULTS / "profiles",
             )
             results["status_idle"] = status.serial_latency(bench, results["main"].request_id)
+            print(f"default vs storefront, {args.sweep_products} products each ...", flush=True)
+            results["by_profile"] = [
+                throughput.run_batch(
+                    bench,
+                    f"profile-{name}",
+                    args.sweep_products,
+                    photos,
+                    concurrency=args.concurrency,
+                    image_concurrency=args.image_concurrency,
+                    timeout=300,
+                    profile_name=name,
+                )
+                for name in ("default", "storefront")
+            ]
             print(f"re-import: {args.reimport_products} products, twice ...", flush=True)
             results["reimport"] = reimport.run(
                 bench, args.reimport_products, photos, timeout=max(120.0, args.budget)

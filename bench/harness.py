@@ -47,8 +47,12 @@ class Bench:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 
-    def upload(self, body: bytes, name: str = "sheet.csv") -> dict[str, Any]:
-        response = self.client.post("/api/upload", files={"file": (name, body, "text/csv")})
+    def upload(
+        self, body: bytes, name: str = "sheet.csv", *, profile: str = "default"
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            "/api/upload", files={"file": (name, body, "text/csv")}, data={"profile": profile}
+        )
         if response.status_code != 202:
             raise RuntimeError(f"upload refused: {response.status_code} {response.text[:500]}")
         accepted: dict[str, Any] = response.json()
