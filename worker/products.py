@@ -260,10 +260,13 @@ async def _finish(
             count_token=run.token,
             count_seq=run.seq,
         )
+        # Final either way; dropped here, under the lock, so the last product to get here
+        # sees an empty set (its own finally-discard may come after another's count).
+        run.held.discard(product.serial_number)
         if status is None:
             return  # another run of this product got there first and counted it
         await count_outcomes(rt, run.tally, product, results)
-        if len(run.held) <= 1:
+        if not run.held:
             # The run's last product: the activity goes in before the count that may complete
             # the request, so stats include every image of a completed request.
             await run.tally.flush(rt)
