@@ -10,8 +10,6 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# How long a status answer is served from memory (see api/requests.py).
-STATUS_CACHE_SECONDS = 1
 # How much longer it may be served while a refresh is in flight, or failing.
 STATUS_STALE_SECONDS = 5
 
