@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # What other processes changed (cancel and retry in another API process, a worker's
         # completion, a revoked key) drops this process's cached answers at once.
-        await app.state.imgbatch.events.listen(CHANGES_CHANNEL, app.state.imgbatch.forget)
+        app.state.imgbatch.events.listen(CHANGES_CHANNEL, app.state.imgbatch.forget)
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:
             yield

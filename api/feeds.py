@@ -382,15 +382,13 @@ class EventHub:
                 self._start_reader()
             feed.join(subscription)
 
-    async def listen(self, name: str, handler: Callable[[dict[str, Any]], None]) -> None:
-        """Call ``handler`` with every JSON object published on channel ``name`` from now on,
-        over the same connection as the feeds. What is published while the connection is down
-        is lost (callers must cope): redis-py subscribes again when it reconnects, and a
-        subscription that failed (Redis was down at start-up) is retried by the reader."""
-        async with self._lock:
-            self._listeners[name] = handler
-            await self._subscribe_listeners()
-            self._start_reader()
+    def listen(self, name: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``handler`` with every JSON object published on channel ``name``, over the same
+        connection as the feeds. The reader subscribes (so start-up never waits on Redis) and
+        retries until that works; redis-py subscribes again after a reconnect. What is
+        published while the connection is down is lost: callers must cope."""
+        self._listeners[name] = handler
+        self._start_reader()
 
     async def _subscribe_listeners(self) -> None:
         for name in self._listeners.keys() - self._heard:
@@ -434,6 +432,9 @@ class EventHub:
                 if self._listeners.keys() - self._heard:
                     async with self._lock:
                         await self._subscribe_listeners()
+                    if self._listeners.keys() - self._heard:
+                        await asyncio.sleep(1.0)  # Redis is down: each try logs, so not faster
+                        continue
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.2)
                     continue
