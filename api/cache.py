@@ -1,4 +1,4 @@
-"""A small time-bounded cache for hot read endpoints (polled status)."""
+"""A small time-bounded cache for hot reads: polled status answers and API key lookups."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# How long a status answer is served from memory (see api/requests.py).
-STATUS_CACHE_SECONDS = 1
 # How much longer it may be served while a refresh is in flight, or failing.
 STATUS_STALE_SECONDS = 5
 
@@ -20,6 +18,10 @@ class TTLCache(Generic[T]):
     """Entries are fresh for ``ttl`` seconds, then served stale for up to ``stale_for`` more
     while one background load refreshes them; the least recently used go first beyond
     ``max_entries``.
+
+    An entry's age counts from when its load *started*: whatever the load read may have changed
+    the moment after, so "fresh for ``ttl``" must not be stretched by the load's own latency
+    (API keys: a revoked key is refused at most ``ttl`` after the revocation).
     """
 
     def __init__(
@@ -35,10 +37,10 @@ class TTLCache(Generic[T]):
         self._stale_for = stale_for
         self._max = max_entries
         self._entries: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
+        # The load in flight per key. discard() drops a key's from here, so a load that started
+        # before it answers its own callers but stores nothing and is shared with no one else.
         self._loading: dict[Hashable, asyncio.Future[T]] = {}
         self._refreshes: set[asyncio.Task[T]] = set()
-        # Bumped by discard(), so a load that started before it cannot put back what it read.
-        self._generation = 0
 
     def get(self, key: Hashable) -> T | None:
         """The fresh value, or None."""
@@ -70,16 +72,14 @@ class TTLCache(Generic[T]):
         pending = self._loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        return await self._load(key, load, self._start(key), self._generation)
+        return await self._load(key, load, self._start(key))
 
     def _refresh(self, key: Hashable, load: Callable[[], Awaitable[T]]) -> None:
         if key in self._loading:
             return
         # Registered before the task first runs, so callers in this same tick see it.
         future = self._start(key)
-        task = asyncio.get_running_loop().create_task(
-            self._load(key, load, future, self._generation)
-        )
+        task = asyncio.get_running_loop().create_task(self._load(key, load, future))
         self._refreshes.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._refresh_done)
 
@@ -100,8 +100,8 @@ class TTLCache(Generic[T]):
         key: Hashable,
         load: Callable[[], Awaitable[T]],
         future: asyncio.Future[T],
-        generation: int,
     ) -> T:
+        started = self._clock()
         try:
             value = await load()
         except BaseException as exc:
@@ -109,25 +109,35 @@ class TTLCache(Generic[T]):
             future.exception()  # retrieved here, so a failure nobody shared is not reported
             raise
         else:
-            if generation == self._generation:
-                self.put(key, value)
+            if self._loading.get(key) is future:  # not discarded meanwhile
+                self._store(key, value, started)
             future.set_result(value)
             return value
         finally:
-            del self._loading[key]
+            if self._loading.get(key) is future:
+                del self._loading[key]
 
     def loading(self, key: Hashable) -> bool:
         """Whether a load of ``key`` is in flight (a miss's, or a background refresh)."""
         return key in self._loading
 
     def put(self, key: Hashable, value: T) -> None:
-        self._entries[key] = (self._clock() + self._ttl, value)
+        self._store(key, value, self._clock())
+
+    def _store(self, key: Hashable, value: T, read_at: float) -> None:
+        self._entries[key] = (read_at + self._ttl, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
     def discard(self, prefix: Hashable) -> None:
-        """Drop every entry whose key is a tuple starting with ``prefix``."""
-        self._generation += 1
-        for key in [k for k in self._entries if isinstance(k, tuple) and k[0] == prefix]:
-            del self._entries[key]
+        """Drop every entry, and disown every load in flight, whose key is a tuple starting
+        with ``prefix``: the next caller reads afresh."""
+        for table in (self._entries, self._loading):
+            for key in [k for k in table if isinstance(k, tuple) and k[0] == prefix]:
+                del table[key]
+
+    def clear(self) -> None:
+        """Drop everything, loads in flight included (as :meth:`discard`)."""
+        self._entries.clear()
+        self._loading.clear()

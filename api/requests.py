@@ -14,7 +14,6 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from api.auth import OwnerDep, Unauthorized
-from api.cache import STATUS_CACHE_SECONDS
 from api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
 from api.openapi import OWNED_REQUEST, errors
 from api.schemas import (
@@ -84,7 +83,8 @@ async def request_status(
 ) -> Response:
     # Pollers ask many times a second; counters only move forward, so a second-old answer is
     # as good as a fresh one and saves a database read per poll. The rendered JSON is what is
-    # cached: serialising a 100-product page on every poll was most of the API's CPU.
+    # cached: serialising a 100-product page on every poll was most of the API's CPU. A status
+    # change (cancel, retry, completion) drops it in every API process at once (AppState.forget).
     body = await state.status_cache.get_or_load(
         (request_id, owner, offset, limit),
         lambda: _status_json(
@@ -94,7 +94,7 @@ async def request_status(
     return Response(
         body,
         media_type="application/json",
-        headers={"Cache-Control": f"private, max-age={STATUS_CACHE_SECONDS}"},
+        headers={"Cache-Control": f"private, max-age={int(settings.status_cache_seconds)}"},
     )
 
 
