@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from api.cache import STATUS_STALE_SECONDS, TTLCache
+from api.cache import STATUS_CACHE_BYTES, STATUS_STALE_SECONDS, TTLCache
 from api.feeds import EventHub
 from core.errors import UnprocessableEntity
 from core.settings import Settings
@@ -50,7 +50,10 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.status_cache = TTLCache(
-            ttl=self.settings.status_cache_seconds, stale_for=STATUS_STALE_SECONDS
+            ttl=self.settings.status_cache_seconds,
+            stale_for=STATUS_STALE_SECONDS,
+            weigh=len,
+            max_weight=STATUS_CACHE_BYTES,
         )
         self.key_cache = TTLCache(ttl=self.settings.key_cache_seconds)
 

@@ -268,3 +268,34 @@ def test_clear_forgets_entries_and_loads_in_flight() -> None:
         return await early, await cache.get_or_load("k", load)
 
     assert asyncio.run(scenario()) == ("before", "after")
+
+
+def test_entries_too_old_to_serve_are_dropped_as_new_ones_come_in() -> None:
+    clock = Clock()
+    cache: TTLCache[bytes] = TTLCache(ttl=1, stale_for=5, weigh=len, max_weight=10_000, clock=clock)
+    for page in range(5):
+        cache.put(("r", page), b"x" * 1000)
+    assert cache.weight == 5000
+    clock.advance(6.5)  # past fresh + stale: nobody may be served these any more
+    cache.put(("other", 0), b"y" * 10)
+    assert cache.weight == 10
+    assert [cache.get(("r", page)) for page in range(5)] == [None] * 5
+    assert cache.get(("other", 0)) == b"y" * 10
+
+
+def test_the_least_recently_used_go_first_beyond_the_weight_bound() -> None:
+    clock = Clock()
+    cache: TTLCache[bytes] = TTLCache(ttl=60, weigh=len, max_weight=3000, clock=clock)
+    cache.put(("a", 0), b"a" * 1000)
+    cache.put(("b", 0), b"b" * 1000)
+    cache.put(("c", 0), b"c" * 1000)
+    assert cache.get(("a", 0)) == b"a" * 1000  # now the most recently used
+    cache.put(("d", 0), b"d" * 1500)
+    assert cache.get(("b", 0)) is None and cache.get(("c", 0)) is None
+    assert cache.get(("a", 0)) == b"a" * 1000 and cache.get(("d", 0)) == b"d" * 1500
+    assert cache.weight == 2500
+    cache.put(("a", 0), b"A" * 100)  # replacing an entry replaces its weight
+    cache.discard("d")
+    assert cache.weight == 100
+    cache.put(("huge", 0), b"h" * 5000)  # heavier than the bound: not kept at all
+    assert cache.get(("huge", 0)) is None and cache.weight == 100
