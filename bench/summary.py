@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import scale
 from bench.codecs import CODECS, Limit
 from bench.events import EventsResult
 from bench.profiles import ProfileCost, mix_ratio
@@ -79,6 +80,7 @@ def targets(results: dict[str, Any]) -> str:
             verdict(again.speedup >= 5),
         ]
     )
+    rows += scale.target_rows(results)
     return table("TARGETS", ["metric", "measured", "target", "verdict"], rows)
 
 
@@ -262,6 +264,7 @@ def render(results: dict[str, Any]) -> str:
         budget_table(results),
         profile_table(results),
         events_table(results),
+        scale.table(results),
         f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
         f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",
         f"total bench time {results['total_seconds']:.0f}s",
