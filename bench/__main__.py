@@ -5,7 +5,7 @@ codec limits -> profile costs (storefront vs default) -> 100k-row upload (API on
 worker memory -> concurrency sweep -> decoupled-design prototype -> download clients side by
 side -> the main batch with status load and an urgent small request -> default and storefront
 batches of the same sheet -> re-import of an unchanged sheet -> 200 event-stream subscribers on
-one request.
+one request -> the scale curve (small images, 1k/10k/50k, a fast origin).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from bench import (
     memory,
     profiles,
     reimport,
+    scale,
     status,
     summary,
     throughput,
@@ -74,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=540.0, help="scale the batch to fit, s")
     parser.add_argument("--subscribers", type=int, default=200, help="event-stream clients")
     parser.add_argument("--events-products", type=int, default=150, help="their batch (x1)")
+    parser.add_argument(
+        "--scale",
+        type=scale.parse_sizes,
+        default=list(scale.DEFAULT_SIZES),
+        help="scale curve batch sizes, images (1 per product)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy even if present")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)
@@ -82,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.codec_seconds, args.status_duration, args.sweep = 1.0, 5.0, "2x8,4x8"
         args.profile_rounds, args.reimport_products = 3, 50
         args.events_products = 60
+        args.scale = list(scale.QUICK_SIZES)
     args.cores = cores
     return args
 
@@ -162,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.subscribers} event-stream subscribers on one request ...", flush=True)
             results["events"] = events.run(
                 bench, products=args.events_products, subscribers=args.subscribers
+            )
+
+        print(f"scale curve: {args.scale} small images, fast origin ...", flush=True)
+        photo = scale.write_photo(root)
+        with running(work / "scale", root, latency=0.0, jitter=0.0, bandwidth=None) as bench:
+            results["scale"] = scale.run(
+                bench,
+                args.scale,
+                photo,
+                concurrency=args.concurrency,
+                image_concurrency=args.image_concurrency,
             )
     results["total_seconds"] = time.monotonic() - started
     print(summary.render(results))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import scale
 from bench.clients import ClientCost
 from bench.codecs import CODECS, Limit
 from bench.events import EventsResult
@@ -61,6 +62,7 @@ def targets(results: dict[str, Any]) -> str:
         ["  status p99 ms", p99, "< 20", verdict(p99 < 20)],
         *[[f"  idle, serial, {k}", v, "", ""] for k, v in results.get("status_idle", {}).items()],
     ]
+    rows += scale.target_rows(results)
     by_profile: list[BatchResult] = results.get("by_profile", [])
     if len(by_profile) == 2:
         default, storefront = by_profile
@@ -326,6 +328,7 @@ def render(results: dict[str, Any]) -> str:
         clients_table(results),
         profile_table(results),
         events_table(results),
+        scale.table(results),
         f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
         f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",
         f"total bench time {results['total_seconds']:.0f}s",
