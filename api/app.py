@@ -37,7 +37,7 @@ from api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit, upl
 from core.errors import ImgbatchError
 from core.logs import configure_logging, log_event
 from core.settings import Settings, get_settings
-from domain.events import RedisEventPublisher
+from domain.events import CHANGES_CHANNEL, RedisEventPublisher
 from domain.services import Services
 from domain.taskqueue import CeleryTaskSender
 from imaging.profiles import available_profiles
@@ -80,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             profiles=output_profiles,
             events=EventHub(redis, RequestRepository(db), settings),
         )
+        # What other processes changed (cancel and retry in another API process, a worker's
+        # completion, a revoked key) drops this process's cached answers at once.
+        app.state.imgbatch.events.listen(CHANGES_CHANNEL, app.state.imgbatch.forget)
         log_event(logger, "api.started", public_base_url=settings.public_base_url)
         try:
             yield

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
-from api.cache import STATUS_CACHE_SECONDS, STATUS_STALE_SECONDS, TTLCache
+from api.cache import STATUS_CACHE_BYTES, STATUS_STALE_SECONDS, TTLCache
 from api.feeds import EventHub
 from core.errors import UnprocessableEntity
 from core.settings import Settings
+from domain.events import KEY_REVOKED, REQUEST_CHANGED
 from domain.services import Services
 from domain.taskqueue import TaskSender
 from imaging.profiles import DEFAULT_PROFILE, Profile
@@ -39,12 +40,35 @@ class AppState:
     # Live events: this process's one pub/sub connection and its per-request feeds.
     events: EventHub
     # Status answers by (request_id, owner, offset, limit); see api/requests.py.
-    status_cache: TTLCache[bytes] = field(
-        default_factory=lambda: TTLCache(ttl=STATUS_CACHE_SECONDS, stale_for=STATUS_STALE_SECONDS)
-    )
+    status_cache: TTLCache[bytes] = field(init=False)
+    # The owner of each API key hash, or None for a hash no active key has; see api/auth.py.
+    # Never served stale: a revoked key must be refused within key_cache_seconds.
+    key_cache: TTLCache[str | None] = field(init=False)
     # The workers that answered the last ping (GET /api/stats): a ping holds a thread for a
     # second, so stats callers share one every few seconds.
     workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
+
+    def __post_init__(self) -> None:
+        self.status_cache = TTLCache(
+            ttl=self.settings.status_cache_seconds,
+            stale_for=STATUS_STALE_SECONDS,
+            weigh=len,
+            max_weight=STATUS_CACHE_BYTES,
+        )
+        self.key_cache = TTLCache(ttl=self.settings.key_cache_seconds)
+
+    def forget(self, change: dict[str, Any]) -> None:
+        """Apply a notice from CHANGES_CHANNEL (domain.events), from this process or another.
+
+        If the subscription is down, notices are lost and nothing here runs: the caches' own
+        expiry (status_cache_seconds, key_cache_seconds) still bounds how stale they get.
+        """
+        kind = change.get("kind")
+        if kind == REQUEST_CHANGED:
+            self.status_cache.discard(str(change.get("request_id")))
+        elif kind == KEY_REVOKED:
+            # Revocations are rare: forgetting every key costs one read per key in use, once.
+            self.key_cache.clear()
 
 
 def app_state(request: Request) -> AppState:

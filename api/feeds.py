@@ -348,6 +348,9 @@ class EventHub:
     requests: RequestRepository
     settings: Settings
     _feeds: dict[str, RequestFeed] = field(default_factory=dict)
+    # Channels heard for the process's lifetime (CHANGES_CHANNEL), each with its handler.
+    _listeners: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
+    _heard: set[str] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _reader: asyncio.Task[None] | None = None
 
@@ -374,11 +377,27 @@ class EventHub:
                 loop = asyncio.get_running_loop()
                 feed = RequestFeed(request_id, self.requests, self.settings, loop.time)
                 self._feeds[request_id] = feed
-                await self._redis_call("subscribe", request_id)
+                await self._redis_call("subscribe", channel(request_id))
                 feed.start()
-                if self._reader is None or self._reader.done():
-                    self._reader = asyncio.create_task(self._read(), name="events-pubsub")
+                self._start_reader()
             feed.join(subscription)
+
+    def listen(self, name: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``handler`` with every JSON object published on channel ``name``, over the same
+        connection as the feeds. The reader subscribes (so start-up never waits on Redis) and
+        retries until that works; redis-py subscribes again after a reconnect. What is
+        published while the connection is down is lost: callers must cope."""
+        self._listeners[name] = handler
+        self._start_reader()
+
+    async def _subscribe_listeners(self) -> None:
+        for name in self._listeners.keys() - self._heard:
+            if await self._redis_call("subscribe", name):
+                self._heard.add(name)
+
+    def _start_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(), name="events-pubsub")
 
     async def _detach(self, request_id: str, subscription: Subscription) -> None:
         async with self._lock:
@@ -390,24 +409,32 @@ class EventHub:
                 return
             del self._feeds[request_id]
             await feed.stop()
-            await self._redis_call("unsubscribe", request_id)
+            await self._redis_call("unsubscribe", channel(request_id))
 
-    async def _redis_call(self, command: str, request_id: str) -> None:
+    async def _redis_call(self, command: str, name: str) -> bool:
         # Without Redis the feed still polls MongoDB: slower, never wrong.
         try:
-            await getattr(self._pubsub, command)(channel(request_id))
+            await getattr(self._pubsub, command)(name)
         except (RedisError, OSError) as exc:
             log_event(
                 logger,
                 f"events.{command}_failed",
                 logging.WARNING,
-                request_id=request_id,
+                channel=name,
                 error=type(exc).__name__,
             )
+            return False
+        return True
 
     async def _read(self) -> None:
         while True:
             try:
+                if self._listeners.keys() - self._heard:
+                    async with self._lock:
+                        await self._subscribe_listeners()
+                    if self._listeners.keys() - self._heard:
+                        await asyncio.sleep(1.0)  # Redis is down: each try logs, so not faster
+                        continue
                 if not self._pubsub.subscribed:
                     await asyncio.sleep(0.2)
                     continue
@@ -422,14 +449,19 @@ class EventHub:
                 continue
             name = message["channel"]
             name = name.decode() if isinstance(name, bytes) else str(name)
+            listener = self._listeners.get(name)
             feed = self._feeds.get(name.removeprefix(CHANNEL_PREFIX))
-            if feed is None:
+            if listener is None and feed is None:
                 continue
             try:
                 notice = json.loads(message["data"])
             except ValueError:
                 continue
-            if isinstance(notice, dict):
+            if not isinstance(notice, dict):
+                continue
+            if listener is not None:
+                listener(notice)
+            elif feed is not None:
                 feed.notice(notice)
 
     async def close(self) -> None:

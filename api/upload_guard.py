@@ -64,8 +64,7 @@ class UploadAuthGuard:
         headers = Headers(scope=scope)
         try:
             owner = await authenticate(
-                state.settings,
-                state.db,
+                state,
                 authorization=headers.get("authorization"),
                 x_api_key=headers.get("x-api-key"),
             )

@@ -2,9 +2,10 @@
 
 Phases, each on fresh processes and all stopped in ``finally`` blocks:
 codec limits -> profile costs (storefront vs default) -> 100k-row upload (API only) -> 16 MP
-worker memory -> concurrency sweep -> decoupled-design prototype -> the main batch with status
-load and an urgent small request -> re-import of an unchanged sheet -> 200 event-stream
-subscribers on one request.
+worker memory -> concurrency sweep -> decoupled-design prototype -> download clients side by
+side -> the main batch with status load and an urgent small request -> default and storefront
+batches of the same sheet -> re-import of an unchanged sheet -> 200 event-stream subscribers on
+one request -> the scale curve (small images, 1k/10k/50k, a fast origin).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    clients,
     codecs,
     decoupled,
     events,
     memory,
     profiles,
     reimport,
+    scale,
     status,
     summary,
     throughput,
@@ -72,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=540.0, help="scale the batch to fit, s")
     parser.add_argument("--subscribers", type=int, default=200, help="event-stream clients")
     parser.add_argument("--events-products", type=int, default=150, help="their batch (x1)")
+    parser.add_argument(
+        "--scale",
+        type=scale.parse_sizes,
+        default=list(scale.DEFAULT_SIZES),
+        help="scale curve batch sizes, images (1 per product)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy even if present")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = parser.parse_args(argv)
@@ -80,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.codec_seconds, args.status_duration, args.sweep = 1.0, 5.0, "2x8,4x8"
         args.profile_rounds, args.reimport_products = 3, 50
         args.events_products = 60
+        args.scale = list(scale.QUICK_SIZES)
     args.cores = cores
     return args
 
@@ -116,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("decoupled download/encode prototype ...", flush=True)
             results["decoupled"] = decoupled.run(bench.origin.base_url, photos, args.sweep_products)
+            print("download clients side by side ...", flush=True)
+            results["clients"] = clients.compare(bench.origin.base_url, photos)
 
             products = _fit(args, results, time.monotonic() - started)
             print(f"main batch: {products} products x {len(photos)} images ...", flush=True)
@@ -137,6 +149,20 @@ def main(argv: list[str] | None = None) -> int:
                 profile_dir=None if args.no_profile else RESULTS / "profiles",
             )
             results["status_idle"] = status.serial_latency(bench, results["main"].request_id)
+            print(f"default vs storefront, {args.sweep_products} products each ...", flush=True)
+            results["by_profile"] = [
+                throughput.run_batch(
+                    bench,
+                    f"profile-{name}",
+                    args.sweep_products,
+                    photos,
+                    concurrency=args.concurrency,
+                    image_concurrency=args.image_concurrency,
+                    timeout=300,
+                    profile_name=name,
+                )
+                for name in ("default", "storefront")
+            ]
             print(f"re-import: {args.reimport_products} products, twice ...", flush=True)
             results["reimport"] = reimport.run(
                 bench, args.reimport_products, photos, timeout=max(120.0, args.budget)
@@ -144,6 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.subscribers} event-stream subscribers on one request ...", flush=True)
             results["events"] = events.run(
                 bench, products=args.events_products, subscribers=args.subscribers
+            )
+
+        print(f"scale curve: {args.scale} small images, fast origin ...", flush=True)
+        photo = scale.write_photo(root)
+        with running(work / "scale", root, latency=0.0, jitter=0.0, bandwidth=None) as bench:
+            results["scale"] = scale.run(
+                bench,
+                args.scale,
+                photo,
+                concurrency=args.concurrency,
+                image_concurrency=args.image_concurrency,
             )
     results["total_seconds"] = time.monotonic() - started
     print(summary.render(results))

@@ -70,7 +70,9 @@ def _batch(
     request_id = bench.upload(body, f"{tag}.csv")["request_id"]
     watched: list[Watched] = []
     if subscribers:
-        watched = asyncio.run(watch_together(bench.stack.api_url, request_id, subscribers))
+        watched = asyncio.run(
+            watch_together(bench.stack.api_url, request_id, subscribers, headers=bench.auth_headers)
+        )
     doc = bench.wait_done(request_id, timeout=300)
     seconds = time.monotonic() - started
     cpu = (sum(api.cpu_times()[:2]) - cpu_before) / seconds

@@ -7,6 +7,7 @@ no sampling needed).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,15 +20,16 @@ import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 from pymongo import MongoClient
 
 from cli.embedded import free_port
+from cli.keys import create_key
 from cli.stack import Stack
 from core.settings import Settings
 from tests.support.origin import Origin
 
-# As in tests/conftest.py: the origin is on loopback, which the address guard refuses.
+# As in tests/conftest.py: the origin is on loopback, which the address guard refuses. Auth
+# stays on, as in production: every call the bench makes carries a key it creates.
 STACK_ENV = {
     "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
     "IMGBATCH_ALLOWED_PORTS": "[]",
-    "IMGBATCH_AUTH_DISABLED": "true",
 }
 _WORKER_READY_TIMEOUT = 60.0
 
@@ -37,11 +39,20 @@ class Bench:
     stack: Stack
     origin: Origin
     client: httpx.Client
+    api_key: str
     workers: dict[str, int] = field(default_factory=dict)
     _mongo: MongoClient[dict[str, Any]] | None = None
 
-    def upload(self, body: bytes, name: str = "sheet.csv") -> dict[str, Any]:
-        response = self.client.post("/api/upload", files={"file": (name, body, "text/csv")})
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def upload(
+        self, body: bytes, name: str = "sheet.csv", *, profile: str = "default"
+    ) -> dict[str, Any]:
+        response = self.client.post(
+            "/api/upload", files={"file": (name, body, "text/csv")}, data={"profile": profile}
+        )
         if response.status_code != 202:
             raise RuntimeError(f"upload refused: {response.status_code} {response.text[:500]}")
         accepted: dict[str, Any] = response.json()
@@ -150,7 +161,10 @@ def running(
         if beat:
             stack.start_beat()
         stack.wait_healthy()
-        bench = Bench(stack, origin, client)
+        reachable = settings.model_copy(update={"mongodb_url": stack.mongodb_url})
+        _, api_key = asyncio.run(create_key(reachable, "bench"))
+        client.headers["Authorization"] = f"Bearer {api_key}"
+        bench = Bench(stack, origin, client, api_key)
         try:
             yield bench
         finally:

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from core.settings import Settings
+
 
 def percentile(values: list[float], q: float) -> float:
     if not values:
@@ -34,7 +36,12 @@ async def generate(url: str, rate: float, duration: float, max_requests: int) ->
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=limits) as client:
+    # The key comes as the CLI client's does (IMGBATCH_API_KEY), never on the command line.
+    key = Settings().api_key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else None
+    async with httpx.AsyncClient(
+        timeout=_REQUEST_TIMEOUT, limits=limits, headers=headers
+    ) as client:
 
         async def one() -> None:
             sent = time.perf_counter()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import scale
+from bench.clients import ClientCost
 from bench.codecs import CODECS, Limit
 from bench.events import EventsResult
 from bench.profiles import ProfileCost, mix_ratio
@@ -23,63 +25,124 @@ def _limits(results: dict[str, Any]) -> dict[str, float]:
     return {limit.codec: limit.images_per_s for limit in limits}
 
 
+def _outside_codec_ms(results: dict[str, Any], batch: BatchResult) -> float:
+    """Worker pool CPU per image (every thread) less what the same render costs in a tight
+    loop on one core (the profiles phase, ``default`` column, mix mean)."""
+    costs: list[ProfileCost] = results["profiles"]
+    mix = [c.default_ms for c in costs if c.in_mix]
+    pool_ms = sum(batch.pool_threads_seconds.values()) * 1000 / batch.images
+    return pool_ms - sum(mix) / len(mix)
+
+
 def targets(results: dict[str, Any]) -> str:
+    """Issue 16's targets, in its numbering, all from this one run."""
     limits = _limits(results)
     main: BatchResult = results["main"]
     load = main.status_load or {}
-    fair = main.fairness or {}
-    up = results["upload"]
     ratio = main.images_per_s / limits[SIMPLEJPEG]
     p99 = load.get("p99_ms", float("nan"))
-    memory = {m.image_concurrency: max(m.peak_mb_per_process) for m in results["memory"]}
-    rows = [
-        ["1 end-to-end images/s (main batch)", main.images_per_s, "", ""],
-        ["  ÷ simplejpeg limit (all cores)", ratio, ">= 0.8", verdict(ratio >= 0.8)],
-        ["  ÷ Pillow baseline limit", main.images_per_s / limits[PILLOW], "", ""],
+    outside = _outside_codec_ms(results, main)
+    loop_ms = main.pool_threads_seconds.get("worker event loop", 0.0) * 1000 / main.images
+    trips = main.db.round_trips if main.db else float("nan")
+    rows: list[list[object]] = [
+        ["1 end-to-end images/s, default profile, auth on", main.images_per_s, "", ""],
+        ["  ÷ simplejpeg limit (server clock)", ratio, ">= 0.70", verdict(ratio >= 0.70)],
         ["  ÷ compress_image limit", main.images_per_s / limits[PIPELINE], "", ""],
+        ["2 worker CPU ms/image outside the codec", outside, "<= 1.5", verdict(outside <= 1.5)],
+        ["  worker event-loop thread, ms/image", loop_ms, "", ""],
+        # The count before this issue's changes, from the same counters (bench/README.md).
+        ["3 MongoDB round trips per image", trips, "<= 1.9", verdict(trips <= 1.9)],
+        ["  MongoDB server ms per image", main.db.server_ms if main.db else None, "", ""],
         [
-            f"2 accept {up.rows:,}-row CSV ({up.csv_mb:.0f} MB), s",
-            up.seconds,
-            "< 3",
-            verdict(up.seconds < 3),
-        ],
-        ["  API RSS growth, MB", up.growth_mb, "< 100", verdict(up.growth_mb < 100)],
-        [
-            f"3 status p50 ms at {load.get('achieved_rate', 0):.0f} req/s",
+            f"4 status p50 ms at {load.get('achieved_rate', 0):.0f} req/s, auth on",
             load.get("p50_ms"),
             "",
             "",
         ],
         ["  status p99 ms", p99, "< 20", verdict(p99 < 20)],
         *[[f"  idle, serial, {k}", v, "", ""] for k, v in results.get("status_idle", {}).items()],
+    ]
+    rows += scale.target_rows(results)
+    by_profile: list[BatchResult] = results.get("by_profile", [])
+    if len(by_profile) == 2:
+        default, storefront = by_profile
+        rows += [
+            [f"6 images/s, {default.products} products, default", default.images_per_s, "", ""],
+            ["  same sheet, storefront", storefront.images_per_s, "", ""],
+            [
+                "  storefront ÷ default, images/s",
+                storefront.images_per_s / default.images_per_s,
+                "",
+                "",
+            ],
+        ]
+    costs: list[ProfileCost] = results["profiles"]
+    codec = mix_ratio(costs)
+    rows.append(["  codec CPU/image, storefront ÷ default", codec, "<= 2", verdict(codec <= 2)])
+    return table("TARGETS (issue 16)", ["metric", "measured", "target", "verdict"], rows)
+
+
+def kept_targets(results: dict[str, Any]) -> str:
+    """Earlier issues' targets that this run measures too, so a regression shows."""
+    main: BatchResult = results["main"]
+    fair = main.fairness or {}
+    up = results["upload"]
+    memory = {m.image_concurrency: max(m.peak_mb_per_process) for m in results["memory"]}
+    rows: list[list[object]] = [
+        [
+            f"accept {up.rows:,}-row CSV ({up.csv_mb:.0f} MB), s",
+            up.seconds,
+            "< 3",
+            verdict(up.seconds < 3),
+        ],
+        ["  API RSS growth, MB", up.growth_mb, "< 100", verdict(up.growth_mb < 100)],
         # Priority scheduling (worker/queues.py) makes this wait independent of the batch's
         # size past its first products, so the measured wait stands for the 30k case.
         [
-            f"4 3-image request, {fair.get('products_ahead')} products ahead, s",
+            f"3-image request, {fair.get('products_ahead')} products ahead, s",
             fair.get("seconds"),
             "< 10",
             verdict(fair.get("seconds", float("inf")) < 10),
         ],
     ]
     rows += [
-        [f"5 worker peak RSS, 16 MP, IMAGE_CONCURRENCY={k}, MB", v, "< 300", verdict(v < 300)]
+        [f"worker peak RSS, 16 MP, IMAGE_CONCURRENCY={k}, MB", v, "< 300", verdict(v < 300)]
         for k, v in sorted(memory.items(), reverse=True)
     ]
-    costs: list[ProfileCost] = results["profiles"]
-    ratio = mix_ratio(costs)
-    rows.append(
-        ["7 codec CPU/image, storefront ÷ default, mix", ratio, "<= 2", verdict(ratio <= 2)]
-    )
     again: Reimport = results["reimport"]
     rows.append(
         [
-            f"8 re-import of an unchanged {again.images}-image sheet, speedup",
+            f"re-import of an unchanged {again.images}-image sheet, speedup",
             again.speedup,
             ">= 5",
             verdict(again.speedup >= 5),
         ]
     )
-    return table("TARGETS", ["metric", "measured", "target", "verdict"], rows)
+    return table("EARLIER TARGETS", ["metric", "measured", "target", "verdict"], rows)
+
+
+def clients_table(results: dict[str, Any]) -> str:
+    costs: list[ClientCost] = results.get("clients", [])
+    rows = [[c.client, c.median, *c.ms_per_download] for c in costs]
+    rounds = max((len(c.ms_per_download) for c in costs), default=0)
+    header = ["client", "median", *(f"round {i + 1}" for i in range(rounds))]
+    return table("DOWNLOAD CLIENTS (CPU ms per image download, bench mix)", header, rows)
+
+
+def db_table(results: dict[str, Any]) -> str:
+    main: BatchResult = results["main"]
+    if main.db is None:
+        return ""
+    rows = [
+        [collection, operation, count, ms]
+        for (collection, operation), (count, ms) in main.db.per_image.items()
+    ]
+    rows.append(["total", "", main.db.round_trips, main.db.server_ms])
+    return table(
+        "MONGODB PER IMAGE (main batch, every caller, the server's `top`)",
+        ["collection", "operation", "round trips", "server ms"],
+        rows,
+    )
 
 
 def profile_tables(results: dict[str, Any]) -> str:
@@ -194,7 +257,7 @@ def sweep_table(results: dict[str, Any]) -> str:
 
 def budget_table(results: dict[str, Any]) -> str:
     """CPU milliseconds each image of the main batch cost, by role, against the budget that
-    0.8 of the simplejpeg limit leaves: that is the profile behind target 1's verdict."""
+    0.7 of the simplejpeg limit leaves: that is the profile behind target 1's verdict."""
     limits = _limits(results)
     main: BatchResult = results["main"]
     cores = results["args"]["cores"]
@@ -211,7 +274,7 @@ def budget_table(results: dict[str, Any]) -> str:
     ]
     rows.append(["total", sum(per_image.values())])
     rows.append(["simplejpeg decode+encode alone", cores * 1000 / limits[SIMPLEJPEG]])
-    rows.append(["all of it, at 0.8 of simplejpeg", cores * 1000 / (0.8 * limits[SIMPLEJPEG])])
+    rows.append(["all of it, at 0.7 of simplejpeg", cores * 1000 / (0.7 * limits[SIMPLEJPEG])])
     return table("CPU ms PER IMAGE (main batch)", ["role", "ms"], rows)
 
 
@@ -256,12 +319,16 @@ def render(results: dict[str, Any]) -> str:
     main: BatchResult = results["main"]
     parts = [
         targets(results),
+        kept_targets(results),
         codec_tables(results),
         profile_tables(results),
         sweep_table(results),
         budget_table(results),
+        db_table(results),
+        clients_table(results),
         profile_table(results),
         events_table(results),
+        scale.table(results),
         f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
         f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",
         f"total bench time {results['total_seconds']:.0f}s",

@@ -4,6 +4,7 @@ batch) the status load and the small request submitted behind it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,8 +15,9 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 
-from bench import profile
+from bench import dbops, profile
 from bench.data import batch_csv
+from bench.dbops import DbOps
 from bench.harness import Bench, cpu_seconds
 
 _POLL = 0.2
@@ -44,6 +46,8 @@ class BatchResult:
     fairness: dict[str, Any] | None = None
     profiles: dict[str, Any] = field(default_factory=dict)
     pool_threads_seconds: dict[str, float] = field(default_factory=dict)
+    profile_name: str = "default"
+    db: DbOps | None = None
 
 
 def _pool_threads(processes: dict[str, psutil.Process]) -> dict[str, float]:
@@ -129,15 +133,19 @@ def run_batch(
     probe_at: float | None = None,
     profile_dir: Path | None = None,
     profile_seconds: float = 10.0,
+    profile_name: str = "default",
 ) -> BatchResult:
     body = batch_csv(bench.origin.base_url, products, photos, label)
+    mongodb_url, database = bench.stack.mongodb_url, bench.stack.settings.mongodb_database
+    assert mongodb_url
+    db_before = dbops.snapshot(mongodb_url, database)
     processes = bench.processes()
     # This process serves the origin (a thread) and polls: its CPU is taken from the same cores.
     processes["bench+origin"] = psutil.Process()
     cpu_before = cpu_seconds(processes)
     threads_before = _pool_threads(processes)
     started = time.monotonic()
-    request_id = str(bench.upload(body)["request_id"])
+    request_id = str(bench.upload(body, profile=profile_name)["request_id"])
     probe = _Probe(bench, photos, label, probe_at) if probe_at is not None else None
     loadgen: subprocess.Popen[bytes] | None = None
     profilers: list[profile.Recording] = []
@@ -164,6 +172,7 @@ def run_batch(
                         str(int(load.rate * load.duration)),
                     ],
                     stdout=subprocess.PIPE,
+                    env={**os.environ, "IMGBATCH_API_KEY": bench.api_key},
                 )
             if profile_dir and not profilers and running and big["products_done"] > 0:
                 profilers = profile.start(bench, profile_dir / label, profile_seconds)
@@ -173,6 +182,7 @@ def run_batch(
         wall = time.monotonic() - started
         cpu_after = cpu_seconds(processes)
         threads_after = _pool_threads(processes)
+        db_after = dbops.snapshot(mongodb_url, database)
         status_load = None
         if loadgen is not None:
             out, _ = loadgen.communicate(timeout=load.duration + 60 if load else 60)
@@ -205,6 +215,8 @@ def run_batch(
         fairness=probe.result() if probe else None,
         profiles=profiles,
         pool_threads_seconds={k: threads_after[k] - threads_before[k] for k in threads_after},
+        profile_name=profile_name,
+        db=dbops.delta(db_before, db_after, int(doc["images_total"])),
     )
 
 

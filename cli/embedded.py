@@ -154,6 +154,10 @@ class EmbeddedMongo(EmbeddedServer):
             # it costs them nothing (measured: ~1 ms per update_one either way); it also covers
             # a client whose URL turned journaling off.
             "--sync-on-commit",
+            # No replica-set advertisement, and so no oplog: nothing here reads change streams,
+            # and the oplog cost every write a second BSON encode and table write (measured:
+            # bench/README.md, "MongoDB round trips").
+            "--standalone",
         ]
 
     @property

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from redis.asyncio import Redis
+
 from core.settings import Settings
+from domain.events import RedisEventPublisher, key_revoked
 from models.db import Database, database, ensure_indexes, mongo_client
 from models.keys import ApiKeyRecord, ApiKeyRepository
 
@@ -31,4 +34,13 @@ async def list_keys(settings: Settings) -> list[ApiKeyRecord]:
 
 
 async def revoke_key(settings: Settings, key_id: str) -> bool:
-    return await _with_keys(settings, lambda keys: keys.revoke(key_id))
+    """Revoke in MongoDB, then tell every API process to forget the keys it remembers. The
+    notice only makes it sooner: without it the key is refused within key_cache_seconds."""
+    revoked = await _with_keys(settings, lambda keys: keys.revoke(key_id))
+    if revoked and settings.redis_url:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            await key_revoked(RedisEventPublisher(redis), key_id)
+        finally:
+            await redis.aclose()
+    return revoked

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     max_csv_columns: int = Field(100, gt=0)
     max_extra_bytes_per_row: int = Field(8192, gt=0)
 
+    # Each API process remembers which owner a key hash belongs to (and that a hash is unknown)
+    # for this long: a revoked key is refused at most this long after `imgbatch keys revoke`,
+    # at once where Redis carries the revocation notice. 0 reads MongoDB on every request.
+    key_cache_seconds: float = Field(1.0, ge=0)
+
     # Per API key: uploads per window, and unfinished requests at once.
     rate_limit_uploads: int = Field(60, gt=0)
     rate_limit_window_seconds: int = Field(60, gt=0)
@@ -175,6 +180,10 @@ class Settings(BaseSettings):
     events_max_seconds: Seconds = 600.0
     # Pub/sub may drop messages: each API process also re-reads a watched request this often.
     events_poll_seconds: Seconds = 2.0
+    # A status answer (GET /api/status/{id}) is served from the API process's memory for this
+    # long. A status change (cancel, retry, start, completion) drops it in every API process at
+    # once through Redis; this bounds how stale it can be when that notice is lost.
+    status_cache_seconds: Seconds = 1.0
 
     # --- the `imgbatch` client commands (submit, status, watch, download) --------------------
     # Where the client commands send their HTTP calls, and the key they send. Optional: only

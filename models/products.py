@@ -184,11 +184,21 @@ class ProductRepository:
     async def iterate(
         self, request_id: str, *, batch_size: int = 1000
     ) -> AsyncIterator[ProductRecord]:
-        cursor = self._collection.find({"request_id": request_id}, batch_size=batch_size).sort(
-            "position", 1
-        )
-        async for doc in cursor:
-            yield ProductRecord.model_validate(doc)
+        """Every product of the request, in input order, ``batch_size`` at a time.
+
+        Page by page over the dense positions, as ``page``: one query over the whole request
+        made the embedded server decode and sort all of its products (comparing them in
+        Python, n log n) and hold them in one cursor; a page at a time, its work and memory per
+        row stay the same however large the request.
+        """
+        offset = 0
+        while True:
+            page = await self.page(request_id, offset=offset, limit=batch_size)
+            for product in page:
+                yield product
+            if len(page) < batch_size:
+                return
+            offset += batch_size
 
     async def finished_since(
         self, request_id: str, since: datetime, *, limit: int

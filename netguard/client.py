@@ -18,7 +18,7 @@ from netguard.policy import BlockedAddress, NetworkPolicy
 _ALL_PORTS = frozenset(range(1, 65536))
 
 
-def _ssrfguard_policy(policy: NetworkPolicy) -> Policy:
+def ssrfguard_policy(policy: NetworkPolicy) -> Policy:
     return Policy(
         denied_networks=NOTHING_DENIED if policy.allow_private_networks else ADDRESS_TABLE,
         allowed_ports=policy.allowed_ports or _ALL_PORTS,
@@ -28,7 +28,7 @@ def _ssrfguard_policy(policy: NetworkPolicy) -> Policy:
     )
 
 
-def _reason_of(refused: SSRFGuardError) -> str:
+def reason_of(refused: SSRFGuardError) -> str:
     # ssrfguard's str() quotes the full URL (query included); its ``reason`` never does.
     if isinstance(refused, BlockedAddressError):
         return f"{refused.address}: {refused.reason}"
@@ -59,7 +59,7 @@ class _GuardedTransport(AsyncSafeTransport):
         try:
             return await super().handle_async_request(request)
         except SSRFGuardError as refused:
-            raise BlockedAddress(_reason_of(refused), url=redact_url(request.url)) from None
+            raise BlockedAddress(reason_of(refused), url=redact_url(request.url)) from None
 
 
 def guarded_client(
@@ -84,7 +84,7 @@ def guarded_client(
     """
     transport = _GuardedTransport(
         refuse_literals=not policy.allow_private_networks,
-        policy=_ssrfguard_policy(policy),
+        policy=ssrfguard_policy(policy),
         resolver=resolver,
         verify=verify,
         limits=limits,

@@ -22,7 +22,7 @@ from domain.events import product_finished
 from models.products import ImageError, ImageOutcome, ProductRecord, ProductStatus
 from models.requests import RequestStatus
 from worker.images import ImageJob, Known, hold_reused, known_sources, process_image
-from worker.outcomes import count_outcomes
+from worker.outcomes import Tally, count_outcomes
 from worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ class _Run:
 
     request_id: str
     lease: timedelta
+    # Its products' activity, written once, before the run's last count (worker/outcomes.py).
+    tally: Tally
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Claimed and not finished yet: what the run keeps leased.
     held: set[int] = field(default_factory=set)
@@ -55,7 +57,9 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
     job = ImageJob.of(rt, request)
-    run = _Run(request_id, timedelta(seconds=rt.settings.product_lease_seconds))
+    run = _Run(
+        request_id, timedelta(seconds=rt.settings.product_lease_seconds), Tally(request.owner)
+    )
     renewing = asyncio.create_task(_keep_leases(rt, run))
     try:
         if await rt.products.any_processing(request_id, serial_numbers):
@@ -79,6 +83,8 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
+    # What a product that raised left in the tally (the others' went in before the last count).
+    await run.tally.flush(rt)
     # Only after a clean run: one that raised (a database outage, say) may not know whether
     # its last count landed, so it leaves its counts and key for the reconciler to settle.
     await _settle_counts(rt, run)
@@ -254,8 +260,16 @@ async def _finish(
             count_token=run.token,
             count_seq=run.seq,
         )
+        # Final either way; dropped here, under the lock, so the last product to get here
+        # sees an empty set (its own finally-discard may come after another's count).
+        run.held.discard(product.serial_number)
         if status is None:
             return  # another run of this product got there first and counted it
+        await count_outcomes(rt, run.tally, product, results)
+        if not run.held:
+            # The run's last product: the activity goes in before the count that may complete
+            # the request, so stats include every image of a completed request.
+            await run.tally.flush(rt)
         # False only if the reconciler already completed this very count: it is in either way.
         await rt.requests.count_product(
             product.request_id,
@@ -276,7 +290,6 @@ async def _finish(
     await product_finished(
         rt.events, product.request_id, product.serial_number, status, output_keys, errors
     )
-    await count_outcomes(rt, product, results)
 
 
 def _primary_key(image: ImageOutcome) -> str:

@@ -3,6 +3,7 @@ the upload size cap, against a second API process with authentication switched o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from tests.support.client import sheet, upload
 from tests.support.keys import cli, client, new_key
 from tests.support.origin import Origin
 from tests.support.stacks import side_api
+from tests.support.waiting import wait_until
 
 LIMITS = {
     "IMGBATCH_AUTH_DISABLED": "false",
@@ -64,6 +66,58 @@ def test_keys_are_listed_without_secrets_and_revoked_keys_stop_working(
         assert upload(caller, sheet([(1, "A", URL)])).status_code == 202
         assert f"revoked {key_id}" in cli(stack, "keys", "revoke", key_id)
         assert upload(caller, sheet([(1, "A", URL)])).status_code == 401
+
+
+def test_a_key_revoked_without_notice_is_refused_once_a_second_has_passed(
+    stack: Stack, secure_url: str, mongo: Database[dict[str, Any]]
+) -> None:
+    key_id, key = new_key(stack, "lapsing")
+    with client(secure_url, key) as caller:
+        assert caller.get("/api/profiles").status_code == 200  # its owner is now remembered
+        # Revoked behind the API's back, so no notice reaches it: only the key cache's own
+        # expiry (IMGBATCH_KEY_CACHE_SECONDS, 1 s by default) can make it refuse the key.
+        mongo["api_keys"].update_one({"_id": key_id}, {"$set": {"revoked_at": datetime.now(UTC)}})
+        revoked_at = time.monotonic()
+        answers: list[tuple[float, int]] = []
+
+        def a_second_has_passed() -> bool:
+            sent = time.monotonic() - revoked_at
+            answers.append((sent, caller.get("/api/profiles").status_code))
+            return sent >= 1.0
+
+        wait_until(a_second_has_passed, timeout=30, what="a second after the revocation")
+    # Whatever was answered meanwhile, a request sent a second after the revocation is refused,
+    # and once refused the key is never accepted again.
+    assert answers[-1][1] == 401, answers
+    codes = [code for _, code in answers]
+    assert codes == sorted(codes) and set(codes) <= {200, 401}, answers
+
+
+def test_revoking_a_key_with_the_cli_reaches_every_api_process_at_once(
+    stack: Stack, mongo: Database[dict[str, Any]]
+) -> None:
+    # Keys are remembered for an hour here: a refusal within seconds can only be the notice.
+    env = {"IMGBATCH_AUTH_DISABLED": "false", "IMGBATCH_KEY_CACHE_SECONDS": "3600"}
+    with side_api(stack, "api-remembering", env) as url:
+        quiet_id, quiet_key = new_key(stack, "revoked-quietly")
+        loud_id, loud_key = new_key(stack, "revoked-with-the-cli")
+        with client(url, quiet_key) as quiet, client(url, loud_key) as loud:
+            assert quiet.get("/api/profiles").status_code == 200
+            assert loud.get("/api/profiles").status_code == 200
+            # Revoked behind the API's back: still accepted, from memory.
+            mongo["api_keys"].update_one(
+                {"_id": quiet_id}, {"$set": {"revoked_at": datetime.now(UTC)}}
+            )
+            assert quiet.get("/api/profiles").status_code == 200
+            assert f"revoked {loud_id}" in cli(stack, "keys", "revoke", loud_id)
+            wait_until(
+                lambda: loud.get("/api/profiles").status_code == 401,
+                timeout=10,
+                what="the key revoked with the CLI to be refused",
+            )
+            # The notice makes the process forget every key it remembered, so the quietly
+            # revoked one is refused now as well.
+            assert quiet.get("/api/profiles").status_code == 401
 
 
 def test_another_keys_requests_do_not_exist(stack: Stack, secure_url: str, origin: Origin) -> None:

@@ -195,3 +195,107 @@ def test_a_failed_refresh_keeps_serving_the_stale_value_until_it_ages_out() -> N
             await cache.get_or_load("k", load)
 
     asyncio.run(scenario())
+
+
+def test_a_caller_after_discard_does_not_share_the_load_that_started_before_it() -> None:
+    cache: TTLCache[str] = TTLCache(ttl=5, clock=Clock())
+    answers = iter(["read before the cancel", "after the cancel"])
+    reading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def load() -> str:
+        value = next(answers)
+        if value == "read before the cancel":
+            reading.set()
+            await release.wait()
+        return value
+
+    async def scenario() -> tuple[str, str, str]:
+        early = asyncio.create_task(cache.get_or_load(("r1", 0), load))
+        await reading.wait()
+        cache.discard("r1")
+        late = await cache.get_or_load(("r1", 0), load)  # a load of its own, not the early one
+        release.set()
+        return await early, late, await cache.get_or_load(("r1", 0), load)
+
+    early, late, cached = asyncio.run(scenario())
+    assert early == "read before the cancel"  # its own callers still get an answer
+    assert late == cached == "after the cancel"  # and it was not stored over the newer one
+
+
+def test_an_entry_ages_from_when_its_load_started() -> None:
+    # A key revoked while its lookup was in flight must be refused `ttl` after the lookup
+    # began, however slow the lookup was.
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(ttl=1, clock=clock)
+    values = iter(["read", "read again"])
+
+    async def slow_load() -> str:
+        clock.advance(0.75)  # the database took its time
+        return next(values)
+
+    async def scenario() -> list[str | None]:
+        await cache.get_or_load("k", slow_load)
+        seen = [cache.get("k")]
+        clock.advance(0.3)  # 1.05 s after the load started, 0.3 s after it finished
+        seen.append(cache.get("k"))
+        return seen
+
+    assert asyncio.run(scenario()) == ["read", None]
+
+
+def test_clear_forgets_entries_and_loads_in_flight() -> None:
+    cache: TTLCache[str] = TTLCache(ttl=5, clock=Clock())
+    answers = iter(["before", "after"])
+    reading = asyncio.Event()
+    release = asyncio.Event()
+
+    async def load() -> str:
+        value = next(answers)
+        if value == "before":
+            reading.set()
+            await release.wait()
+        return value
+
+    async def scenario() -> tuple[str, str]:
+        cache.put("other", "x")
+        early = asyncio.create_task(cache.get_or_load("k", load))
+        await reading.wait()
+        cache.clear()  # e.g. a key was revoked
+        assert cache.get("other") is None
+        release.set()
+        await early
+        return await early, await cache.get_or_load("k", load)
+
+    assert asyncio.run(scenario()) == ("before", "after")
+
+
+def test_entries_too_old_to_serve_are_dropped_as_new_ones_come_in() -> None:
+    clock = Clock()
+    cache: TTLCache[bytes] = TTLCache(ttl=1, stale_for=5, weigh=len, max_weight=10_000, clock=clock)
+    for page in range(5):
+        cache.put(("r", page), b"x" * 1000)
+    assert cache.weight == 5000
+    clock.advance(6.5)  # past fresh + stale: nobody may be served these any more
+    cache.put(("other", 0), b"y" * 10)
+    assert cache.weight == 10
+    assert [cache.get(("r", page)) for page in range(5)] == [None] * 5
+    assert cache.get(("other", 0)) == b"y" * 10
+
+
+def test_the_least_recently_used_go_first_beyond_the_weight_bound() -> None:
+    clock = Clock()
+    cache: TTLCache[bytes] = TTLCache(ttl=60, weigh=len, max_weight=3000, clock=clock)
+    cache.put(("a", 0), b"a" * 1000)
+    cache.put(("b", 0), b"b" * 1000)
+    cache.put(("c", 0), b"c" * 1000)
+    assert cache.get(("a", 0)) == b"a" * 1000  # now the most recently used
+    cache.put(("d", 0), b"d" * 1500)
+    assert cache.get(("b", 0)) is None and cache.get(("c", 0)) is None
+    assert cache.get(("a", 0)) == b"a" * 1000 and cache.get(("d", 0)) == b"d" * 1500
+    assert cache.weight == 2500
+    cache.put(("a", 0), b"A" * 100)  # replacing an entry replaces its weight
+    cache.discard("d")
+    assert cache.weight == 100
+    cache.put(("huge", 0), b"h" * 5000)  # heavier than the bound: not kept at all
+    assert cache.get(("huge", 0)) is None and cache.weight == 100

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from pymongo.database import Database
 
 from cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.stacks import side_api
 from tests.support.waiting import broker_idle, wait_until
 from worker.retention import expire_requests
 from worker.runtime import build_runtime
@@ -150,3 +153,60 @@ def test_a_request_past_its_expiry_answers_410_before_the_sweeper_runs(
         assert gone.status_code == 410, gone.text
         assert "expired" in gone.json()["detail"]
     assert api.post(f"/api/requests/{request_id}/retry").status_code == 410
+
+
+@pytest.fixture(scope="module")
+def two_apis(stack: Stack) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Two more API processes on the suite's MongoDB and Redis that keep a status answer for
+    an hour: an answer that changes within seconds was dropped by a notice, not by age."""
+    env = {"IMGBATCH_STATUS_CACHE_SECONDS": "3600"}
+    with (
+        side_api(stack, "api-a", env) as url_a,
+        side_api(stack, "api-b", env) as url_b,
+        httpx.Client(base_url=url_a, timeout=30) as a,
+        httpx.Client(base_url=url_b, timeout=30) as b,
+    ):
+        yield a, b
+
+
+def test_a_cancel_on_one_api_process_shows_at_once_on_another(
+    two_apis: tuple[httpx.Client, httpx.Client], origin: Origin, mongo: Database[dict[str, Any]]
+) -> None:
+    a, b = two_apis
+    rows = [(i, f"Slow {i}", origin.url(f"/slow/rocket.jpg?delay=2&i={i}")) for i in range(1, 33)]
+    request_id = upload(a, sheet(rows)).json()["request_id"]
+    seen = wait_for_status(b, request_id, ("in_progress",))
+    # Products finishing change no status, so B keeps answering from memory meanwhile.
+    wait_until(
+        lambda: (
+            mongo["requests"].find_one({"_id": request_id})["products_done"] > seen["products_done"]
+        ),
+        what="a product to finish",
+    )
+    assert b.get(f"/api/status/{request_id}", params={"limit": 1000}).json() == seen
+
+    assert a.post(f"/api/requests/{request_id}/cancel").status_code == 200
+    assert wait_for_status(b, request_id, ("cancelled",), timeout=10)["status"] == "cancelled"
+
+
+def test_a_retry_on_one_api_process_shows_at_once_on_another(
+    two_apis: tuple[httpx.Client, httpx.Client], origin: Origin
+) -> None:
+    a, b = two_apis
+    flaky = origin.url(f"/flaky/{uuid.uuid4().hex}/2/chelsea.jpg")
+    request_id = upload(a, sheet([(1, "Flaky", flaky)])).json()["request_id"]
+    # B learns of the completion from the worker's notice (it caches for an hour).
+    first = wait_for_status(b, request_id, ("completed",))
+    assert first["images_failed"] == 1
+
+    assert a.post(f"/api/requests/{request_id}/retry").status_code == 202
+    answers: list[tuple[str, int]] = []
+
+    def moved_on() -> bool:
+        body = b.get(f"/api/status/{request_id}").json()
+        answers.append((body["status"], body["images_failed"]))
+        return answers[-1] != ("completed", 1)
+
+    wait_until(moved_on, timeout=10, what="B to drop the answer from before the retry")
+    second = wait_for_status(b, request_id, ("completed",))
+    assert (second["images_done"], second["images_failed"]) == (1, 0)

@@ -3,11 +3,14 @@ result CSV and its failed rows, and a key's list of requests."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from collections.abc import AsyncIterator
 
 import httpx
 
+from api.requests import _chunked
 from cli.stack import Stack
 from tests.conftest import KeyedApi
 from tests.support.client import sheet, upload, wait_for_status
@@ -120,3 +123,16 @@ def test_download_of_only_the_failed_rows_keeps_the_input_columns(
         ["3", "Gone", bad, "Beta"],
     ]
     assert api.get(f"/api/download/{request_id}", params={"only": "all"}).status_code == 422
+
+
+def test_streamed_rows_are_sent_in_chunks_of_whole_rows_in_order() -> None:
+    async def lines(count: int) -> AsyncIterator[str]:
+        for n in range(count):
+            yield f"{n}\r\n"
+
+    async def chunks(count: int, rows: int) -> list[str]:
+        return [chunk async for chunk in _chunked(lines(count), rows)]
+
+    assert asyncio.run(chunks(5, 2)) == ["0\r\n1\r\n", "2\r\n3\r\n", "4\r\n"]
+    assert asyncio.run(chunks(4, 2)) == ["0\r\n1\r\n", "2\r\n3\r\n"]
+    assert asyncio.run(chunks(0, 2)) == []

@@ -92,13 +92,16 @@ async def watch_together(
     *,
     when_listening: Callable[[], None] | None = None,
     timeout: float = 120.0,
+    headers: dict[str, str] | None = None,
 ) -> list[Watched]:
     """``count`` concurrent subscribers on one request's stream (one asyncio client, a
     connection each). ``when_listening`` runs once every subscriber has had its first event;
     each subscriber returns at its final event."""
     connected = asyncio.Semaphore(0)
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, limits=limits, timeout=60, headers=headers
+    ) as client:
 
         async def subscriber() -> Watched:
             seen = 0
