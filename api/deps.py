@@ -71,7 +71,9 @@ class AppState:
             self.key_cache.clear()
 
 
-def app_state(request: Request) -> AppState:
+# Every provider here is `async def` though none awaits: FastAPI runs a plain `def` dependency
+# in its thread pool, and the status endpoint's six were six thread hops per poll (bench/).
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.imgbatch
     return state
 
@@ -79,11 +81,11 @@ def app_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(app_state)]
 
 
-def _settings(state: StateDep) -> Settings:
+async def _settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def _db(state: StateDep) -> Database:
+async def _db(state: StateDep) -> Database:
     return state.db
 
 
@@ -91,43 +93,43 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_db)]
 
 
-def _requests(db: DatabaseDep) -> RequestRepository:
+async def _requests(db: DatabaseDep) -> RequestRepository:
     return RequestRepository(db)
 
 
-def _products(db: DatabaseDep) -> ProductRepository:
+async def _products(db: DatabaseDep) -> ProductRepository:
     return ProductRepository(db)
 
 
-def _chunks(db: DatabaseDep) -> StagedChunkRepository:
+async def _chunks(db: DatabaseDep) -> StagedChunkRepository:
     return StagedChunkRepository(db)
 
 
-def _idempotency(db: DatabaseDep) -> IdempotencyRepository:
+async def _idempotency(db: DatabaseDep) -> IdempotencyRepository:
     return IdempotencyRepository(db)
 
 
-def _subscribers(db: DatabaseDep) -> WebhookSubscriberRepository:
+async def _subscribers(db: DatabaseDep) -> WebhookSubscriberRepository:
     return WebhookSubscriberRepository(db)
 
 
-def _deliveries(db: DatabaseDep) -> WebhookDeliveryRepository:
+async def _deliveries(db: DatabaseDep) -> WebhookDeliveryRepository:
     return WebhookDeliveryRepository(db)
 
 
-def _services(state: StateDep) -> Services:
+async def _services(state: StateDep) -> Services:
     return state.services
 
 
-def _tasks(state: StateDep) -> TaskSender:
+async def _tasks(state: StateDep) -> TaskSender:
     return state.services.tasks
 
 
-def _store(state: StateDep) -> MediaStore:
+async def _store(state: StateDep) -> MediaStore:
     return state.services.store
 
 
-def _profiles(state: StateDep) -> dict[str, Profile]:
+async def _profiles(state: StateDep) -> dict[str, Profile]:
     return state.profiles
 
 
