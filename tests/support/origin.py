@@ -203,7 +203,9 @@ class _Handler(BaseHTTPRequestHandler):
         return int((self.origin.root / name).stat().st_mtime)
 
     def _send_text(self, status: int, text: str, extra: dict[str, str] | None = None) -> None:
-        body = text.encode()
+        # 1xx, 204 and 304 have no content (RFC 9110): a body after one is not this status but
+        # a framing error, which the next parse on the connection would trip over.
+        body = b"" if status < 200 or status in (204, 304) else text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
