@@ -39,8 +39,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from ssrfguard import Resolver, SSRFGuardError, Target, resolve
 
 from core.logs import redact_url
-from netguard.addresses import literal_host_reason
-from netguard.client import reason_of, ssrfguard_policy
+from netguard.client import reason_of, refuse_literal_host, ssrfguard_policy
 from netguard.policy import BlockedAddress, NetworkPolicy
 
 __all__ = ["PinnedResolver", "pinned_client"]
@@ -63,9 +62,7 @@ class PinnedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         if self._refuse_literals:
-            reason = literal_host_reason(f"http://{host}/")
-            if reason is not None:
-                raise BlockedAddress(reason, url=host)
+            refuse_literal_host(f"http://{host}/", shown=host)
         target = Target(scheme="http", host=host, port=port, host_as_written=host)
         try:
             # getaddrinfo blocks and has no timeout: in a thread, under the caller's deadline.
@@ -171,9 +168,7 @@ class _PinnedTransport(httpx.AsyncBaseTransport):
         except SSRFGuardError as refused:
             raise BlockedAddress(reason_of(refused), url=redact_url(request.url)) from None
         if self._refuse_literals:
-            reason = literal_host_reason(url)
-            if reason is not None:
-                raise BlockedAddress(reason, url=redact_url(request.url))
+            refuse_literal_host(url, shown=redact_url(request.url))
         timeout = request.extensions.get("timeout", {})
         session = self._open()
         headers = [

@@ -37,6 +37,14 @@ def reason_of(refused: SSRFGuardError) -> str:
     return scrub_message(str(refused))
 
 
+def refuse_literal_host(url: str, *, shown: str) -> None:
+    """Our literal-host check (encoded spellings, loopback names) as a refusal: raises
+    :class:`BlockedAddress` naming ``shown`` (the URL as it may be logged)."""
+    reason = literal_host_reason(url)
+    if reason is not None:
+        raise BlockedAddress(reason, url=shown)
+
+
 class _GuardedTransport(AsyncSafeTransport):
     """ssrfguard's pinning transport, raising our :class:`BlockedAddress` instead of its errors.
 
@@ -53,9 +61,7 @@ class _GuardedTransport(AsyncSafeTransport):
             # Our literal check first: it knows spellings ssrfguard would hand to the resolver
             # (``0x7f000001``, ``localhost.``), so those are refused the same way whatever the
             # platform resolver makes of them, and without a DNS query leaving the host.
-            reason = literal_host_reason(str(request.url))
-            if reason is not None:
-                raise BlockedAddress(reason, url=redact_url(request.url))
+            refuse_literal_host(str(request.url), shown=redact_url(request.url))
         try:
             return await super().handle_async_request(request)
         except SSRFGuardError as refused:
