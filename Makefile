@@ -3,21 +3,38 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs exactly uv.lock (hashes, Python 3.11 and 3.12). It comes from PyPI, pinned by hash
+# in tools/uv.txt, into a venv of its own so that `uv sync` (which removes what the lock does not
+# name) never uninstalls it.
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+# Never fetch a Python build: use the interpreter given, like the venv always did.
+export UV_PYTHON_DOWNLOADS := never
+EXTRAS := --extra dev --extra bench --extra embedded
 
-.PHONY: install browser demo run flower test lint format bench clean
+.PHONY: install lock browser demo run flower test test-fast fuzz lint format bench clean
 
 # The browser test drives Debian's chromium (not a browser Playwright downloads: this machine
 # reaches package registries only). Installed with apt when missing; a no-op when present.
 CHROMIUM ?= /usr/bin/chromium
 APT_PACKAGES := chromium
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+$(UV): tools/uv.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes -r tools/uv.txt
+	touch $(UV)
+
+# --locked: fails when pyproject.toml and uv.lock disagree (`make lock` re-resolves on purpose).
+$(STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --quiet --locked --python $(PYTHON) $(EXTRAS)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve every dependency to the newest release the ranges in pyproject.toml admit. An
+# upgrade is a deliberate commit of uv.lock (see docs/development.md).
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 demo: $(STAMP)
 	$(BIN)/imgbatch demo
@@ -44,6 +61,7 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
+	$(UV) lock --check --offline --python $(PYTHON)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -57,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf .data $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .data $(VENV) $(TOOLS) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -473,4 +473,4 @@ class EventHub:
             with suppress(asyncio.CancelledError):
                 await self._reader
         with suppress(RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await self._pubsub.aclose()
