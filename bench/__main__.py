@@ -35,7 +35,7 @@ from bench import (
 from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, copy_photos, load_photos
 from bench.harness import running
 from bench.report import RESULTS, write_json
-from core.settings import Settings
+from imgbatch.core.settings import Settings
 
 
 def _configs(text: str) -> list[tuple[int, int]]:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from netguard import NetworkPolicy, guarded_client
-from worker.downloads import DownloadPolicy, download, download_client
+from imgbatch.netguard import NetworkPolicy, guarded_client
+from imgbatch.worker.downloads import DownloadPolicy, download, download_client
 
 _LANES = 24
 _WARM = 48

@@ -20,7 +20,7 @@ from PIL import Image
 
 from bench.data import CORPUS
 from bench.procfs import peak_rss_mb, rss_mb
-from imaging import compress_image
+from imgbatch.imaging import compress_image
 
 QUALITY = 50
 _MAX_PIXELS = 50_000_000

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from imaging import compress_image
+from imgbatch.imaging import compress_image
 
 _QUALITY = 50
 _MAX_PIXELS = 50_000_000

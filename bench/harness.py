@@ -19,10 +19,10 @@ import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 from pymongo import MongoClient
 
-from cli.embedded import free_port
-from cli.keys import create_key
-from cli.stack import Stack
-from core.settings import Settings
+from imgbatch.cli.embedded import free_port
+from imgbatch.cli.keys import create_key
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
 from tests.support.origin import Origin
 
 # As in tests/conftest.py: the origin is on loopback, which the address guard refuses. Auth

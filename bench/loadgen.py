@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from core.settings import Settings
+from imgbatch.core.settings import Settings
 
 
 def percentile(values: list[float], q: float) -> float:

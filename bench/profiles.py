@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.data import CORPUS
-from core.settings import Settings
-from imaging import Profile, available_profiles, compress_image, open_image, render_profile
+from imgbatch.core.settings import Settings
+from imgbatch.imaging import Profile, available_profiles, compress_image, open_image, render_profile
 
 _MAX_PIXELS = 50_000_000
 

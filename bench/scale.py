@@ -40,7 +40,7 @@ from bench.data import CORPUS, batch_csv
 from bench.harness import Bench, cpu_seconds, running
 from bench.report import table as render_table
 from bench.report import verdict
-from core.settings import Settings
+from imgbatch.core.settings import Settings
 
 DEFAULT_SIZES = (1000, 10_000, 50_000)
 QUICK_SIZES = (200, 1000)

@@ -14,16 +14,16 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.embedded import EmbeddedSeaweedFS, free_port
-from cli.stack import Stack
-from core.settings import Settings
-from storage.buckets import ensure_bucket
+from imgbatch.cli.embedded import EmbeddedSeaweedFS, free_port
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
+from imgbatch.storage.buckets import ensure_bucket
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.inprocess import isolated_runtime
 from tests.support.keys import new_key
 from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
 from tests.support.stacks import serving, side_api, sync_db
-from worker.runtime import WorkerRuntime
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORPUS = FIXTURES / "corpus"

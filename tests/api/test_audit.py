@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.keys import create_key
-from cli.stack import Stack
+from imgbatch.cli.keys import create_key
+from imgbatch.cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.client import sheet, upload
 from tests.support.keys import cli, client, new_key
 from tests.support.origin import Origin

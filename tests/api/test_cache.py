@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from api.cache import TTLCache
+from imgbatch.api.cache import TTLCache
 
 
 class Clock:

@@ -11,13 +11,13 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import build_runtime
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import side_api
 from tests.support.waiting import broker_idle, wait_until
-from worker.retention import expire_requests
-from worker.runtime import build_runtime
 
 
 def test_retry_reprocesses_only_the_failed_images(

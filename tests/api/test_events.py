@@ -13,8 +13,8 @@ import httpx
 from httpx_sse import connect_sse
 from pymongo.database import Database
 
-from cli.stack import Stack
-from models.requests import RequestStatus
+from imgbatch.cli.stack import Stack
+from imgbatch.models.requests import RequestStatus
 from tests.conftest import KEYED_ENV, KeyedApi
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.events import (

@@ -16,16 +16,16 @@ import pytest
 from PIL import Image
 from pymongo.database import Database
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.retention import sweep_temp_originals
+from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 from tests.conftest import CORPUS
 from tests.support.client import result_rows, wait_for_status
 from tests.support.images import many_scan_jpeg
 from tests.support.receiver import Receiver
 from tests.support.stacks import redis_db, side_api
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.retention import sweep_temp_originals
-from worker.runtime import WorkerRuntime, build_runtime
 
 
 def submit(

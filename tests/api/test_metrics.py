@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cli.embedded import free_port
-from cli.stack import Stack
+from imgbatch.cli.embedded import free_port
+from imgbatch.cli.stack import Stack
 from tests.conftest import CORPUS
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.logs import log_events

@@ -11,7 +11,7 @@ import httpx
 from PIL import Image
 from pymongo.database import Database
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.client import result_rows, sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import side_api

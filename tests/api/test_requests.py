@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from api.requests import _chunked
-from cli.stack import Stack
+from imgbatch.api.requests import _chunked
+from imgbatch.cli.stack import Stack
 from tests.conftest import KeyedApi
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.keys import new_key

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from api.stats import window_count
-from cli.keys import create_key
-from cli.stack import Stack
-from models.activity import ActivityMinute
+from imgbatch.api.stats import window_count
+from imgbatch.cli.keys import create_key
+from imgbatch.cli.stack import Stack
+from imgbatch.models.activity import ActivityMinute
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import side_api

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.stacks import redis_db, side_api
 
 HEADERS = [

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.stacks import redis_db, side_api
 
 MB = 1024 * 1024

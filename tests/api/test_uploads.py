@@ -11,7 +11,7 @@ import pytest
 from pymongo.database import Database
 
 from bench.procfs import peak_rss_mb, reset_peak_rss
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.client import HEADER, sheet, upload
 from tests.support.stacks import redis_db, side_api
 

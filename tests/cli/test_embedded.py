@@ -7,7 +7,7 @@ from pathlib import Path
 import psutil
 from pymongo import MongoClient
 
-from cli.embedded import EmbeddedMongo
+from imgbatch.cli.embedded import EmbeddedMongo
 
 
 def test_the_embedded_database_fsyncs_every_commit(tmp_path: Path) -> None:

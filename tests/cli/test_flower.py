@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from cli.embedded import free_port, wait_for_port
-from cli.stack import Stack
-from core.settings import child_environment
+from imgbatch.cli.embedded import free_port, wait_for_port
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import child_environment
 from tests.support.stacks import non_loopback_address
 
 
@@ -25,7 +25,7 @@ def _flower(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     }
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "flower"],
+            [sys.executable, "-m", "imgbatch", "flower"],
             env=child_environment(env, without="IMGBATCH_FLOWER_PASSWORD"),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from cli.embedded import free_port, wait_for_port
-from cli.stack import Stack
-from core.settings import child_environment
+from imgbatch.cli.embedded import free_port, wait_for_port
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import child_environment
 from tests.conftest import STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
@@ -35,7 +35,7 @@ def _command_lines(process: subprocess.Popen[str]) -> str:
 
 def _imgbatch(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "imgbatch", *args],
         env=child_environment(env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.client import result_rows, sheet, upload, wait_for_status
 from tests.support.logs import log_lines
 from tests.support.origin import Origin

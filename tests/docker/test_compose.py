@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from core.settings import Settings
+from imgbatch.core.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

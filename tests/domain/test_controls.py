@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import asyncio
 
-from cli.embedded import free_port
-from domain.completion import complete_if_finished
-from domain.controls import retry_failed
-from domain.services import Services
-from domain.taskqueue import IMAGES_QUEUE, CeleryTaskSender
-from models.requests import RequestRecord, RequestStatus
+from imgbatch.cli.embedded import free_port
+from imgbatch.domain.completion import complete_if_finished
+from imgbatch.domain.controls import retry_failed
+from imgbatch.domain.services import Services
+from imgbatch.domain.taskqueue import IMAGES_QUEUE, CeleryTaskSender
+from imgbatch.models.requests import RequestRecord, RequestStatus
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.reconcile import reconcile
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.inprocess import queue_length
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.reconcile import reconcile
-from worker.runtime import WorkerRuntime
 
 
 def _completed_with_a_failure(rt: WorkerRuntime, origin: Origin) -> RequestRecord:

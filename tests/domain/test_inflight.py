@@ -7,14 +7,14 @@ import uuid
 
 import pytest
 
-from domain import inflight
-from domain.controls import cancel
-from models.requests import RequestStatus
+from imgbatch.domain import inflight
+from imgbatch.domain.controls import cancel
+from imgbatch.models.requests import RequestStatus
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.runtime import WorkerRuntime
 
 
 def test_a_finished_or_cancelled_request_gives_its_slot_back(

@@ -13,13 +13,13 @@ from datetime import timedelta
 
 import pytest
 
-from domain.completion import complete_when_counted
-from domain.recount import recount
-from models.requests import RequestStatus
+from imgbatch.domain.completion import complete_when_counted
+from imgbatch.domain.recount import recount
+from imgbatch.models.requests import RequestStatus
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.runtime import WorkerRuntime
 
 TOKEN = uuid.uuid4().hex  # the worker run's count key
 LEASE = timedelta(minutes=2)

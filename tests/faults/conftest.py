@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from pymongo import MongoClient
 
-from cli.embedded import free_port
-from cli.stack import Stack
-from core.settings import Settings
+from imgbatch.cli.embedded import free_port
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.logs import JSON_LOGS, log_events

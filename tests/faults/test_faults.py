@@ -10,7 +10,7 @@ import time
 import httpx
 import psutil
 
-from cli.embedded import EmbeddedMongo, EmbeddedRedis
+from imgbatch.cli.embedded import EmbeddedMongo, EmbeddedRedis
 from tests.faults.conftest import (
     FaultStack,
     assert_one_completion_event,

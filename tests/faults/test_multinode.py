@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.embedded import EmbeddedSeaweedFS, free_port
-from core.settings import Settings
+from imgbatch.cli.embedded import EmbeddedSeaweedFS, free_port
+from imgbatch.core.settings import Settings
 from tests.faults.conftest import (
     FAULT_ENV,
     FaultStack,

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageCms, ImageFile, ImageStat, features
 
-from core.errors import ImageErrorCode, ImageFailure
-from imaging import (
+from imgbatch.core.errors import ImageErrorCode, ImageFailure
+from imgbatch.imaging import (
     SNIFF_BYTES,
     CompressedImage,
     compress_image,
@@ -534,8 +534,8 @@ def run_and_report_peak_rss_growth_mb(code: str) -> float:
         import resource, sys
         from pathlib import Path
         from PIL import Image
-        from core.errors import ImageFailure
-        from imaging import compress_image
+        from imgbatch.core.errors import ImageFailure
+        from imgbatch.imaging import compress_image
         def peak():
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         """

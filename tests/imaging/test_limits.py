@@ -10,9 +10,9 @@ import time
 import pytest
 from PIL import Image
 
-from core.errors import ImageErrorCode, ImageFailure
-from imaging import compress_image
-from imaging.limits import count_jpeg_scans
+from imgbatch.core.errors import ImageErrorCode, ImageFailure
+from imgbatch.imaging import compress_image
+from imgbatch.imaging.limits import count_jpeg_scans
 from tests.imaging.test_compress import PHOTOS, corpus
 from tests.support.images import many_scan_jpeg, progressive_jpeg
 

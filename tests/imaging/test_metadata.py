@@ -8,8 +8,14 @@ from pathlib import Path
 from blurhash_rs import blurhash_decode
 from PIL import Image
 
-from imaging import open_image
-from imaging.metadata import ExifInfo, dominant_color, placeholder, read_exif, summary_image
+from imgbatch.imaging import open_image
+from imgbatch.imaging.metadata import (
+    ExifInfo,
+    dominant_color,
+    placeholder,
+    read_exif,
+    summary_image,
+)
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "corpus"
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.settings import Settings
-from imaging.profiles import (
+from imgbatch.core.settings import Settings
+from imgbatch.imaging.profiles import (
     OutputFormat,
     Profile,
     ProfileError,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from core.errors import ImageFailure
-from imaging import (
+from imgbatch.core.errors import ImageFailure
+from imgbatch.imaging import (
     OutputFormat,
     Profile,
     Variant,
@@ -20,9 +20,9 @@ from imaging import (
     render,
     render_profile,
 )
-from imaging.metadata import fit_within
-from imaging.profiles import default_profile, storefront_profile
-from imaging.render import downscale
+from imgbatch.imaging.metadata import fit_within
+from imgbatch.imaging.profiles import default_profile, storefront_profile
+from imgbatch.imaging.render import downscale
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "corpus"
 MAX_PIXELS = 50_000_000

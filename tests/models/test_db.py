@@ -7,14 +7,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from models.db import ensure_indexes
-from models.idempotency import IdempotencyRepository
-from models.requests import RequestStatus, now
+from imgbatch.models.db import ensure_indexes
+from imgbatch.models.idempotency import IdempotencyRepository
+from imgbatch.models.requests import RequestStatus, now
+from imgbatch.webhooks.events import publish_request_event
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from webhooks.events import publish_request_event
-from worker.retention import expire_requests
-from worker.runtime import WorkerRuntime
 
 
 def _ttl_pass(rt: WorkerRuntime) -> None:

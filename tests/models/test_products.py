@@ -3,9 +3,9 @@ page, whatever the page size."""
 
 from __future__ import annotations
 
-from models.products import ProductRecord
+from imgbatch.models.products import ProductRecord
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.seeding import seed_request
-from worker.runtime import WorkerRuntime
 
 
 def _iterate(rt: WorkerRuntime, request_id: str, batch_size: int) -> list[ProductRecord]:

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from netguard import BlockedAddress, NetworkPolicy
-from netguard.aio import pinned_client
+from imgbatch.netguard import BlockedAddress, NetworkPolicy
+from imgbatch.netguard.aio import pinned_client
 from tests.netguard.test_guard import (
     LOOPBACK_SPELLINGS,
     OPEN,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.logs import redact_url
-from netguard import (
+from imgbatch.core.logs import redact_url
+from imgbatch.netguard import (
     BlockedAddress,
     InvalidTarget,
     NetworkPolicy,
@@ -247,7 +247,7 @@ def test_blocked_message_has_no_query_or_credentials() -> None:
 
 
 def test_policy_from_settings() -> None:
-    from core.settings import Settings
+    from imgbatch.core.settings import Settings
 
     policy = NetworkPolicy.from_settings(
         Settings(allow_private_networks=True, allowed_ports=[8080])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sheets import (
+from imgbatch.sheets import (
     NAME_COLUMN,
     SERIAL_COLUMN,
     URLS_COLUMN,
@@ -24,7 +24,7 @@ from sheets import (
     neutralize_cell,
     open_sheet,
 )
-from sheets.rows import _parsed_url_problem, _url_problem
+from imgbatch.sheets.rows import _parsed_url_problem, _url_problem
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 URL = "https://a.example/img.jpg"

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from core.settings import Settings
-from storage import IMMUTABLE, InvalidKey, MediaStore, StoredObject, create_store
+from imgbatch.core.settings import Settings
+from imgbatch.storage import IMMUTABLE, InvalidKey, MediaStore, StoredObject, create_store
 
 T = TypeVar("T")
 

@@ -15,16 +15,16 @@ import pytest
 from PIL import Image
 from pymongo.database import Database
 
-from cli.embedded import EmbeddedSeaweedFS, free_port
-from cli.stack import Stack
-from core.settings import Settings
-from storage import InvalidKey, create_store
+from imgbatch.cli.embedded import EmbeddedSeaweedFS, free_port
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
+from imgbatch.storage import InvalidKey, create_store
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import build_runtime
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db, serving, side_api
-from worker.retention import expire_requests
-from worker.runtime import build_runtime
 
 PHOTOS = ["chelsea.jpg", "rocket.jpg", "coffee.jpg"]
 

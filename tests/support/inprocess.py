@@ -14,11 +14,11 @@ from typing import Any
 
 import redis
 
-from cli.stack import Stack
-from core.settings import Settings
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
+from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 from tests.support.stacks import redis_db
 from tests.support.waiting import messages_waiting
-from worker.runtime import WorkerRuntime, build_runtime
 
 
 @contextmanager

@@ -9,12 +9,12 @@ import sys
 
 import httpx
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 
 
 def cli(stack: Stack, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
+        [sys.executable, "-m", "imgbatch", *args],
         env=stack.env(),
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ import threading
 from http.server import ThreadingHTTPServer
 from typing import Any, Self
 
-from cli.embedded import Managed
+from imgbatch.cli.embedded import Managed
 
 __all__ = ["CountingServer", "LoopbackServer"]
 

@@ -6,13 +6,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cli.stack import Stack
-from domain.webhook_signing import new_secret
-from imaging.profiles import Profile
-from models.db import ensure_indexes
-from models.products import ProductRecord, ProductRepository
-from models.requests import RequestRecord, RequestStatus, now
-from worker.runtime import WorkerRuntime, build_runtime
+from imgbatch.cli.stack import Stack
+from imgbatch.domain.webhook_signing import new_secret
+from imgbatch.imaging.profiles import Profile
+from imgbatch.models.db import ensure_indexes
+from imgbatch.models.products import ProductRecord, ProductRepository
+from imgbatch.models.requests import RequestRecord, RequestStatus, now
+from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 
 COLUMNS: list[tuple[str, str | None]] = [
     ("S. No.", "S. No."),

@@ -12,8 +12,8 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from cli.embedded import free_port
-from cli.stack import Stack
+from imgbatch.cli.embedded import free_port
+from imgbatch.cli.stack import Stack
 
 
 def redis_db(stack: Stack, number: int) -> str:

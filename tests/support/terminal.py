@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect
 import pyte
 
-from core.settings import child_environment
+from imgbatch.core.settings import child_environment
 
 
 class Terminal:
@@ -26,7 +26,7 @@ class Terminal:
         self._stream = pyte.ByteStream(self.screen)
         self.child = pexpect.spawn(
             sys.executable,
-            ["-m", "cli.main", *args],
+            ["-m", "imgbatch", *args],
             env=child_environment({"TERM": "xterm-256color", **(env or {})}),
             cwd=str(cwd) if cwd else None,
             dimensions=(lines, columns),

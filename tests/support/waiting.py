@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import redis
 
-from cli.stack import Stack
-from domain.taskqueue import ALL_QUEUES
+from imgbatch.cli.stack import Stack
+from imgbatch.domain.taskqueue import ALL_QUEUES
 
 
 def wait_until(

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.embedded import free_port
-from cli.stack import Stack
-from core.settings import Settings
-from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE
+from imgbatch.cli.embedded import free_port
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
+from imgbatch.domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE
 from tests.conftest import STACK_ENV
 from tests.support.stacks import sync_db
 from tests.webhooks.helpers import RETRY_SCHEDULE, WEBHOOK_TIMEOUT, Runtime

@@ -12,12 +12,12 @@ import httpx
 import pytest
 import redis
 
-from cli.stack import Stack
-from core.settings import Settings
-from models.db import ensure_indexes
+from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
+from imgbatch.models.db import ensure_indexes
+from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 from tests.support.client import upload, wait_for_status
 from tests.support.origin import Origin
-from worker.runtime import WorkerRuntime, build_runtime
 
 RETRY_SCHEDULE = [0, 1, 1]
 # The production default: a hanging receiver holds its attempt this long.

@@ -18,11 +18,11 @@ from pymongo.database import Database
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from cli.embedded import free_port
-from cli.stack import Stack
-from domain.taskqueue import CeleryTaskSender
-from domain.webhook_signing import new_secret
-from models.requests import RequestRecord, RequestStatus, now
+from imgbatch.cli.embedded import free_port
+from imgbatch.cli.stack import Stack
+from imgbatch.domain.taskqueue import CeleryTaskSender
+from imgbatch.domain.webhook_signing import new_secret
+from imgbatch.models.requests import RequestRecord, RequestStatus, now
 from tests.support.client import wait_for_status
 from tests.support.keys import client, new_key
 from tests.support.origin import Origin

@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.taskqueue import REQUEST_FINISHED_TASK, WEBHOOK_DELIVER_TASK, WEBHOOKS_QUEUE
-from domain.webhook_signing import new_secret
-from models.db import WEBHOOK_DELIVERIES, WEBHOOK_EVENTS
-from models.requests import RequestStatus, now
-from models.webhooks import (
+from imgbatch.domain.taskqueue import REQUEST_FINISHED_TASK, WEBHOOK_DELIVER_TASK, WEBHOOKS_QUEUE
+from imgbatch.domain.webhook_signing import new_secret
+from imgbatch.models.db import WEBHOOK_DELIVERIES, WEBHOOK_EVENTS
+from imgbatch.models.requests import RequestStatus, now
+from imgbatch.models.webhooks import (
     DeliveryRecord,
     DeliveryState,
     EventType,
@@ -24,16 +24,16 @@ from models.webhooks import (
     WebhookSubscriberRepository,
     new_id,
 )
+from imgbatch.webhooks.delivery import deliver, retry_after_seconds, retry_delay
+from imgbatch.webhooks.events import publish_request_event
+from imgbatch.webhooks.scheduling import attempt_over, enqueue_due
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver, Reply
 from tests.support.seeding import seed_request
 from tests.webhooks.helpers import Runtime
-from webhooks.delivery import deliver, retry_after_seconds, retry_delay
-from webhooks.events import publish_request_event
-from webhooks.scheduling import attempt_over, enqueue_due
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.runtime import WorkerRuntime
 
 
 def _queued_tasks(runtime: Runtime) -> list[str]:

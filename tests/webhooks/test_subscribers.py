@@ -15,11 +15,11 @@ import pytest
 from pymongo.database import Database
 from standardwebhooks import Webhook
 
-from cli.stack import Stack
-from models.db import database, mongo_client
-from models.keys import ApiKeyRepository
-from models.requests import now
-from models.webhooks import DeliveryRecord, EventType, new_id
+from imgbatch.cli.stack import Stack
+from imgbatch.models.db import database, mongo_client
+from imgbatch.models.keys import ApiKeyRepository
+from imgbatch.models.requests import now
+from imgbatch.models.webhooks import DeliveryRecord, EventType, new_id
 from tests.support.client import sheet, upload
 from tests.support.stacks import side_api
 

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).parents[2]
 _SCRIPT = textwrap.dedent(
     """
     import resource, sys
-    from worker.allocator import reuse_large_buffers
+    from imgbatch.worker.allocator import reuse_large_buffers
 
     tuned = sys.argv[1] == "tuned" and reuse_large_buffers()
     sizes = [(1 + i % 5) * 4 * 1024 * 1024 for i in range(40)]

@@ -8,12 +8,12 @@ import dataclasses
 
 import pytest
 
-from core.errors import ImageFailure
+from imgbatch.core.errors import ImageFailure
+from imgbatch.worker.budget import DownloadBudget
+from imgbatch.worker.downloads import download, download_client
 from tests.conftest import CORPUS
 from tests.support.origin import Origin
 from tests.worker.test_downloads import POLICY
-from worker.budget import DownloadBudget
-from worker.downloads import download, download_client
 
 CHELSEA = (CORPUS / "chelsea.jpg").read_bytes()
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
-from models.products import ProductStatus
-from models.requests import RequestStatus
+from imgbatch.domain.taskqueue import DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE
+from imgbatch.models.products import ProductStatus
+from imgbatch.models.requests import RequestStatus
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.inprocess import queue_length
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.runtime import WorkerRuntime
 
 LEASE = timedelta(minutes=2)
 

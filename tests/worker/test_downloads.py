@@ -15,10 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
-from core.errors import ImageErrorCode, ImageFailure
-from netguard import NetworkPolicy
-from tests.support.origin import Origin
-from worker.downloads import (
+from imgbatch.core.errors import ImageErrorCode, ImageFailure
+from imgbatch.netguard import NetworkPolicy
+from imgbatch.worker.downloads import (
     USER_AGENT,
     DownloadPolicy,
     Fetched,
@@ -26,7 +25,8 @@ from worker.downloads import (
     download,
     download_client,
 )
-from worker.downloads import fetch as fetch_url
+from imgbatch.worker.downloads import fetch as fetch_url
+from tests.support.origin import Origin
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
 CHELSEA = (CORPUS / "chelsea.jpg").read_bytes()
@@ -124,7 +124,7 @@ def test_concurrent_downloads_reuse_kept_alive_connections(origin: Origin) -> No
 
 
 def test_policy_from_settings() -> None:
-    from core.settings import Settings
+    from imgbatch.core.settings import Settings
 
     settings = Settings(download_attempts=4, max_image_bytes=1234, allowed_ports=[80])
     policy = DownloadPolicy.from_settings(settings)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from models.requests import RequestStatus, now
+from imgbatch.models.requests import RequestStatus, now
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.retention import expire_requests
-from worker.runtime import WorkerRuntime
 
 
 def test_a_request_still_in_progress_at_its_expiry_is_left_alone(

@@ -15,17 +15,17 @@ import httpx
 import pytest
 from PIL import Image
 
-from cli.stack import Stack
-from imaging import compress_image
-from imaging.profiles import storefront_profile
-from models.requests import RequestStatus
+from imgbatch.cli.stack import Stack
+from imgbatch.imaging import compress_image
+from imgbatch.imaging.profiles import storefront_profile
+from imgbatch.models.requests import RequestStatus
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
 from tests.conftest import CORPUS
 from tests.support.client import result_rows, sheet, upload, wait_for_status
 from tests.support.inprocess import isolated_runtime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.products import process_products
 
 
 def _unique(origin: Origin, name: str) -> str:

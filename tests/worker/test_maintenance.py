@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from models.audit import AuditRepository
-from models.requests import RequestStatus, now
+from imgbatch.models.audit import AuditRepository
+from imgbatch.models.requests import RequestStatus, now
+from imgbatch.worker.reconcile import reconcile
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.seeding import seed_request
-from worker.reconcile import reconcile
-from worker.retention import expire_requests
-from worker.runtime import WorkerRuntime
 
 
 def events(rt: WorkerRuntime, request_id: str) -> list[str]:

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
-from models.products import ProductStatus
-from models.requests import RequestStatus
+from imgbatch.models.products import ProductStatus
+from imgbatch.models.requests import RequestStatus
+from imgbatch.worker.dispatch import dispatch_request
+from imgbatch.worker.products import process_products
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.origin import Origin
 from tests.support.seeding import seed_request
-from worker.dispatch import dispatch_request
-from worker.products import process_products
-from worker.runtime import WorkerRuntime
 
 LEASE = 0.5
 

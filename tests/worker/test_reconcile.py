@@ -12,18 +12,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.embedded import EmbeddedMongo
-from cli.stack import Stack
-from models.db import ensure_indexes
-from models.requests import RequestRecord, RequestStatus, now
+from imgbatch.cli.embedded import EmbeddedMongo
+from imgbatch.cli.stack import Stack
+from imgbatch.models.db import ensure_indexes
+from imgbatch.models.requests import RequestRecord, RequestStatus, now
+from imgbatch.worker.reconcile import reconcile
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.inprocess import isolated_runtime
 from tests.support.origin import Origin
 from tests.support.seeding import COLUMNS
 from tests.support.stacks import own_data, side_api
-from worker.reconcile import reconcile
-from worker.retention import expire_requests
-from worker.runtime import WorkerRuntime
 
 LEASE = 2.0
 

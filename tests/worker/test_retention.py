@@ -12,11 +12,11 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
+from imgbatch.worker.retention import expire_requests
+from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
-from worker.retention import expire_requests
-from worker.runtime import WorkerRuntime, build_runtime
 
 
 @pytest.fixture

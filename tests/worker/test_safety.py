@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from bench.procfs import peak_rss_mb
-from cli.stack import Stack
+from imgbatch.cli.stack import Stack
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.images import many_scan_jpeg, padded_jpeg
 from tests.support.origin import Origin

@@ -1,0 +1,139 @@
+"""The FastAPI application: lifespan-owned clients, routers and the one exception handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pymongo.errors import ConnectionFailure, PyMongoError
+from redis.asyncio import Redis
+
+# Before anything that counts: it checks prometheus_client came up in multiprocess mode.
+import imgbatch.core.metrics  # noqa: F401
+from imgbatch.api import (
+    audit,
+    controls,
+    events,
+    health,
+    images,
+    media,
+    metrics,
+    page,
+    profiles,
+    requests,
+    stats,
+    uploads,
+    webhooks,
+)
+from imgbatch.api.deps import AppState
+from imgbatch.api.errors import database_unavailable, error_response
+from imgbatch.api.feeds import EventHub
+from imgbatch.api.observability import HttpObservability, bind_request_id
+from imgbatch.api.ratelimits import RateLimitHeaders
+from imgbatch.api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit, upload_limits
+from imgbatch.core.errors import ImgbatchError
+from imgbatch.core.logs import configure_logging, log_event
+from imgbatch.core.settings import Settings, get_settings
+from imgbatch.domain.events import CHANGES_CHANNEL, RedisEventPublisher
+from imgbatch.domain.services import Services
+from imgbatch.domain.taskqueue import CeleryTaskSender
+from imgbatch.imaging.profiles import available_profiles
+from imgbatch.models.db import database, ensure_indexes, mongo_client
+from imgbatch.models.requests import RequestRepository
+from imgbatch.storage import create_store
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    # Here rather than in the lifespan: uvicorn's own start-up lines are structured too.
+    configure_logging(settings.log_level, settings.log_format)
+    # A bad IMGBATCH_PROFILES stops the API here, not at the first upload that names it.
+    output_profiles = available_profiles(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        mongo = mongo_client(settings)
+        db = database(mongo, settings)
+        redis = Redis.from_url(settings.require_redis_url())
+        try:
+            await ensure_indexes(db)
+        except PyMongoError as exc:
+            # Start anyway: health says 503 and requests get 503 until MongoDB answers.
+            log_event(logger, "api.indexes_deferred", logging.WARNING, error=type(exc).__name__)
+        app.state.imgbatch = AppState(
+            settings=settings,
+            mongo=mongo,
+            db=db,
+            redis=redis,
+            services=Services(
+                settings=settings,
+                db=db,
+                tasks=CeleryTaskSender.from_settings(settings),
+                store=create_store(settings),
+                events=RedisEventPublisher(redis),
+            ),
+            profiles=output_profiles,
+            events=EventHub(redis, RequestRepository(db), settings),
+        )
+        # What other processes changed (cancel and retry in another API process, a worker's
+        # completion, a revoked key) drops this process's cached answers at once.
+        app.state.imgbatch.events.listen(CHANGES_CHANNEL, app.state.imgbatch.forget)
+        log_event(logger, "api.started", public_base_url=settings.public_base_url)
+        try:
+            yield
+        finally:
+            await app.state.imgbatch.events.close()
+            await redis.aclose()
+            await mongo.close()
+
+    app = FastAPI(
+        title="imgbatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(bind_request_id)],
+    )
+    app.add_middleware(RateLimitHeaders)
+    # Starlette runs the middleware added last first: the key is checked, then the size (each
+    # upload route's own cap), and only then may the form parser read a byte of the body.
+    app.add_middleware(UploadSizeLimit, limits=upload_limits(settings))
+    app.add_middleware(UploadAuthGuard, paths=UPLOAD_PATHS)
+    # Outermost: it times and logs the whole request, the guards' 401s and 413s included.
+    app.add_middleware(HttpObservability)
+    modules = (
+        uploads,
+        images,
+        requests,
+        events,
+        audit,
+        controls,
+        stats,
+        webhooks,
+        media,
+        profiles,
+        health,
+        metrics,
+        page,
+    )
+    for module in modules:
+        app.include_router(module.router)
+    app.mount("/static", page.static_files(), name="static")
+
+    @app.exception_handler(ImgbatchError)
+    async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(ConnectionFailure)
+    async def database_down(_: Request, exc: ConnectionFailure) -> JSONResponse:
+        return database_unavailable(exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("api.unexpected_error")
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

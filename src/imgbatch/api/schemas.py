@@ -1,0 +1,120 @@
+"""Response bodies of the public API. Field names are a contract: add, never rename."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from imgbatch.domain.images import ImageView
+
+
+class UploadAccepted(BaseModel):
+    request_id: str
+    status: str
+    status_url: str
+    download_url: str
+    products: int
+    images: int
+    # Signs the deliveries to webhook_url (Standard Webhooks); returned here only, never again.
+    webhook_secret: str | None = None
+
+
+class ImageErrorView(BaseModel):
+    url: str
+    code: str
+    message: str
+
+
+class ProductView(BaseModel):
+    serial_number: int
+    product_name: str
+    status: str
+    input_image_urls: list[str]
+    output_image_urls: list[str | None]
+    errors: list[ImageErrorView]
+    # Per input image, aligned with input_image_urls: every variant, source, EXIF, colour, ...
+    images: list[ImageView] = []
+
+
+class WebhookAttemptView(BaseModel):
+    attempt: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class RequestWebhookView(BaseModel):
+    """The delivery to a request's own ``webhook_url``.
+
+    ``state`` is ``waiting`` until the request finishes, then ``pending``, ``delivered`` or
+    ``failed``.
+    """
+
+    url: str
+    state: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivery_id: str | None
+    log: list[WebhookAttemptView]
+
+
+class RequestSummaryView(BaseModel):
+    """A request and its counters: an entry of ``GET /api/requests``, and the head of status."""
+
+    request_id: str
+    status: str
+    progress: int
+    products_total: int
+    products_done: int
+    images_total: int
+    images_done: int
+    images_failed: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    failure_reason: str | None = None
+    file_name: str | None = None
+
+
+class RequestListView(BaseModel):
+    requests: list[RequestSummaryView]
+    offset: int
+    limit: int
+    has_more: bool
+
+
+class StatusView(RequestSummaryView):
+    webhook: RequestWebhookView | None = None
+    offset: int
+    limit: int
+    products: list[ProductView]
+
+
+class VariantSpecView(BaseModel):
+    name: str
+    format: str
+    quality: int
+    max_edge: int | None
+
+
+class ProfileView(BaseModel):
+    name: str
+    builtin: bool
+    # The first is the primary: its URL is the one in output_image_urls.
+    variants: list[VariantSpecView]
+
+
+class ProfilesView(BaseModel):
+    default: str
+    profiles: list[ProfileView]
+
+
+class SingleImageView(ImageView):
+    """``GET /api/images/{id}``: a single-image job's one record, with its request."""
+
+    request_id: str
+    request_status: str

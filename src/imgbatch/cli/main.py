@@ -1,0 +1,135 @@
+"""The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``, and
+talk to a running server: ``submit`` a CSV, ``status``, ``watch`` and ``download`` a request;
+create the ``storage`` bucket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from imgbatch.cli import remote
+from imgbatch.cli.demo import run_demo
+from imgbatch.cli.flower import run_flower
+from imgbatch.cli.keys import create_key, list_keys, revoke_key
+from imgbatch.cli.stack import Stack
+from imgbatch.core.logs import configure_logging, redact_url
+from imgbatch.core.settings import get_settings
+
+
+def _run(_: argparse.Namespace) -> int:
+    settings = get_settings()
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with Stack(settings) as stack:
+        _record, key = asyncio.run(
+            create_key(stack.settings_for_children(), "local (imgbatch run)")
+        )
+        print(
+            f"imgbatch is up: API {stack.api_url} (MongoDB {redact_url(stack.mongodb_url or '')}, "
+            f"Redis {redact_url(stack.redis_url or '')}, media {_media(stack)}); "
+            f"logs in {stack.data_dir / 'logs'}\n"
+            f"API key for this run (shown once): {key}\n"
+            f"  curl -H 'Authorization: Bearer {key}' -F file=@sample_csvs/products.csv "
+            f"{stack.api_url}/api/upload",
+            flush=True,
+        )
+        while not stopping:
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", flush=True)
+                    return 1
+            time.sleep(0.5)
+        print("stopping", flush=True)
+    return 0
+
+
+def _media(stack: Stack) -> str:
+    settings = stack.settings
+    if settings.storage == "local":
+        return f"on disk in {settings.media_dir}"
+    return f"in bucket {settings.s3_bucket} at {stack.s3_endpoint_url or 'AWS S3'}"
+
+
+def _storage(_: argparse.Namespace) -> int:
+    from imgbatch.storage.buckets import ensure_bucket
+
+    settings = get_settings()
+    if settings.storage != "s3":
+        print("IMGBATCH_STORAGE is not s3: there is no bucket to create", file=sys.stderr)
+        return 1
+    created = ensure_bucket(settings)
+    print(f"bucket {settings.s3_bucket} {'created' if created else 'already exists'}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_demo(get_settings(), lambda line: print(line, flush=True), args.csv)
+
+
+def _flower(_: argparse.Namespace) -> int:
+    return run_flower(get_settings(), lambda line: print(line, flush=True))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if args.keys_command == "create":
+        record, key = asyncio.run(create_key(settings, args.name))
+        print(f"created {record.id} ({record.name}); the key is shown only now:\n{key}")
+    elif args.keys_command == "list":
+        for record in asyncio.run(list_keys(settings)):
+            state = f"revoked {record.revoked_at:%Y-%m-%d}" if record.revoked_at else "active"
+            print(f"{record.id}  {record.name:<30} created {record.created_at:%Y-%m-%d}  {state}")
+    elif not asyncio.run(revoke_key(settings, args.key_id)):
+        print(f"no active key {args.key_id}", file=sys.stderr)
+        return 1
+    else:
+        print(f"revoked {args.key_id}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imgbatch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "run", help="start MongoDB/Redis (embedded unless configured), API, worker and beat"
+    )
+    demo = commands.add_parser("demo", help="process sample_csvs/products.csv end to end, offline")
+    demo.add_argument("--csv", type=Path, default=None, help="another sheet to run")
+    commands.add_parser(
+        "flower", help="Celery's dashboard for the running stack, on 127.0.0.1 with basic auth"
+    )
+    keys = commands.add_parser("keys", help="manage API keys (needs IMGBATCH_MONGODB_URL)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("create", help="create a key and print it once").add_argument(
+        "--name", required=True
+    )
+    key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    key_commands.add_parser("revoke", help="revoke a key by id").add_argument("key_id")
+    storage = commands.add_parser("storage", help="object storage (IMGBATCH_STORAGE=s3)")
+    storage_commands = storage.add_subparsers(dest="storage_command", required=True)
+    storage_commands.add_parser(
+        "create-bucket",
+        help="create IMGBATCH_S3_BUCKET if missing (AWS credentials allowed to create it)",
+    )
+    remote.add_commands(commands)
+    args = parser.parse_args(argv)
+    configure_logging(get_settings().log_level, get_settings().log_format)
+    if args.command in remote.HANDLED:
+        return remote.run(args, get_settings())
+    handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys, "storage": _storage}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

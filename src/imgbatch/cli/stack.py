@@ -1,0 +1,337 @@
+"""The local stack behind ``imgbatch run``/``make run``, ``make demo``, the tests and the benchmark.
+
+It starts MongoDB and Redis (embedded ones when no URL is configured) and, for
+``IMGBATCH_STORAGE=s3`` with no endpoint, an embedded S3 server (SeaweedFS) with its bucket; then
+the API, a Celery worker and Celery beat as child processes, and stops them all, children first,
+on exit.
+
+While it runs, ``<data dir>/stack.json`` names its services, so tools started beside it
+(``imgbatch flower``) find the broker of a running ``make run`` without being told. Its
+processes share one Prometheus multiprocess directory, ``<data dir>/metrics``, emptied at start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Self
+
+import httpx
+from pydantic import HttpUrl
+
+from imgbatch.cli.embedded import (
+    EmbeddedMongo,
+    EmbeddedRedis,
+    EmbeddedSeaweedFS,
+    EmbeddedServer,
+    Managed,
+    free_port,
+    wait_for_port,
+)
+from imgbatch.core.metrics import prepare_multiprocess_dir
+from imgbatch.core.settings import METRICS_DIR_ENV, Settings, child_environment
+from imgbatch.domain.taskqueue import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
+from imgbatch.storage.buckets import ensure_bucket
+
+_STOP_TIMEOUT = 30.0
+WORKER_NICENESS = 10
+STACK_FILE = "stack.json"
+
+
+class Stack(Managed):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        data_dir: Path | None = None,
+        api_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = (data_dir or settings.data_dir).resolve()
+        self.api_port = api_port or settings.port
+        self.extra_env = extra_env or {}
+        self.services: list[EmbeddedServer] = []
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+        self.mongodb_url = settings.mongodb_url
+        self.redis_url = settings.redis_url
+        self.s3_endpoint_url = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+        # The embedded S3 server's credentials, handed to children as the standard variables.
+        self.s3_credentials: dict[str, str] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def public_base_url(self) -> str:
+        configured = self.extra_env.get("IMGBATCH_PUBLIC_BASE_URL")
+        return configured or f"http://{self.settings.host}:{self.api_port}"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.data_dir / "metrics"
+
+    def env(self) -> dict[str, str]:
+        assert self.mongodb_url and self.redis_url, "start the data services first"
+        return child_environment(
+            {
+                "IMGBATCH_MONGODB_URL": self.mongodb_url,
+                "IMGBATCH_REDIS_URL": self.redis_url,
+                "IMGBATCH_DATA_DIR": str(self.data_dir),
+                "IMGBATCH_PUBLIC_BASE_URL": self.public_base_url,
+                # Every process of the stack counts into one directory; GET /metrics sums it.
+                METRICS_DIR_ENV: str(self.metrics_dir),
+                **self._storage_env(),
+                **self.extra_env,
+            }
+        )
+
+    def _storage_env(self) -> dict[str, str]:
+        settings = self.settings
+        if settings.storage != "s3":
+            return {"IMGBATCH_STORAGE": settings.storage}
+        endpoint = (
+            {"IMGBATCH_S3_ENDPOINT_URL": self.s3_endpoint_url} if self.s3_endpoint_url else {}
+        )
+        return {
+            "IMGBATCH_STORAGE": "s3",
+            "IMGBATCH_S3_BUCKET": settings.s3_bucket,
+            "IMGBATCH_S3_REGION": settings.s3_region,
+            **endpoint,
+            **self.s3_credentials,
+        }
+
+    def settings_for_children(self) -> Settings:
+        """The settings the stack's processes run with, for talking to its services in-process."""
+        return self.settings.model_copy(
+            update={
+                "mongodb_url": self.mongodb_url,
+                "redis_url": self.redis_url,
+                "s3_endpoint_url": HttpUrl(self.s3_endpoint_url) if self.s3_endpoint_url else None,
+            }
+        )
+
+    def start_services(self) -> None:
+        # Emptied before any process starts: an earlier run's counters would be summed in.
+        prepare_multiprocess_dir(self.metrics_dir)
+        if not self.mongodb_url:
+            mongo = EmbeddedMongo(self.data_dir / "mongodb").start()
+            self.services.append(mongo)
+            self.mongodb_url = mongo.url
+        if not self.redis_url:
+            redis = EmbeddedRedis(self.data_dir / "redis").start()
+            self.services.append(redis)
+            self.redis_url = redis.url
+        if self.settings.storage == "s3" and not self.s3_endpoint_url:
+            seaweedfs = EmbeddedSeaweedFS(self.data_dir / "seaweedfs").start()
+            self.services.append(seaweedfs)
+            self.s3_endpoint_url = seaweedfs.url
+            self.s3_credentials = seaweedfs.credentials_env()
+            ensure_bucket(
+                self.settings_for_children(),
+                access_key=seaweedfs.access_key,
+                secret_key=seaweedfs.secret_key,
+            )
+        self._write_stack_file()
+
+    def _write_stack_file(self) -> None:
+        # Owner-only: a configured URL may carry a password.
+        path = self.data_dir / STACK_FILE
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(
+                {
+                    "pid": os.getpid(),
+                    "api_url": self.api_url,
+                    "mongodb_url": self.mongodb_url,
+                    "redis_url": self.redis_url,
+                },
+                handle,
+            )
+
+    def spawn(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        niceness: int = 0,
+        cwd: Path | None = None,
+        own_group: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        log = self.data_dir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = log.open("ab")
+        self._logs.append(handle)
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env={**self.env(), **(env or {})},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            # A process group of its own: it and its children can be signalled as one.
+            process_group=0 if own_group else None,
+            # os.nice runs in the child between fork and exec: only that process is demoted.
+            preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        )
+        self.processes[name] = process
+        return process
+
+    def start_api(
+        self,
+        name: str = "api",
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        host: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        port = port or self.api_port
+        process = self.spawn(
+            name,
+            [
+                "-m",
+                "uvicorn",
+                "imgbatch.api.main:app",
+                "--host",
+                host or self.settings.host,
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "20",
+            ],
+            env,
+        )
+        wait_for_port(port, process=process)
+        return process
+
+    def start_worker(
+        self,
+        name: str = "worker",
+        *,
+        concurrency: int | None = None,
+        queues: tuple[str, ...] = ALL_QUEUES,
+        env: dict[str, str] | None = None,
+        pool: str = "prefork",
+        cwd: Path | None = None,
+        own_group: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            name,
+            [
+                "-m",
+                "celery",
+                "-A",
+                "imgbatch.worker.app:celery_app",
+                # No ASCII banner: it goes to stdout unlogged, and every line should be an event.
+                "--quiet",
+                "worker",
+                "--hostname",
+                f"{name}-{free_port()}@%h",
+                "--queues",
+                ",".join(queues),
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency or self.settings.worker_concurrency),
+                "--loglevel",
+                self.settings.log_level,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env,
+            cwd=cwd,
+            own_group=own_group,
+            # Batch work yields the CPU to the API and the database when a box is shared, so
+            # status polls stay fast while a big batch saturates every core.
+            niceness=WORKER_NICENESS,
+        )
+
+    def start_webhook_worker(
+        self, name: str = "worker-webhooks", *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Webhook attempts wait on the network (up to WEBHOOK_TIMEOUT each), so this worker
+        runs threads, and a receiver that hangs holds a thread, not a process."""
+        return self.start_worker(
+            name,
+            concurrency=self.settings.webhook_worker_concurrency,
+            queues=(WEBHOOKS_QUEUE,),
+            env=env,
+            pool="threads",
+        )
+
+    def start_beat(
+        self, name: str = "beat", *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            name,
+            [
+                "-m",
+                "celery",
+                "-A",
+                "imgbatch.worker.app:celery_app",
+                "--quiet",
+                "beat",
+                "--schedule",
+                str(self.data_dir / f"celery{name}-schedule"),
+                "--loglevel",
+                self.settings.log_level,
+            ],
+            env,
+        )
+
+    def start(self) -> Self:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_services()
+            self.start_api()
+            self.start_worker(queues=PROCESSING_QUEUES)
+            self.start_webhook_worker()
+            self.start_beat()
+            self.wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0, *, api_url: str | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                url = f"{api_url or self.api_url}/api/health"
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"the API at {self.api_url} did not become healthy in {timeout}s")
+
+    def stop_process(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()  # Celery's warm shutdown: finish or requeue what it holds
+        try:
+            process.wait(timeout=_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        for name in list(self.processes):
+            self.stop_process(name)
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        for handle in self._logs:
+            handle.close()
+        self._logs.clear()

@@ -1,0 +1,227 @@
+"""Media objects: one document per (owner, source bytes, profile), for every set of outputs.
+
+The document's id is the outputs' storage prefix (``storage.media_prefix``). It moves
+
+    (absent) --insert, once rendered--> ready --last holder released--> deleting --> (absent)
+
+- **One write per new image.** The renderer inserts the document ``ready`` once its objects are
+  stored, holding it for its request and recording the URL that gave the bytes (its
+  ``ETag``/``Last-Modified``), so a later import of that URL can revalidate it. Measured on the
+  embedded MongoDB-protocol server, a write costs ~1 ms of its CPU and a read ~0.3 ms: a claim
+  document written before rendering and updated after would have doubled the database's work
+  per image. Images with the same bytes in one worker process wait for each other instead
+  (``worker.images``); two processes that meet new bytes at the same instant may both render,
+  and the second insert finds the first (same keys, same bytes) and reuses it.
+- **holders** is the reference count, as a set of request ids: ``$addToSet`` and ``$pull`` are
+  idempotent, so a product that runs twice, or a retention sweep that is interrupted and runs
+  again, never counts a reference twice or drops someone else's.
+- The move to ``deleting`` is conditional on ``ready`` with no holders, and a holder can only be
+  added to a ``ready`` document: a request that reuses the outputs and retention deleting them
+  cannot both win. Whoever finds ``deleting`` waits, then renders again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from imgbatch.models.db import MEDIA, Database
+from imgbatch.models.requests import now
+
+#: How long an interrupted deletion is honoured before a renderer may take its place.
+DELETE_LEASE: Final = timedelta(seconds=60)
+# Reads leave the holders out: an image used by thousands of requests has thousands of them,
+# and deciding whether to reuse it needs none.
+_WITHOUT_HOLDERS: Final = {"holders": 0}
+
+
+class MediaState(StrEnum):
+    READY = "ready"
+    DELETING = "deleting"
+
+
+class StoredVariant(BaseModel):
+    key: str
+    format: str
+    width: int
+    height: int
+    bytes: int
+
+
+class SourceInfo(BaseModel):
+    format: str
+    width: int  # as displayed, i.e. after EXIF orientation
+    height: int
+    bytes: int
+    sha256: str
+
+
+class Rendered(BaseModel):
+    """What one image became: shared by every image with the same bytes and profile."""
+
+    variants: dict[str, StoredVariant]  # in the profile's order, the primary first
+    source: SourceInfo
+    exif: dict[str, Any] | None = None
+    dominant_color: str
+    placeholder: str
+    operations: list[str] = []
+
+
+class Validators(BaseModel):
+    """What a source URL answered with these bytes: sent back as a conditional request."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    at: datetime
+
+
+class MediaRecord(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    owner: str
+    state: MediaState
+    token: str | None = None  # the deletion's, while deleting
+    deleting_since: datetime | None = None
+    made_by: str | None = None  # the image slot that rendered it
+    rendered: Rendered
+    holders: list[str] = []  # not loaded by reads (see _WITHOUT_HOLDERS)
+    # The URLs (as source_key digests) that gave these bytes, and what each answered.
+    source_keys: list[str] = []
+    validators: dict[str, Validators] = {}
+
+    def deletion_abandoned(self) -> bool:
+        since = self.deleting_since
+        return since is not None and now() - since > DELETE_LEASE
+
+
+def source_key(owner: str, url: str) -> str:
+    """A URL as the owner's: URLs are up to 2 KB and carry signed tokens, so only a digest."""
+    return hashlib.sha256(f"{owner}\n{url}".encode()).hexdigest()
+
+
+class MediaRepository:
+    def __init__(self, db: Database) -> None:
+        self._collection = db[MEDIA]
+
+    async def get(self, media_id: str) -> MediaRecord | None:
+        """The record, without its holders."""
+        doc = await self._collection.find_one({"_id": media_id}, _WITHOUT_HOLDERS)
+        return MediaRecord.model_validate(doc) if doc else None
+
+    async def by_sources(self, keys: Iterable[str]) -> list[MediaRecord]:
+        """Ready objects that one of these source URLs gave (any profile), in one read."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return []
+        cursor = self._collection.find(
+            {"source_keys": {"$in": wanted}, "state": MediaState.READY}, _WITHOUT_HOLDERS
+        )
+        return [MediaRecord.model_validate(doc) async for doc in cursor]
+
+    async def holders(self, media_id: str) -> list[str]:
+        doc = await self._collection.find_one({"_id": media_id}, {"holders": 1})
+        return list(doc["holders"]) if doc else []
+
+    async def create(
+        self,
+        media_id: str,
+        *,
+        owner: str,
+        rendered: Rendered,
+        holder: str,
+        made_by: str,
+        source: tuple[str, Validators] | None,
+    ) -> bool:
+        """Record a finished render as ``ready``, held by ``holder``; False if it exists."""
+        doc: dict[str, Any] = {
+            "_id": media_id,
+            "owner": owner,
+            "state": MediaState.READY,
+            "made_by": made_by,
+            "rendered": rendered.model_dump(),
+            "holders": [holder],
+            "source_keys": [source[0]] if source else [],
+            "validators": {source[0]: source[1].model_dump()} if source else {},
+        }
+        try:
+            await self._collection.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def hold(
+        self, media_id: str, holder: str, *, source: tuple[str, Validators] | None = None
+    ) -> bool:
+        """Add ``holder`` to a ready object (and a URL that gave its bytes); False if it is not
+        ready (any more). A ready object's ``rendered`` never changes: a record read before is
+        still right."""
+        update: dict[str, Any] = {"$addToSet": {"holders": holder}}
+        if source is not None:
+            update["$addToSet"]["source_keys"] = source[0]
+            update["$set"] = {f"validators.{source[0]}": source[1].model_dump()}
+        result = await self._collection.update_one(
+            {"_id": media_id, "state": MediaState.READY}, update
+        )
+        return bool(result.matched_count)
+
+    async def hold_many(self, media_ids: Iterable[str], holder: str) -> set[str]:
+        """:meth:`hold` for several objects in one round trip; the ids it could hold."""
+        ids = list(dict.fromkeys(media_ids))
+        result = await self._collection.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": media_id, "state": MediaState.READY},
+                    {"$addToSet": {"holders": holder}},
+                )
+                for media_id in ids
+            ],
+            ordered=False,
+        )
+        if result.matched_count == len(ids):
+            return set(ids)
+        # Some were not ready any more: see which ones this holder now holds.
+        cursor = self._collection.find(
+            {"_id": {"$in": ids}, "state": MediaState.READY, "holders": holder}, {"_id": 1}
+        )
+        return {str(doc["_id"]) async for doc in cursor}
+
+    async def forget_source(self, media_id: str, key: str) -> None:
+        """The URL now gives other bytes: stop revalidating it against these."""
+        await self._collection.update_one(
+            {"_id": media_id},
+            {"$pull": {"source_keys": key}, "$unset": {f"validators.{key}": ""}},
+        )
+
+    async def release(self, media_id: str, holder: str) -> str | None:
+        """Drop ``holder``; if no one holds the object any more, move it to ``deleting``.
+
+        Returns the deletion's token when this call made that move: the caller then deletes
+        the objects and calls :meth:`forget`. Safe to repeat.
+        """
+        await self._collection.update_one(
+            {"_id": media_id, "holders": holder}, {"$pull": {"holders": holder}}
+        )
+        token = uuid.uuid4().hex
+        result = await self._collection.update_one(
+            {"_id": media_id, "state": MediaState.READY, "holders": []},
+            {"$set": {"state": MediaState.DELETING, "token": token, "deleting_since": now()}},
+        )
+        return token if result.modified_count else None
+
+    async def forget(self, media_id: str, token: str) -> None:
+        await self._collection.delete_one(
+            {"_id": media_id, "token": token, "state": MediaState.DELETING}
+        )
+
+    async def held_by(self, holder: str, *, limit: int) -> list[str]:
+        cursor = self._collection.find({"holders": holder}, {"_id": 1}).limit(limit)
+        return [str(doc["_id"]) async for doc in cursor]

@@ -1,0 +1,61 @@
+"""The media store: where output images (and temporary originals) live, behind one interface.
+
+Nothing outside a store touches a file path or an object-storage client: workers ``put``,
+``/media`` ``open``s, retention calls ``delete_prefix``. Keys are ``/``-separated relative
+names such as ``{request_id}/{serial}/{index}.jpg`` (rules in :mod:`storage.keys`). Every
+method raises :class:`storage.keys.InvalidKey` for a key that breaks them, on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from imgbatch.storage.keys import InvalidKey
+
+__all__ = ["InvalidKey", "MediaStore", "StoredObject"]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object opened for reading: its metadata, and its bytes as a stream of chunks."""
+
+    key: str
+    size: int
+    content_type: str
+    cache_control: str | None
+    chunks: AsyncIterator[bytes]
+
+
+class MediaStore(Protocol):
+    async def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """Store ``data`` under ``key``, replacing what was there; readers never see half.
+
+        ``content_type`` and ``cache_control`` are kept with the object and served with it;
+        pass :data:`storage.keys.IMMUTABLE` for keys whose bytes never change.
+        """
+        ...
+
+    async def get(self, key: str) -> bytes | None:
+        """The whole object, or None if there is none."""
+        ...
+
+    async def open(self, key: str) -> StoredObject | None:
+        """The object as a stream, for serving it; None if there is none."""
+        ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with ``prefix`` (which ends with ``/``);
+        returns how many went."""
+        ...
+
+    async def presigned_url(self, key: str, *, expires_in: int) -> str | None:
+        """A URL that serves the object without our API for ``expires_in`` seconds, or None
+        when this store cannot make one (a local disk). Never for a temporary object (``tmp/``,
+        :func:`storage.keys.is_public_key`): :class:`InvalidKey`."""
+        ...

@@ -1,0 +1,112 @@
+"""Media on S3 or anything that speaks its API (SeaweedFS, MinIO, R2, GCS interop), via obstore.
+
+Why obstore (measured against SeaweedFS on this 2-core machine; the numbers are in README.md
+"Media storage"): per 200 KB object it spends 0.7-0.9 ms of client CPU on a put or a get,
+against 2.3-2.8 ms for boto3 in threads and 2.3-2.9 ms for aioboto3; it adds 4-14 MB of RSS
+to a process instead of 30-45 MB and imports in 10 ms instead of 0.2 s (every prefork child
+builds its own store); and it is natively async, so the event loop never hands a request to a
+thread. boto3 is used only to create the bucket (:mod:`storage.buckets`), which obstore cannot.
+
+Credentials come from obstore's own chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+(/``AWS_SESSION_TOKEN``), web identity (EKS), ECS task roles and EC2 instance metadata. Shared
+profile files (``~/.aws/credentials``) are not read: export the profile's keys instead
+(``aws configure export-credentials --format env``). Routing boto3's chain through obstore
+would read them, but costs every process 0.2 s and 24 MB more (measured).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import obstore
+from obstore.store import S3Store
+
+from imgbatch.core.settings import Settings
+from imgbatch.storage.base import StoredObject
+from imgbatch.storage.keys import check_key, check_prefix, check_public_key
+
+if TYPE_CHECKING:
+    from obstore import Attributes
+
+# A streamed response sends chunks of at least this much; small enough to start sending at
+# once, large enough that a 10 MB object is a few dozen writes rather than thousands.
+_STREAM_CHUNK = 256 * 1024
+# A new bucket's first write waits on SeaweedFS growing a volume (about 1 s, measured).
+_TIMEOUT = timedelta(seconds=30)
+
+
+class S3MediaStore:
+    def __init__(self, store: S3Store) -> None:
+        self.store = store
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3MediaStore:
+        endpoint = str(settings.s3_endpoint_url).rstrip("/") if settings.s3_endpoint_url else None
+        store = S3Store(
+            settings.s3_bucket,
+            region=settings.s3_region,
+            # Path-style requests work on every S3-compatible server; virtual hosts need DNS.
+            virtual_hosted_style_request=False,
+            client_options={
+                "allow_http": bool(endpoint and endpoint.startswith("http://")),
+                "connect_timeout": timedelta(seconds=5),
+                "timeout": _TIMEOUT,
+            },
+            # Unset: AWS itself (or AWS_ENDPOINT_URL, as any AWS client would read it).
+            config={"endpoint": endpoint} if endpoint else None,
+        )
+        return cls(store)
+
+    async def put(
+        self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        attributes: Attributes = {"Content-Type": content_type}
+        if cache_control:
+            attributes["Cache-Control"] = cache_control
+        # One PUT, never a multipart upload: outputs are a few MB at most, and an aborted
+        # multipart upload would leave invisible parts behind in the bucket.
+        await obstore.put_async(
+            self.store, check_key(key), data, attributes=attributes, use_multipart=False
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            result = await obstore.get_async(self.store, check_key(key))
+            return bytes(await result.bytes_async())
+        except FileNotFoundError:  # obstore's not-found
+            return None
+
+    async def open(self, key: str) -> StoredObject | None:
+        try:
+            result = await obstore.get_async(self.store, check_key(key))
+        except FileNotFoundError:  # obstore's not-found
+            return None
+        attributes = result.attributes
+        return StoredObject(
+            key=key,
+            size=result.meta["size"],
+            content_type=str(attributes.get("Content-Type") or "application/octet-stream"),
+            cache_control=attributes.get("Cache-Control"),
+            chunks=result.stream(min_chunk_size=_STREAM_CHUNK),
+        )
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await obstore.head_async(self.store, check_key(key))
+        except FileNotFoundError:  # obstore's not-found
+            return False
+        return True
+
+    async def delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        # One listing page at a time, deleted in one bulk request (DeleteObjects) per page.
+        async for page in obstore.list(self.store, check_prefix(prefix), chunk_size=1000):
+            await obstore.delete_async(self.store, [meta["path"] for meta in page])
+            deleted += len(page)
+        return deleted
+
+    async def presigned_url(self, key: str, *, expires_in: int) -> str:
+        return await obstore.sign_async(
+            self.store, "GET", check_public_key(key), timedelta(seconds=expires_in)
+        )
