@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from imgbatch.models.db import ensure_indexes
 from imgbatch.models.idempotency import IdempotencyRepository
+from imgbatch.models.migrations import migrate
 from imgbatch.models.requests import RequestStatus, now
 from imgbatch.webhooks.events import publish_request_event
 from imgbatch.worker.retention import expire_requests
@@ -32,7 +32,7 @@ def _count(rt: WorkerRuntime, collection: str, query: dict[str, Any]) -> int:
 
 def test_idempotency_keys_are_deleted_after_their_day(isolated: WorkerRuntime) -> None:
     rt = isolated
-    rt.run(ensure_indexes(rt.db))
+    rt.run(migrate(rt.db))
     keys = IdempotencyRepository(rt.db)
     token = rt.run(keys.reserve("owner", "k", "fingerprint", lease=timedelta(minutes=5)))
     assert token is not None

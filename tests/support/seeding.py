@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from imgbatch.cli.stack import Stack
 from imgbatch.domain.webhook_signing import new_secret
 from imgbatch.imaging.profiles import Profile
-from imgbatch.models.db import ensure_indexes
+from imgbatch.models.migrations import migrate
 from imgbatch.models.products import ProductRecord, ProductRepository
 from imgbatch.models.requests import RequestRecord, RequestStatus, now
 from imgbatch.worker.runtime import WorkerRuntime, build_runtime
@@ -44,7 +44,7 @@ def seed_request(
     request_id = uuid.uuid4().hex
 
     async def seed() -> None:
-        await ensure_indexes(rt.db)
+        await migrate(rt.db)
         await ProductRepository(rt.db).insert_many(
             ProductRecord(
                 request_id=request_id,

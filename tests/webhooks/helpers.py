@@ -14,7 +14,7 @@ import redis
 
 from imgbatch.cli.stack import Stack
 from imgbatch.core.settings import Settings
-from imgbatch.models.db import ensure_indexes
+from imgbatch.models.migrations import migrate
 from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 from tests.support.client import upload, wait_for_status
 from tests.support.origin import Origin
@@ -41,7 +41,7 @@ class Runtime:
         self.broker = redis.Redis.from_url(self._redis_url)
         self.broker.flushdb()
         self.rt: WorkerRuntime = build_runtime(self._base)
-        self.rt.run(ensure_indexes(self.rt.db))
+        self.rt.run(migrate(self.rt.db))
 
     def configure(self, **overrides: Any) -> WorkerRuntime:
         """The same runtime (database, loop, queue) with some settings changed."""

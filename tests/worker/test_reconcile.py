@@ -14,7 +14,7 @@ import pytest
 
 from imgbatch.cli.embedded import EmbeddedMongo
 from imgbatch.cli.stack import Stack
-from imgbatch.models.db import ensure_indexes
+from imgbatch.models.migrations import migrate
 from imgbatch.models.requests import RequestRecord, RequestStatus, now
 from imgbatch.worker.reconcile import reconcile
 from imgbatch.worker.retention import expire_requests
@@ -86,7 +86,7 @@ def test_periodic_passes_stay_fast_with_50000_finished_requests(crowded: WorkerR
 
 
 def _store_finished_requests(rt: WorkerRuntime, count: int) -> None:
-    rt.run(ensure_indexes(rt.db))
+    rt.run(migrate(rt.db))
     finished_at = now() - timedelta(days=3)
     rt.run(
         rt.db["requests"].insert_many(

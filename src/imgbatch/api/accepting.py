@@ -7,7 +7,7 @@
 - Limits: a replay is answered before anything counts (it creates nothing), so it uses up
   neither the rate limit nor a request in flight. A new request takes one of its owner's
   in-flight slots before anything is read or stored, and gives it back if it fails.
-- The upload's audit entry, and handing the new request to the dispatcher.
+- The 202 answer, shaped from what ``domain.intake`` accepted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -28,20 +28,20 @@ from imgbatch.api.deps import AppState
 from imgbatch.api.ratelimits import limit_uploads
 from imgbatch.api.schemas import UploadAccepted
 from imgbatch.core.errors import Conflict, UnprocessableEntity
-from imgbatch.core.logs import bind_context, log_event
+from imgbatch.core.logs import bind_context
 from imgbatch.core.settings import Settings
 from imgbatch.domain import inflight
-from imgbatch.domain.audit import key_name, record
+from imgbatch.domain.intake import Accepted
 from imgbatch.domain.services import Services
-from imgbatch.domain.taskqueue import TaskSender
 from imgbatch.domain.urls import download_url, status_url
 from imgbatch.models.idempotency import IdempotencyRepository
 from imgbatch.models.requests import RequestStatus, now
 
 logger = logging.getLogger(__name__)
 
-# Makes a request under a new id; the id is bound to the logs and holds the in-flight slot.
-Accept = Callable[[str], Awaitable[UploadAccepted]]
+# Makes a request under a new id (domain.intake); the id is bound to the logs and holds the
+# in-flight slot.
+Accept = Callable[[str], Awaitable[Accepted]]
 
 
 async def once(
@@ -86,7 +86,7 @@ async def _create(svc: Services, owner: str, accept: Accept) -> UploadAccepted:
     # or stored; it goes with the request, or is given back if the upload fails.
     slot = await inflight.reserve(svc, owner, request_id)
     try:
-        return await accept(request_id)
+        return _answer(svc.settings, await accept(request_id))
     except BaseException:
         await inflight.give_back(svc, slot)
         raise
@@ -141,34 +141,13 @@ def _file_digest(stream: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-async def audit_upload(svc: Services, request_id: str, owner: str, **detail: Any) -> None:
-    """The first entry of a request's audit trail: who uploaded it (the key's name), and what."""
-    await record(svc, request_id, "request.uploaded", key=await key_name(svc, owner), **detail)
-
-
-async def dispatch_new(tasks: TaskSender, request_id: str) -> None:
-    """Send the new request to the dispatcher; if the broker is down, the reconciler will."""
-    try:
-        await tasks.dispatch(request_id)
-    except Exception as exc:
-        log_event(
-            logger,
-            "request.dispatch_deferred",
-            logging.WARNING,
-            request_id=request_id,
-            error=type(exc).__name__,
-        )
-
-
-def accepted(
-    settings: Settings, request_id: str, *, products: int, images: int, webhook_secret: str | None
-) -> UploadAccepted:
+def _answer(settings: Settings, new: Accepted) -> UploadAccepted:
     return UploadAccepted(
-        request_id=request_id,
+        request_id=new.request_id,
         status=RequestStatus.PENDING,
-        status_url=status_url(settings, request_id),
-        download_url=download_url(settings, request_id),
-        products=products,
-        images=images,
-        webhook_secret=webhook_secret,
+        status_url=status_url(settings, new.request_id),
+        download_url=download_url(settings, new.request_id),
+        products=new.products,
+        images=new.images,
+        webhook_secret=new.webhook_secret,
     )

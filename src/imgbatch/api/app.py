@@ -28,11 +28,11 @@ from imgbatch.api import (
     uploads,
     webhooks,
 )
-from imgbatch.api.deps import AppState
 from imgbatch.api.errors import database_unavailable, error_response
 from imgbatch.api.feeds import EventHub
 from imgbatch.api.observability import HttpObservability, bind_request_id
 from imgbatch.api.ratelimits import RateLimitHeaders
+from imgbatch.api.state import AppState
 from imgbatch.api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit, upload_limits
 from imgbatch.core.errors import ImgbatchError
 from imgbatch.core.logs import configure_logging, log_event
@@ -41,8 +41,8 @@ from imgbatch.domain.events import CHANGES_CHANNEL, RedisEventPublisher
 from imgbatch.domain.services import Services
 from imgbatch.domain.taskqueue import CeleryTaskSender
 from imgbatch.imaging.profiles import available_profiles
-from imgbatch.models.db import database, ensure_indexes, mongo_client
-from imgbatch.models.requests import RequestRepository
+from imgbatch.models.db import database, mongo_client
+from imgbatch.models.migrations import migrate
 from imgbatch.storage import create_store
 
 logger = logging.getLogger(__name__)
@@ -61,24 +61,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = database(mongo, settings)
         redis = Redis.from_url(settings.require_redis_url())
         try:
-            await ensure_indexes(db)
+            await migrate(db)
         except PyMongoError as exc:
             # Start anyway: health says 503 and requests get 503 until MongoDB answers.
             log_event(logger, "api.indexes_deferred", logging.WARNING, error=type(exc).__name__)
+        services = Services(
+            settings=settings,
+            db=db,
+            tasks=CeleryTaskSender.from_settings(settings),
+            store=create_store(settings),
+            events=RedisEventPublisher(redis),
+        )
         app.state.imgbatch = AppState(
             settings=settings,
             mongo=mongo,
             db=db,
             redis=redis,
-            services=Services(
-                settings=settings,
-                db=db,
-                tasks=CeleryTaskSender.from_settings(settings),
-                store=create_store(settings),
-                events=RedisEventPublisher(redis),
-            ),
+            services=services,
             profiles=output_profiles,
-            events=EventHub(redis, RequestRepository(db), settings),
+            events=EventHub(redis, services.requests, settings),
         )
         # What other processes changed (cancel and retry in another API process, a worker's
         # completion, a revoked key) drops this process's cached answers at once.

@@ -8,11 +8,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from imgbatch.api.auth import OwnerDep
-from imgbatch.api.deps import DatabaseDep, RequestsDep
+from imgbatch.api.deps import OwnedRequestDep, ServicesDep
 from imgbatch.api.openapi import OWNED_REQUEST, errors
-from imgbatch.api.requests import get_owned_request
-from imgbatch.models.audit import AuditRepository
 
 router = APIRouter(tags=["requests"])
 
@@ -28,9 +25,6 @@ class AuditEntryView(BaseModel):
     response_model=list[AuditEntryView],
     responses=errors(*OWNED_REQUEST),
 )
-async def request_audit(
-    request_id: str, owner: OwnerDep, requests: RequestsDep, db: DatabaseDep
-) -> list[AuditEntryView]:
-    await get_owned_request(requests, request_id, owner)
-    trail = await AuditRepository(db).for_request(request_id)
+async def request_audit(record: OwnedRequestDep, services: ServicesDep) -> list[AuditEntryView]:
+    trail = await services.audit.for_request(record.id)
     return [AuditEntryView.model_validate(entry.model_dump()) for entry in trail]

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from starlette.types import Scope
 
-from imgbatch.api.deps import AppState, StateDep
+from imgbatch.api.state import AppState, StateDep
 from imgbatch.core.errors import ImgbatchError
-from imgbatch.models.keys import ApiKeyRepository, hash_key
+from imgbatch.models.keys import hash_key
 
 LOCAL_OWNER = "local"
 _OWNER_STATE_KEY = "owner"
@@ -57,7 +57,7 @@ async def _owner_of(state: AppState, key_hash: str) -> str | None:
     """
 
     async def load() -> str | None:
-        record = await ApiKeyRepository(state.db).active_by_hash(key_hash)
+        record = await state.services.api_keys.active_by_hash(key_hash)
         return record.id if record else None
 
     return await state.key_cache.get_or_load(key_hash, load)

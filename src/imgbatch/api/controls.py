@@ -5,10 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from imgbatch.api.auth import OwnerDep
-from imgbatch.api.deps import RequestsDep, ServicesDep, StateDep
+from imgbatch.api.deps import OwnedRequestDep, ServicesDep, StateDep
 from imgbatch.api.openapi import OWNED_REQUEST, errors
-from imgbatch.api.requests import get_owned_request
 from imgbatch.core.errors import Conflict
 from imgbatch.domain.controls import cancel, retry_failed
 from imgbatch.domain.inflight import TooManyInFlight
@@ -30,13 +28,9 @@ class ControlAccepted(BaseModel):
     responses=errors(*OWNED_REQUEST, Conflict, TooManyInFlight),
 )
 async def retry_failed_images(
-    request_id: str,
-    owner: OwnerDep,
-    requests: RequestsDep,
-    services: ServicesDep,
-    state: StateDep,
+    record: OwnedRequestDep, services: ServicesDep, state: StateDep
 ) -> ControlAccepted:
-    record = await get_owned_request(requests, request_id, owner)
+    request_id = record.id
     reopened = await retry_failed(services, record)
     state.status_cache.discard(request_id)
     return ControlAccepted(
@@ -50,9 +44,9 @@ async def retry_failed_images(
     responses=errors(*OWNED_REQUEST, Conflict),
 )
 async def cancel_request(
-    request_id: str, owner: OwnerDep, requests: RequestsDep, services: ServicesDep, state: StateDep
+    record: OwnedRequestDep, services: ServicesDep, state: StateDep
 ) -> ControlAccepted:
-    record = await get_owned_request(requests, request_id, owner)
+    request_id = record.id
     cancelled = await cancel(services, record)
     state.status_cache.discard(request_id)
     return ControlAccepted(request_id=request_id, status=cancelled.status)

@@ -1,120 +1,55 @@
-"""Typed dependency aliases: route signatures say what they need, the app state provides it."""
+"""Typed dependency aliases: route signatures say what they need, the app state provides it.
+
+Repositories come from the app's :class:`Services` (``models.repositories``), the one way any
+code reaches them; a route never builds one from a database handle.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Request
-from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
+from fastapi import Depends
 
-from imgbatch.api.cache import STATUS_CACHE_BYTES, STATUS_STALE_SECONDS, TTLCache
-from imgbatch.api.feeds import EventHub
-from imgbatch.core.errors import UnprocessableEntity
+from imgbatch.api.auth import OwnerDep
+from imgbatch.api.state import AppState as AppState
+from imgbatch.api.state import StateDep as StateDep
+from imgbatch.core.errors import Gone, NotFound, UnprocessableEntity
 from imgbatch.core.settings import Settings
-from imgbatch.domain.events import KEY_REVOKED, REQUEST_CHANGED
 from imgbatch.domain.services import Services
 from imgbatch.domain.taskqueue import TaskSender
 from imgbatch.imaging.profiles import DEFAULT_PROFILE, Profile
-from imgbatch.models.db import Database, Document
 from imgbatch.models.idempotency import IdempotencyRepository
 from imgbatch.models.products import ProductRepository
-from imgbatch.models.requests import RequestRepository
-from imgbatch.models.staging import StagedChunkRepository
+from imgbatch.models.requests import RequestRecord, RequestRepository, now
 from imgbatch.models.webhooks import WebhookDeliveryRepository, WebhookSubscriberRepository
 from imgbatch.storage import MediaStore
-
-
-@dataclass
-class AppState:
-    """Everything the API holds for its lifetime, built once in the lifespan."""
-
-    settings: Settings
-    mongo: AsyncMongoClient[Document]
-    db: Database
-    redis: Redis
-    services: Services
-    # The built-in and operator profiles, validated when the app was created.
-    profiles: dict[str, Profile]
-    # Live events: this process's one pub/sub connection and its per-request feeds.
-    events: EventHub
-    # Status answers by (request_id, owner, offset, limit); see api/requests.py.
-    status_cache: TTLCache[bytes] = field(init=False)
-    # The owner of each API key hash, or None for a hash no active key has; see api/auth.py.
-    # Never served stale: a revoked key must be refused within key_cache_seconds.
-    key_cache: TTLCache[str | None] = field(init=False)
-    # The workers that answered the last ping (GET /api/stats): a ping holds a thread for a
-    # second, so stats callers share one every few seconds.
-    workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
-
-    def __post_init__(self) -> None:
-        self.status_cache = TTLCache(
-            ttl=self.settings.status_cache_seconds,
-            stale_for=STATUS_STALE_SECONDS,
-            weigh=len,
-            max_weight=STATUS_CACHE_BYTES,
-        )
-        self.key_cache = TTLCache(ttl=self.settings.key_cache_seconds)
-
-    def forget(self, change: dict[str, Any]) -> None:
-        """Apply a notice from CHANGES_CHANNEL (domain.events), from this process or another.
-
-        If the subscription is down, notices are lost and nothing here runs: the caches' own
-        expiry (status_cache_seconds, key_cache_seconds) still bounds how stale they get.
-        """
-        kind = change.get("kind")
-        if kind == REQUEST_CHANGED:
-            self.status_cache.discard(str(change.get("request_id")))
-        elif kind == KEY_REVOKED:
-            # Revocations are rare: forgetting every key costs one read per key in use, once.
-            self.key_cache.clear()
-
-
-# Every provider here is `async def` though none awaits: FastAPI runs a plain `def` dependency
-# in its thread pool, and the status endpoint's six were six thread hops per poll (bench/).
-async def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.imgbatch
-    return state
-
-
-StateDep = Annotated[AppState, Depends(app_state)]
 
 
 async def _settings(state: StateDep) -> Settings:
     return state.settings
 
 
-async def _db(state: StateDep) -> Database:
-    return state.db
-
-
 SettingsDep = Annotated[Settings, Depends(_settings)]
-DatabaseDep = Annotated[Database, Depends(_db)]
 
 
-async def _requests(db: DatabaseDep) -> RequestRepository:
-    return RequestRepository(db)
+async def _requests(state: StateDep) -> RequestRepository:
+    return state.services.requests
 
 
-async def _products(db: DatabaseDep) -> ProductRepository:
-    return ProductRepository(db)
+async def _products(state: StateDep) -> ProductRepository:
+    return state.services.products
 
 
-async def _chunks(db: DatabaseDep) -> StagedChunkRepository:
-    return StagedChunkRepository(db)
+async def _idempotency(state: StateDep) -> IdempotencyRepository:
+    return state.services.idempotency
 
 
-async def _idempotency(db: DatabaseDep) -> IdempotencyRepository:
-    return IdempotencyRepository(db)
+async def _subscribers(state: StateDep) -> WebhookSubscriberRepository:
+    return state.services.subscribers
 
 
-async def _subscribers(db: DatabaseDep) -> WebhookSubscriberRepository:
-    return WebhookSubscriberRepository(db)
-
-
-async def _deliveries(db: DatabaseDep) -> WebhookDeliveryRepository:
-    return WebhookDeliveryRepository(db)
+async def _deliveries(state: StateDep) -> WebhookDeliveryRepository:
+    return state.services.deliveries
 
 
 async def _services(state: StateDep) -> Services:
@@ -151,10 +86,29 @@ def choose_profile(profiles: dict[str, Profile], name: str | None) -> Profile:
 
 RequestsDep = Annotated[RequestRepository, Depends(_requests)]
 ProductsDep = Annotated[ProductRepository, Depends(_products)]
-ChunksDep = Annotated[StagedChunkRepository, Depends(_chunks)]
 IdempotencyDep = Annotated[IdempotencyRepository, Depends(_idempotency)]
 ServicesDep = Annotated[Services, Depends(_services)]
 TasksDep = Annotated[TaskSender, Depends(_tasks)]
 StoreDep = Annotated[MediaStore, Depends(_store)]
 SubscribersDep = Annotated[WebhookSubscriberRepository, Depends(_subscribers)]
 DeliveriesDep = Annotated[WebhookDeliveryRepository, Depends(_deliveries)]
+
+
+async def get_owned_request(
+    requests: RequestRepository, request_id: str, owner: str
+) -> RequestRecord:
+    """The caller's request: 404 if it is someone else's or unknown, 410 once it has expired."""
+    record = await requests.get(request_id, owner=owner)
+    if record is None:
+        raise NotFound(f"request {request_id} not found")
+    if record.is_expired(now()):
+        raise Gone(f"request {request_id} has expired and its results were deleted")
+    return record
+
+
+async def _owned_request(request_id: str, owner: OwnerDep, requests: RequestsDep) -> RequestRecord:
+    return await get_owned_request(requests, request_id, owner)
+
+
+# For a route with a ``{request_id}`` path parameter: the caller's own request, or 404/410.
+OwnedRequestDep = Annotated[RequestRecord, Depends(_owned_request)]

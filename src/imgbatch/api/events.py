@@ -15,11 +15,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from imgbatch.api.auth import OwnerDep
-from imgbatch.api.deps import ProductsDep, RequestsDep, SettingsDep, StateDep
+from imgbatch.api.deps import OwnedRequestDep, ProductsDep, SettingsDep, StateDep
 from imgbatch.api.feeds import Cursor, EventHub, Overflow, replayed_product
 from imgbatch.api.openapi import OWNED_REQUEST, errors
-from imgbatch.api.requests import get_owned_request
 from imgbatch.core.settings import Settings
 from imgbatch.models.products import ProductRepository
 
@@ -81,16 +79,14 @@ async def _stream(
     responses={200: {"content": {"text/event-stream": {}}}, **errors(*OWNED_REQUEST)},
 )
 async def request_events(
-    request_id: str,
-    owner: OwnerDep,
-    requests: RequestsDep,
+    # Checked before the stream starts, so a stranger gets a plain 404 and an expiry a 410.
+    record: OwnedRequestDep,
     products: ProductsDep,
     settings: SettingsDep,
     state: StateDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    # Checked before the stream starts, so a stranger gets a plain 404 and an expiry a 410.
-    await get_owned_request(requests, request_id, owner)
+    request_id = record.id
     return EventSourceResponse(
         _stream(state.events, request_id, Cursor.parse(last_event_id), products, settings),
         ping=settings.events_keepalive_seconds,

@@ -29,7 +29,6 @@ from imgbatch.api.openapi import errors
 from imgbatch.core import metrics
 from imgbatch.core.errors import ImgbatchError
 from imgbatch.domain.taskqueue import queue_depths
-from imgbatch.models.activity import RequestStatsRepository
 
 router = APIRouter(tags=["operating"])
 
@@ -85,7 +84,7 @@ async def _state_of_the_world(state: StateDep) -> list[Metric]:
     up: dict[tuple[str, ...], float] = {("mongodb",): 0, ("redis",): 0}
     try:
         async with asyncio.timeout(_SOURCE_TIMEOUT):
-            in_progress = await RequestStatsRepository(state.db).count_unfinished()
+            in_progress = await state.services.request_stats.count_unfinished()
     except (PyMongoError, TimeoutError):
         pass
     else:

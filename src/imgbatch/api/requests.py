@@ -14,7 +14,15 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
-from imgbatch.api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
+from imgbatch.api.deps import (
+    DeliveriesDep,
+    OwnedRequestDep,
+    ProductsDep,
+    RequestsDep,
+    SettingsDep,
+    StateDep,
+    get_owned_request,
+)
 from imgbatch.api.openapi import OWNED_REQUEST, errors
 from imgbatch.api.schemas import (
     ImageErrorView,
@@ -22,15 +30,15 @@ from imgbatch.api.schemas import (
     RequestListView,
     RequestSummaryView,
     StatusView,
+    request_webhook_view,
 )
-from imgbatch.api.webhooks import request_webhook_view
-from imgbatch.core.errors import Conflict, Gone, NotFound, UnprocessableEntity
+from imgbatch.core.errors import Conflict, UnprocessableEntity
 from imgbatch.core.settings import Settings
 from imgbatch.domain.images import image_json, image_views, variant_urls
 from imgbatch.domain.urls import output_urls
 from imgbatch.imaging.profiles import Profile, default_profile
 from imgbatch.models.products import ProductRecord, ProductRepository
-from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus, now
+from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus
 from imgbatch.models.webhooks import WebhookDeliveryRepository
 from imgbatch.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
 
@@ -47,18 +55,6 @@ _NO_GPS = {"products": {"__all__": {"images": {"__all__": {"exif": {"latitude", 
 def request_profile(settings: Settings, record: RequestRecord) -> Profile:
     """The profile snapshot the request was made with (requests from before: the default)."""
     return record.profile or default_profile(settings.jpeg_quality)
-
-
-async def get_owned_request(
-    requests: RequestRepository, request_id: str, owner: str
-) -> RequestRecord:
-    """The caller's request: 404 if it is someone else's or unknown, 410 once it has expired."""
-    record = await requests.get(request_id, owner=owner)
-    if record is None:
-        raise NotFound(f"request {request_id} not found")
-    if record.is_expired(now()):
-        raise Gone(f"request {request_id} has expired and its results were deleted")
-    return record
 
 
 def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]:
@@ -179,17 +175,15 @@ async def list_requests(
     responses={200: {"content": {"text/csv": {}}}, **errors(*OWNED_REQUEST, Conflict)},
 )
 async def download_results(
-    request_id: str,
-    owner: OwnerDep,
+    record: OwnedRequestDep,
     settings: SettingsDep,
-    requests: RequestsDep,
     products: ProductsDep,
     only: Annotated[
         Literal["failed"] | None,
         Query(description="`failed`: only rows with a failed image, in the input's columns"),
     ] = None,
 ) -> StreamingResponse:
-    record = await get_owned_request(requests, request_id, owner)
+    request_id = record.id
     if record.status != RequestStatus.COMPLETED:
         raise Conflict(
             {"message": f"request {request_id} is not completed yet", "status": record.status}
@@ -287,22 +281,17 @@ def _outcome_cells(settings: Settings, product: ProductRecord, secondary: list[s
     responses={200: {"content": {"application/x-ndjson": {}}}, **errors(*OWNED_REQUEST)},
 )
 async def request_results(
-    request_id: str,
-    owner: OwnerDep,
-    settings: SettingsDep,
-    requests: RequestsDep,
-    products: ProductsDep,
+    record: OwnedRequestDep, settings: SettingsDep, products: ProductsDep
 ) -> StreamingResponse:
     """Every image record of the request, one JSON object per line, in input order.
 
     Streamed from a cursor, so memory stays flat however large the request; records of images
     not done yet say ``pending``.
     """
-    record = await get_owned_request(requests, request_id, owner)
     return StreamingResponse(
         _chunked(_result_lines(settings, record, products)),
         media_type="application/x-ndjson",
-        headers={"Content-Disposition": f'inline; filename="imgbatch-{request_id}.jsonl"'},
+        headers={"Content-Disposition": f'inline; filename="imgbatch-{record.id}.jsonl"'},
     )
 
 

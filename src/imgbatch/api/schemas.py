@@ -7,6 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from imgbatch.domain.images import ImageView
+from imgbatch.models.requests import RequestRecord
+from imgbatch.models.webhooks import DeliveryRecord
 
 
 class UploadAccepted(BaseModel):
@@ -118,3 +120,36 @@ class SingleImageView(ImageView):
 
     request_id: str
     request_status: str
+
+
+def attempt_views(delivery: DeliveryRecord) -> list[WebhookAttemptView]:
+    return [WebhookAttemptView.model_validate(a.model_dump()) for a in delivery.log]
+
+
+def request_webhook_view(
+    request: RequestRecord, delivery: DeliveryRecord | None
+) -> RequestWebhookView | None:
+    """The ``webhook`` field of a request's status; None when it has no ``webhook_url``."""
+    if not request.webhook_url:
+        return None
+    if delivery is None:
+        return RequestWebhookView(
+            url=request.webhook_url,
+            state="waiting",
+            attempts=0,
+            last_status_code=None,
+            last_error=None,
+            next_attempt_at=None,
+            delivery_id=None,
+            log=[],
+        )
+    return RequestWebhookView(
+        url=delivery.url,
+        state=delivery.state,
+        attempts=delivery.attempts,
+        last_status_code=delivery.last_status_code,
+        last_error=delivery.last_error,
+        next_attempt_at=delivery.next_attempt_at,
+        delivery_id=delivery.id,
+        log=attempt_views(delivery),
+    )

@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
-from imgbatch.api.deps import DatabaseDep, StateDep
+from imgbatch.api.deps import StateDep
 from imgbatch.api.openapi import errors
 from imgbatch.domain.taskqueue import queue_depths
-from imgbatch.models.activity import ActivityMinute, ActivityRepository, RequestStatsRepository
+from imgbatch.models.activity import ActivityMinute
 from imgbatch.models.requests import RequestStatus, now
 
 router = APIRouter(tags=["operating"])
@@ -71,11 +71,11 @@ def window_count(minutes: list[ActivityMinute], at: datetime, seconds: float) ->
 
 
 @router.get("/api/stats", response_model=StatsView, responses=errors(Unauthorized))
-async def stats(owner: OwnerDep, db: DatabaseDep, state: StateDep) -> StatsView:
+async def stats(owner: OwnerDep, state: StateDep) -> StatsView:
     at = now()
-    requests = RequestStatsRepository(db)
+    requests = state.services.request_stats
     by_status = await requests.by_status(owner)
-    activity = await ActivityRepository(db).since(owner, at - FAILURES_WINDOW)
+    activity = await state.services.activity.since(owner, at - FAILURES_WINDOW)
     recent = [m for m in activity if m.minute >= at - timedelta(minutes=max(WINDOWS_MINUTES) + 1)]
     done = {n: round(window_count(recent, at, n * 60)) for n in WINDOWS_MINUTES}
     failures: Counter[str] = Counter()

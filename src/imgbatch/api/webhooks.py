@@ -16,13 +16,13 @@ from pydantic import BaseModel, Field
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import DeliveriesDep, ServicesDep, SettingsDep, SubscribersDep, TasksDep
 from imgbatch.api.openapi import errors
-from imgbatch.api.schemas import RequestWebhookView, WebhookAttemptView
+from imgbatch.api.schemas import WebhookAttemptView, attempt_views
 from imgbatch.core.errors import Conflict, NotFound, UnprocessableEntity
 from imgbatch.core.logs import log_event, redact_url
 from imgbatch.domain.subscribers import register, unregister
 from imgbatch.domain.webhook_signing import new_secret
 from imgbatch.domain.webhook_targets import validate_webhook_url
-from imgbatch.models.requests import RequestRecord, now
+from imgbatch.models.requests import now
 from imgbatch.models.webhooks import (
     QUEUE_HOLD,
     DeliveryRecord,
@@ -84,42 +84,9 @@ def _subscriber_view(record: SubscriberRecord) -> SubscriberView:
     return SubscriberView.model_validate(record.model_dump())
 
 
-def _attempts(delivery: DeliveryRecord) -> list[WebhookAttemptView]:
-    return [WebhookAttemptView.model_validate(a.model_dump()) for a in delivery.log]
-
-
 def _delivery_view(delivery: DeliveryRecord) -> DeliveryView:
     return DeliveryView.model_validate(
-        {**delivery.model_dump(exclude={"log"}), "log": _attempts(delivery)}
-    )
-
-
-def request_webhook_view(
-    request: RequestRecord, delivery: DeliveryRecord | None
-) -> RequestWebhookView | None:
-    """The ``webhook`` field of a request's status; None when it has no ``webhook_url``."""
-    if not request.webhook_url:
-        return None
-    if delivery is None:
-        return RequestWebhookView(
-            url=request.webhook_url,
-            state="waiting",
-            attempts=0,
-            last_status_code=None,
-            last_error=None,
-            next_attempt_at=None,
-            delivery_id=None,
-            log=[],
-        )
-    return RequestWebhookView(
-        url=delivery.url,
-        state=delivery.state,
-        attempts=delivery.attempts,
-        last_status_code=delivery.last_status_code,
-        last_error=delivery.last_error,
-        next_attempt_at=delivery.next_attempt_at,
-        delivery_id=delivery.id,
-        log=_attempts(delivery),
+        {**delivery.model_dump(exclude={"log"}), "log": attempt_views(delivery)}
     )
 
 

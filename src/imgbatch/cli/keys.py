@@ -9,8 +9,10 @@ from redis.asyncio import Redis
 
 from imgbatch.core.settings import Settings
 from imgbatch.domain.events import RedisEventPublisher, key_revoked
-from imgbatch.models.db import Database, database, ensure_indexes, mongo_client
+from imgbatch.models.db import Database, database, mongo_client
 from imgbatch.models.keys import ApiKeyRecord, ApiKeyRepository
+from imgbatch.models.migrations import migrate
+from imgbatch.models.repositories import Repositories
 
 T = TypeVar("T")
 
@@ -19,8 +21,8 @@ async def _with_keys(settings: Settings, action: Callable[[ApiKeyRepository], Aw
     client = mongo_client(settings)
     try:
         db: Database = database(client, settings)
-        await ensure_indexes(db)
-        return await action(ApiKeyRepository(db))
+        await migrate(db)
+        return await action(Repositories(db).api_keys)
     finally:
         await client.close()
 

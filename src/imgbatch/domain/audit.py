@@ -14,8 +14,7 @@ from pymongo.errors import PyMongoError
 
 from imgbatch.core.logs import log_event
 from imgbatch.domain.services import Services
-from imgbatch.models.audit import AuditEntry, AuditRepository
-from imgbatch.models.keys import ApiKeyRepository
+from imgbatch.models.audit import AuditEntry
 from imgbatch.models.requests import now
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ async def record_once(
 
 async def _append(svc: Services, request_id: str, entry: AuditEntry, marker: str | None) -> None:
     try:
-        await AuditRepository(svc.db).append(request_id, entry, once=marker)
+        await svc.audit.append(request_id, entry, once=marker)
     except PyMongoError as exc:
         log_event(
             logger,
@@ -52,5 +51,5 @@ async def _append(svc: Services, request_id: str, entry: AuditEntry, marker: str
 
 async def key_name(svc: Services, owner: str) -> str:
     """The name of the API key that owns a request (the owner is the key's id)."""
-    key = await ApiKeyRepository(svc.db).get(owner)
+    key = await svc.api_keys.get(owner)
     return key.name if key is not None else owner

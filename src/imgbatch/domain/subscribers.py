@@ -14,8 +14,8 @@ from imgbatch.core.errors import Conflict
 from imgbatch.core.logs import log_event
 from imgbatch.domain.services import Services
 from imgbatch.models.requests import now
-from imgbatch.models.slots import SlotRepository, Take
-from imgbatch.models.webhooks import SubscriberRecord, WebhookSubscriberRepository
+from imgbatch.models.slots import Take
+from imgbatch.models.webhooks import SubscriberRecord
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +27,14 @@ _REGISTER_GRACE = timedelta(minutes=1)
 async def register(svc: Services, record: SubscriberRecord) -> None:
     """Store a new subscriber; 409 if its owner has as many as allowed."""
     cap = svc.settings.max_webhook_subscribers
-    slots = SlotRepository(svc.db)
+    slots = svc.slots
     taken = await slots.take(SUBSCRIBER_SLOT, record.owner, record.id, cap=cap)
     if taken.outcome == Take.FULL:
         raise Conflict(
             f"this key has {cap} webhook subscribers, the most it may have; delete one first"
         )
     try:
-        await WebhookSubscriberRepository(svc.db).create(record)
+        await svc.subscribers.create(record)
     except BaseException:
         if taken.slot_id is not None:
             await slots.give_back(taken.slot_id)
@@ -42,19 +42,19 @@ async def register(svc: Services, record: SubscriberRecord) -> None:
 
 
 async def unregister(svc: Services, subscriber_id: str, *, owner: str) -> bool:
-    deleted = await WebhookSubscriberRepository(svc.db).delete(subscriber_id, owner=owner)
+    deleted = await svc.subscribers.delete(subscriber_id, owner=owner)
     if deleted:
-        await SlotRepository(svc.db).release(subscriber_id)
+        await svc.slots.release(subscriber_id)
     return deleted
 
 
 async def repair(svc: Services) -> int:
     """Return the slots of subscribers that do not exist; returns how many."""
-    slots = SlotRepository(svc.db)
+    slots = svc.slots
     held = await slots.of_kind(SUBSCRIBER_SLOT)
     if not held:
         return 0
-    existing = await WebhookSubscriberRepository(svc.db).existing([s.holder for s in held])
+    existing = await svc.subscribers.existing([s.holder for s in held])
     registered_before = now() - _REGISTER_GRACE
     returned = 0
     for slot in held:

@@ -9,13 +9,14 @@ products do not carry their owner). The documents expire after a day (TTL index)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
+from pymongo import ASCENDING, IndexModel
 
-from imgbatch.models.db import ACTIVITY, REQUESTS, Database
+from imgbatch.models.db import ACTIVITY, REQUESTS, Database, expires_index
 from imgbatch.models.requests import RequestStatus, now
 
 # Long enough for "failures over the last 24 h" whatever minute the question is asked in.
@@ -35,8 +36,14 @@ def minute_of(at: datetime) -> datetime:
 
 
 class ActivityRepository:
+    COLLECTION: ClassVar[str] = ACTIVITY
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        IndexModel([("owner", ASCENDING), ("minute", ASCENDING)]),
+        expires_index("expires_at"),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[ACTIVITY]
+        self._collection = db[self.COLLECTION]
 
     async def record(
         self, owner: str, *, done: int, failed: Mapping[str, int], at: datetime | None = None
@@ -69,8 +76,14 @@ class RequestStatsRepository:
     """Counts over the requests collection for one owner (``GET /api/stats``) or for everyone
     (``GET /metrics``)."""
 
+    COLLECTION: ClassVar[str] = REQUESTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        # An owner's requests by status, oldest first (GET /api/stats).
+        IndexModel([("owner", ASCENDING), ("status", ASCENDING), ("created_at", ASCENDING)]),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[REQUESTS]
+        self._collection = db[self.COLLECTION]
 
     async def by_status(self, owner: str) -> dict[str, int]:
         cursor = await self._collection.aggregate(

@@ -9,10 +9,12 @@ from growing without limit: the newest entries are kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
+from pymongo import IndexModel
 
 from imgbatch.models.db import REQUESTS, Database
 
@@ -27,8 +29,12 @@ class AuditEntry(BaseModel):
 
 
 class AuditRepository:
+    # Stored in the requests collection; the trail needs no index of its own.
+    COLLECTION: ClassVar[str] = REQUESTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = []
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[REQUESTS]
+        self._collection = db[self.COLLECTION]
 
     async def append(self, request_id: str, entry: AuditEntry, *, once: str | None = None) -> bool:
         """Add ``entry`` to the request's trail; False if the request does not exist.

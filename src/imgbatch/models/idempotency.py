@@ -10,14 +10,15 @@ and a TTL index deletes them (a TTL monitor runs only once a minute).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ReturnDocument
+from pymongo import IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from imgbatch.models.db import IDEMPOTENCY_KEYS, Database
+from imgbatch.models.db import IDEMPOTENCY_KEYS, Database, expires_index
 from imgbatch.models.requests import now
 
 KEY_TTL = timedelta(hours=24)
@@ -38,8 +39,11 @@ class IdempotencyRecord(BaseModel):
 
 
 class IdempotencyRepository:
+    COLLECTION: ClassVar[str] = IDEMPOTENCY_KEYS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [expires_index("expires_at")]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[IDEMPOTENCY_KEYS]
+        self._collection = db[self.COLLECTION]
 
     @staticmethod
     def _id(owner: str, key: str) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, IndexModel
 
 from imgbatch.models.db import API_KEYS, Database
 from imgbatch.models.requests import now
@@ -34,8 +37,11 @@ class ApiKeyRecord(BaseModel):
 
 
 class ApiKeyRepository:
+    COLLECTION: ClassVar[str] = API_KEYS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [IndexModel([("key_hash", ASCENDING)], unique=True)]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[API_KEYS]
+        self._collection = db[self.COLLECTION]
 
     async def create(self, name: str) -> tuple[ApiKeyRecord, str]:
         key = new_key()

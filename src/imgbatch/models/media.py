@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from imgbatch.models.db import MEDIA, Database
@@ -109,8 +109,16 @@ def source_key(owner: str, url: str) -> str:
 
 
 class MediaRepository:
+    COLLECTION: ClassVar[str] = MEDIA
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        # Which media objects a request holds: retention releases them by this (multikey).
+        IndexModel([("holders", ASCENDING)]),
+        # Which ones a source URL gave: a re-import revalidates those URLs.
+        IndexModel([("source_keys", ASCENDING)]),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[MEDIA]
+        self._collection = db[self.COLLECTION]
 
     async def get(self, media_id: str) -> MediaRecord | None:
         """The record, without its holders."""

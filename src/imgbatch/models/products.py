@@ -16,10 +16,10 @@ import heapq
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
-from pymongo import UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from imgbatch.models.db import PRODUCTS, Database, Document
@@ -150,8 +150,35 @@ def outcome_status(images: int, failed: int) -> ProductStatus:
 
 
 class ProductRepository:
+    COLLECTION: ClassVar[str] = PRODUCTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        IndexModel([("request_id", ASCENDING), ("serial_number", ASCENDING)], unique=True),
+        # The product transitions filter on exactly these, or a prefix: reclaiming an expired
+        # lease is a range on the last one.
+        IndexModel(
+            [
+                ("request_id", ASCENDING),
+                ("serial_number", ASCENDING),
+                ("status", ASCENDING),
+                ("lease_until", ASCENDING),
+            ]
+        ),
+        IndexModel([("request_id", ASCENDING), ("status", ASCENDING)]),
+        IndexModel([("request_id", ASCENDING), ("position", ASCENDING)]),
+        # Unsettled counts of a request, and a run settling its own (see CountState).
+        IndexModel(
+            [
+                ("request_id", ASCENDING),
+                ("count_state", ASCENDING),
+                ("serial_number", ASCENDING),
+            ]
+        ),
+        # A resumed event stream replays the products finished since its last event.
+        IndexModel([("request_id", ASCENDING), ("finished_at", ASCENDING)]),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[PRODUCTS]
+        self._collection = db[self.COLLECTION]
 
     async def insert_many(self, products: Iterable[ProductRecord]) -> int:
         """Insert, ignoring products that already exist, so re-running an ingest is harmless."""

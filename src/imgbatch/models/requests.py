@@ -6,15 +6,16 @@ and the request flips to ``completed`` in exactly one call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from imgbatch.imaging.profiles import Profile
-from imgbatch.models.db import REQUESTS, Database, Document
+from imgbatch.models.db import REQUESTS, Database, Document, expires_index
 
 # Per task run that counts products: the last count it added (see count_product).
 _COUNT_RUNS = "count_runs"
@@ -114,8 +115,24 @@ def now() -> datetime:
 
 
 class RequestRepository:
+    COLLECTION: ClassVar[str] = REQUESTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        # Every periodic scan is an equality plus a range on one of these (the embedded server
+        # plans nothing else on an index), so it reads its candidates only, however many
+        # finished requests there are. The reconciler: unfinished requests by status, idle
+        # since; finished ones whose notice is still pending.
+        IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)]),
+        IndexModel([("notice_pending", ASCENDING), ("updated_at", ASCENDING)]),
+        # The retention sweeper: finished requests of one status, by expiry.
+        IndexModel([("status", ASCENDING), ("expires_at", ASCENDING)]),
+        # An expired request's tombstone (it answers 410) is kept until then.
+        expires_index("purge_at"),
+        # GET /api/requests: a key's requests, newest first.
+        IndexModel([("owner", ASCENDING), ("created_at", DESCENDING)]),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[REQUESTS]
+        self._collection = db[self.COLLECTION]
 
     async def create(self, record: RequestRecord) -> None:
         await self._collection.insert_one(record.to_document())

@@ -10,11 +10,14 @@ release it, and a periodic repair returns the slots of holders that no longer ne
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from imgbatch.models.db import SLOTS, Database
@@ -44,8 +47,14 @@ class Slot(BaseModel):
 
 
 class SlotRepository:
+    COLLECTION: ClassVar[str] = SLOTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        IndexModel([("kind", ASCENDING), ("owner", ASCENDING)]),
+        IndexModel([("holder", ASCENDING)]),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[SLOTS]
+        self._collection = db[self.COLLECTION]
 
     async def take(self, kind: str, owner: str, holder: str, *, cap: int) -> Taken:
         """Give ``holder`` one of ``owner``'s ``cap`` slots of ``kind``."""

@@ -7,9 +7,11 @@ products in the background. Chunks are deleted once their products exist.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
+
+from pymongo import ASCENDING, IndexModel
 
 from imgbatch.models.db import SHEET_CHUNKS, Database
 
@@ -24,8 +26,15 @@ ROW_OVERHEAD_BYTES = 256
 
 
 class StagedChunkRepository:
+    COLLECTION: ClassVar[str] = SHEET_CHUNKS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        IndexModel([("request_id", ASCENDING), ("seq", ASCENDING)], unique=True),
+        # The reconciler's sweep of abandoned uploads.
+        IndexModel([("staged_at", ASCENDING)]),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[SHEET_CHUNKS]
+        self._collection = db[self.COLLECTION]
 
     async def stage(self, request_id: str, seq: int, rows: list[dict[str, Any]]) -> None:
         await self._collection.insert_one(

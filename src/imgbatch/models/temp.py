@@ -8,9 +8,12 @@ pushed back instead of being read again at every sweep.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING, IndexModel
 
 from imgbatch.models.db import TEMP_OBJECTS, Database
 from imgbatch.models.requests import now
@@ -24,8 +27,14 @@ class TempObject(BaseModel):
 
 
 class TempObjectRepository:
+    COLLECTION: ClassVar[str] = TEMP_OBJECTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        # The sweeper reads only the entries past their earliest deletion time.
+        IndexModel([("not_before", ASCENDING)])
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[TEMP_OBJECTS]
+        self._collection = db[self.COLLECTION]
 
     async def add(self, key: str, request_id: str, *, not_before: datetime) -> None:
         await self._collection.update_one(

@@ -16,10 +16,10 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ReturnDocument
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from imgbatch.models.db import (
@@ -28,6 +28,7 @@ from imgbatch.models.db import (
     WEBHOOK_SUBSCRIBERS,
     Database,
     Document,
+    expires_index,
 )
 from imgbatch.models.requests import now
 
@@ -134,8 +135,13 @@ class DeliveryRecord(BaseModel):
 
 
 class WebhookSubscriberRepository:
+    COLLECTION: ClassVar[str] = WEBHOOK_SUBSCRIBERS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        IndexModel([("owner", ASCENDING), ("created_at", ASCENDING)])
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[WEBHOOK_SUBSCRIBERS]
+        self._collection = db[self.COLLECTION]
 
     async def create(self, record: SubscriberRecord) -> None:
         await self._collection.insert_one(record.model_dump(by_alias=True))
@@ -206,8 +212,16 @@ class WebhookSubscriberRepository:
 
 
 class WebhookEventRepository:
+    COLLECTION: ClassVar[str] = WEBHOOK_EVENTS
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        # Unique: "one event per request" holds when the notice task runs twice. Events are
+        # kept for WEBHOOK_LOG_TTL_DAYS.
+        IndexModel([("dedupe_key", ASCENDING)], unique=True),
+        expires_index("expires_at"),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[WEBHOOK_EVENTS]
+        self._collection = db[self.COLLECTION]
 
     async def create_once(self, record: EventRecord) -> EventRecord:
         """Store the event, or return the one already stored under its ``dedupe_key``."""
@@ -226,8 +240,18 @@ class WebhookEventRepository:
 
 
 class WebhookDeliveryRepository:
+    COLLECTION: ClassVar[str] = WEBHOOK_DELIVERIES
+    INDEXES: ClassVar[Sequence[IndexModel]] = [
+        # Unique: "one delivery per target" holds when the notice task runs twice.
+        IndexModel([("event_id", ASCENDING), ("target", ASCENDING)], unique=True),
+        IndexModel([("state", ASCENDING), ("next_attempt_at", ASCENDING)]),
+        IndexModel([("subscriber_id", ASCENDING), ("created_at", ASCENDING)]),
+        IndexModel([("request_id", ASCENDING), ("target", ASCENDING)]),
+        expires_index("expires_at"),
+    ]
+
     def __init__(self, db: Database) -> None:
-        self._collection = db[WEBHOOK_DELIVERIES]
+        self._collection = db[self.COLLECTION]
 
     async def create_many(self, records: Sequence[DeliveryRecord]) -> None:
         """Insert deliveries, skipping any (event, target) pair that already has one."""

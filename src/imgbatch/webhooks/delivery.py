@@ -23,15 +23,13 @@ from imgbatch.core.logs import bind_context, log_event, redact_url, scrub_messag
 from imgbatch.domain.audit import record
 from imgbatch.domain.services import Services
 from imgbatch.domain.webhook_signing import signed_headers
-from imgbatch.models.requests import RequestRepository, now
+from imgbatch.models.requests import now
 from imgbatch.models.webhooks import (
     AttemptRecord,
     DeliveryRecord,
     DeliveryState,
     EventRecord,
     WebhookDeliveryRepository,
-    WebhookEventRepository,
-    WebhookSubscriberRepository,
 )
 from imgbatch.netguard import (
     BlockedAddress,
@@ -82,7 +80,7 @@ def retry_delay(schedule: Sequence[float], attempts_made: int, retry_after: floa
 
 async def deliver(rt: Services, delivery_id: str) -> DeliveryRecord | None:
     """Make the next attempt of a due delivery; None if it was not due or someone else has it."""
-    deliveries = WebhookDeliveryRepository(rt.db)
+    deliveries = rt.deliveries
     lease = timedelta(seconds=rt.settings.webhook_timeout + LEASE_MARGIN)
     delivery = await deliveries.claim(delivery_id, lease=lease)
     if delivery is None:
@@ -97,7 +95,7 @@ async def deliver(rt: Services, delivery_id: str) -> DeliveryRecord | None:
 async def _attempt(
     rt: Services, deliveries: WebhookDeliveryRepository, delivery: DeliveryRecord
 ) -> DeliveryRecord | None:
-    event = await WebhookEventRepository(rt.db).get(delivery.event_id)
+    event = await rt.webhook_events.get(delivery.event_id)
     keys, missing = await _signing_keys(rt, delivery)
     if event is None or missing is not None:
         reason = missing or "the event no longer exists"
@@ -143,7 +141,7 @@ async def _attempt(
     metrics.WEBHOOK_DELIVERIES.labels(_OUTCOMES[state]).inc()
     if outcome.status_code == 410 and delivery.subscriber_id is not None:
         # 410 Gone is the receiver saying "stop": keep sending and we are a nuisance.
-        subscribers = WebhookSubscriberRepository(rt.db)
+        subscribers = rt.subscribers
         if await subscribers.disable(delivery.subscriber_id, "the endpoint answered 410 Gone"):
             log_event(
                 logger,
@@ -184,14 +182,14 @@ def _audited(delivery: DeliveryRecord) -> dict[str, str]:
 async def _signing_keys(rt: Services, delivery: DeliveryRecord) -> tuple[list[str], str | None]:
     """The secrets to sign with at this moment, or why there are none."""
     if delivery.subscriber_id is not None:
-        subscriber = await WebhookSubscriberRepository(rt.db).get(delivery.subscriber_id)
+        subscriber = await rt.subscribers.get(delivery.subscriber_id)
         if subscriber is None:
             return [], "the subscriber was deleted"
         if subscriber.disabled_at is not None:
             return [], "the subscriber is disabled"
         # Read per attempt, so a retry after a rotation carries both signatures.
         return subscriber.signing_secrets(now()), None
-    request = await RequestRepository(rt.db).get(delivery.request_id)
+    request = await rt.requests.get(delivery.request_id)
     if request is None:
         return [], "the request no longer exists"
     if not request.webhook_secret:

@@ -18,15 +18,12 @@ from imgbatch.core.settings import Settings
 from imgbatch.domain.images import single_image_data
 from imgbatch.domain.services import Services
 from imgbatch.domain.urls import download_url, results_url, status_url
-from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus, now
+from imgbatch.models.requests import RequestRecord, RequestStatus, now
 from imgbatch.models.webhooks import (
     REQUEST_TARGET,
     DeliveryRecord,
     EventRecord,
     EventType,
-    WebhookDeliveryRepository,
-    WebhookEventRepository,
-    WebhookSubscriberRepository,
     new_id,
 )
 from imgbatch.webhooks.scheduling import enqueue
@@ -78,7 +75,7 @@ def envelope(event_type: EventType, at: datetime, data: dict[str, Any]) -> str:
 
 async def publish_request_event(rt: Services, request_id: str) -> EventRecord | None:
     """Store the request's terminal event, create its deliveries and queue the due ones."""
-    request = await RequestRepository(rt.db).get(request_id)
+    request = await rt.requests.get(request_id)
     event_type = _TERMINAL_EVENTS.get(request.status) if request is not None else None
     if request is None or event_type is None:
         log_event(logger, "webhook.event_skipped", request_id=request_id)
@@ -90,7 +87,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
         data["image"] = image
     days = rt.settings.webhook_log_ttl_days
     expires_at = created + timedelta(days=days) if days else None
-    event = await WebhookEventRepository(rt.db).create_once(
+    event = await rt.webhook_events.create_once(
         EventRecord(
             id=new_id("msg"),
             type=event_type,
@@ -106,11 +103,11 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
     targets: list[tuple[str, str | None, str]] = []
     if request.webhook_url:
         targets.append((REQUEST_TARGET, None, request.webhook_url))
-    subscribers = await WebhookSubscriberRepository(rt.db).subscribed(request.owner, event_type)
+    subscribers = await rt.subscribers.subscribed(request.owner, event_type)
     targets.extend((s.id, s.id, s.url) for s in subscribers)
     schedule = rt.settings.webhook_retry_schedule
     first_attempt = event.created_at + timedelta(seconds=schedule[0])
-    deliveries = WebhookDeliveryRepository(rt.db)
+    deliveries = rt.deliveries
     await deliveries.create_many(
         [
             DeliveryRecord(
@@ -141,5 +138,5 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
         targets=len(targets),
         queued=queued,
     )
-    await RequestRepository(rt.db).clear_notice(request.id, request.completions)
+    await rt.requests.clear_notice(request.id, request.completions)
     return event

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 
 from imgbatch.core.logs import log_event
 from imgbatch.domain.services import Services
-from imgbatch.models.slots import SlotRepository, Take
-from imgbatch.models.webhooks import QUEUE_HOLD, WebhookDeliveryRepository
+from imgbatch.models.slots import Take
+from imgbatch.models.webhooks import QUEUE_HOLD
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ async def enqueue(rt: Services, due: Sequence[tuple[str, str]]) -> int:
 
 async def enqueue_due(rt: Services) -> int:
     """The beat poller: queue the due deliveries that their owners have room for."""
-    deliveries = WebhookDeliveryRepository(rt.db)
+    deliveries = rt.deliveries
     await _return_lost_slots(rt)
     due = await deliveries.due(limit=DUE_BATCH)
     queued, waiting = await _enqueue(rt, due)
@@ -47,12 +47,12 @@ async def enqueue_due(rt: Services) -> int:
 
 async def attempt_over(rt: Services, delivery_id: str) -> None:
     """An attempt was made (or the delivery given up): its owner's slot is free again."""
-    await SlotRepository(rt.db).release(delivery_id)
+    await rt.slots.release(delivery_id)
 
 
 async def _enqueue(rt: Services, due: Sequence[tuple[str, str]]) -> tuple[int, list[str]]:
-    slots = SlotRepository(rt.db)
-    deliveries = WebhookDeliveryRepository(rt.db)
+    slots = rt.slots
+    deliveries = rt.deliveries
     cap = rt.settings.webhook_owner_concurrency
     full: set[str] = set()
     ready: list[str] = []
@@ -87,11 +87,11 @@ def _round_robin(due: Sequence[tuple[str, str]]) -> Iterator[tuple[str, str]]:
 
 
 async def _return_lost_slots(rt: Services) -> None:
-    slots = SlotRepository(rt.db)
+    slots = rt.slots
     held = await slots.of_kind(DELIVERY_SLOT)
     if not held:
         return
-    busy = await WebhookDeliveryRepository(rt.db).in_flight([slot.holder for slot in held])
+    busy = await rt.deliveries.in_flight([slot.holder for slot in held])
     for slot in held:
         if slot.holder not in busy:
             await slots.release(slot.holder)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from imgbatch.core import metrics
 from imgbatch.domain.audit import FIRST_IMAGE_MARKER, record_once
 from imgbatch.domain.services import Services
-from imgbatch.models.activity import ActivityRepository
 from imgbatch.models.products import ImageError, ImageOutcome, ProductRecord
 
 # Requests whose first image done this process has recorded (or found recorded): the marker
@@ -40,7 +39,7 @@ class Tally:
             return
         done, failed = self.done, self.failed
         self.done, self.failed = 0, Counter()
-        await ActivityRepository(svc.db).record(self.owner, done=done, failed=failed)
+        await svc.activity.record(self.owner, done=done, failed=failed)
 
 
 async def count_outcomes(
