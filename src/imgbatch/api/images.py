@@ -34,6 +34,7 @@ from imgbatch.api.schemas import SingleImageView, UploadAccepted
 from imgbatch.core.errors import Conflict, NotFound, PayloadTooLarge, UnprocessableEntity
 from imgbatch.domain.images import single_image_json
 from imgbatch.domain.intake import Submission, intake
+from imgbatch.domain.metadata import parse_metadata
 from imgbatch.models.requests import RequestKind
 
 router = APIRouter(tags=["images"])
@@ -58,12 +59,16 @@ async def submit_image(
     profiles: ProfilesDep,
     webhook_url: Annotated[str | None, Form()] = None,
     profile: Annotated[str | None, Form(max_length=64)] = None,
+    metadata: Annotated[str | None, Form()] = None,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
 ) -> UploadAccepted:
     submission = Submission(
-        owner=owner, profile=choose_profile(profiles, profile), webhook_url=webhook_url
+        owner=owner,
+        profile=choose_profile(profiles, profile),
+        webhook_url=webhook_url,
+        metadata=parse_metadata(metadata),
     )
     data = await file.read(settings.max_image_bytes + 1)
     if len(data) > settings.max_image_bytes:

@@ -35,6 +35,7 @@ from imgbatch.api.schemas import (
 from imgbatch.core.errors import Conflict, UnprocessableEntity
 from imgbatch.core.settings import Settings
 from imgbatch.domain.images import image_json, image_views, variant_urls
+from imgbatch.domain.metadata import metadata_object
 from imgbatch.domain.urls import output_urls
 from imgbatch.imaging.profiles import Profile, default_profile
 from imgbatch.models.products import ProductRecord, ProductRepository
@@ -147,6 +148,7 @@ def _summary(record: RequestRecord) -> RequestSummaryView:
         completed_at=record.completed_at,
         failure_reason=record.failure_reason,
         file_name=record.file_name,
+        metadata=metadata_object(record.metadata_json),
     )
 
 
@@ -298,6 +300,7 @@ async def request_results(
 async def _result_lines(
     settings: Settings, record: RequestRecord, products: ProductRepository
 ) -> AsyncIterator[str]:
+    metadata = metadata_object(record.metadata_json)
     async for product in products.iterate(record.id):
         for view in image_views(settings, product):
             data = image_json(
@@ -306,4 +309,6 @@ async def _result_lines(
                 serial_number=product.serial_number,
                 product_name=product.product_name,
             )
+            if metadata is not None:  # no null on every line of a large request without any
+                data["metadata"] = metadata
             yield json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n"

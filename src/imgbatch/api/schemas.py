@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from imgbatch.domain.images import ImageView
+from imgbatch.domain.metadata import Metadata
 from imgbatch.models.requests import RequestRecord
 from imgbatch.models.webhooks import DeliveryRecord
 
@@ -80,6 +81,8 @@ class RequestSummaryView(BaseModel):
     completed_at: datetime | None
     failure_reason: str | None = None
     file_name: str | None = None
+    # The caller's own metadata from the upload (domain.metadata), or None.
+    metadata: Metadata | None = None
 
 
 class RequestListView(BaseModel):

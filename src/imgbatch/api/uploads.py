@@ -14,6 +14,7 @@ from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import UploadAccepted
 from imgbatch.core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
 from imgbatch.domain.intake import Submission, intake
+from imgbatch.domain.metadata import parse_metadata
 from imgbatch.models.requests import Priority
 
 router = APIRouter(tags=["requests"])
@@ -36,6 +37,7 @@ async def upload(
     webhook_url: Annotated[str | None, Form()] = None,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
     profile: Annotated[str | None, Form(max_length=64)] = None,
+    metadata: Annotated[str | None, Form()] = None,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
@@ -45,6 +47,7 @@ async def upload(
         profile=choose_profile(profiles, profile),
         webhook_url=webhook_url,
         priority=priority,
+        metadata=parse_metadata(metadata),
     )
     return await once(
         request,

@@ -51,6 +51,8 @@ class Submission:
     profile: Profile
     webhook_url: str | None = None
     priority: Priority = Priority.NORMAL
+    # The caller's metadata, already checked by domain.metadata.parse_metadata.
+    metadata: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,24 +94,13 @@ class IntakeService:
         # crash mid-upload leaves only staged chunks behind, never a half-visible request.
         return await self._record(
             svc,
+            request_id,
             submission,
             opening,
-            RequestRecord(
-                id=request_id,
-                owner=submission.owner,
-                status=RequestStatus.PENDING,
-                columns=staged.columns,
-                products_total=staged.products,
-                images_total=staged.images,
-                priority=submission.priority,
-                webhook_url=opening.webhook_url,
-                webhook_secret=opening.webhook_secret,
-                created_at=opening.created,
-                updated_at=now(),
-                expires_at=opening.expires_at,
-                profile=submission.profile,
-                file_name=(file_name or "")[:255] or None,
-            ),
+            columns=staged.columns,
+            products_total=staged.products,
+            images_total=staged.images,
+            file_name=(file_name or "")[:255] or None,
         )
 
     async def check_image(self, settings: Settings, data: bytes) -> None:
@@ -157,27 +148,17 @@ class IntakeService:
         )
         return await self._record(
             svc,
+            request_id,
             submission,
             opening,
-            RequestRecord(
-                id=request_id,
-                owner=submission.owner,
-                status=RequestStatus.PENDING,
-                columns=IMAGE_COLUMNS,
-                products_total=1,
-                images_total=1,
-                webhook_url=opening.webhook_url,
-                webhook_secret=opening.webhook_secret,
-                ingested=True,
-                created_at=opening.created,
-                updated_at=now(),
-                expires_at=opening.expires_at,
-                kind=RequestKind.IMAGE,
-                profile=submission.profile,
-                temp_key=original,
-                file_name=name,
-            ),
-            bytes=len(data),
+            log={"bytes": len(data)},
+            columns=IMAGE_COLUMNS,
+            products_total=1,
+            images_total=1,
+            ingested=True,
+            kind=RequestKind.IMAGE,
+            temp_key=original,
+            file_name=name,
         )
 
     def _open(self, settings: Settings, submission: Submission) -> _Opening:
@@ -198,12 +179,30 @@ class IntakeService:
     async def _record(
         self,
         svc: Services,
+        request_id: str,
         submission: Submission,
         opening: _Opening,
-        request: RequestRecord,
-        **log_fields: Any,
+        *,
+        log: dict[str, Any] | None = None,
+        **content: Any,
     ) -> Accepted:
-        """Write the request (it becomes visible), audit it, dispatch it and log it."""
+        """Write the request (it becomes visible), audit it, dispatch it and log it.
+
+        ``content`` is what the kind of upload adds to the record (columns, counts, ...)."""
+        request = RequestRecord(
+            id=request_id,
+            owner=submission.owner,
+            status=RequestStatus.PENDING,
+            priority=submission.priority,
+            webhook_url=opening.webhook_url,
+            webhook_secret=opening.webhook_secret,
+            created_at=opening.created,
+            updated_at=now(),
+            expires_at=opening.expires_at,
+            profile=submission.profile,
+            metadata_json=submission.metadata,
+            **content,
+        )
         await svc.requests.create(request)
         await record(
             svc,
@@ -224,7 +223,7 @@ class IntakeService:
             kind=request.kind,
             products=request.products_total,
             images=request.images_total,
-            **log_fields,
+            **(log or {}),
             profile=submission.profile.name,
             webhook=redact_url(opening.webhook_url) if opening.webhook_url else None,
         )

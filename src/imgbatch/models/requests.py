@@ -88,6 +88,9 @@ class RequestRecord(BaseModel):
     temp_key: str | None = None
     # The uploaded file's name as the client sent it, so a person can tell requests apart.
     file_name: str | None = None
+    # The caller's own metadata (domain.metadata): the validated flat JSON object as text, so
+    # its keys never have to be MongoDB field names.
+    metadata_json: str | None = None
 
     def is_expired(self, at: datetime) -> bool:
         """Past its retention: from ``expires_at`` on, whether or not the sweeper has deleted

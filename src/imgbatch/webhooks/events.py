@@ -16,6 +16,7 @@ from typing import Any
 from imgbatch.core.logs import log_event
 from imgbatch.core.settings import Settings
 from imgbatch.domain.images import single_image_data
+from imgbatch.domain.metadata import metadata_object
 from imgbatch.domain.services import Services
 from imgbatch.domain.urls import download_url, results_url, status_url
 from imgbatch.models.requests import RequestRecord, RequestStatus, now
@@ -65,7 +66,15 @@ def request_data(settings: Settings, request: RequestRecord) -> dict[str, Any]:
     return data
 
 
-def envelope(event_type: EventType, at: datetime, data: dict[str, Any]) -> str:
+def envelope(
+    event_type: EventType, at: datetime, data: dict[str, Any], *, request: RequestRecord
+) -> str:
+    """The body of every event about ``request``: each carries the caller's metadata, if the
+    upload had any, so a receiver can match any event type, present or future, to its own
+    records. Without metadata the body is exactly what it was before metadata existed."""
+    metadata = metadata_object(request.metadata_json)
+    if metadata is not None:
+        data = {**data, "metadata": metadata}
     return json.dumps(
         {"type": event_type.value, "timestamp": _iso(at), "data": data},
         separators=(",", ":"),
@@ -95,7 +104,7 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
             request_id=request.id,
             # One event per completion: a retried request that completes again is a new event.
             dedupe_key=f"{event_type}:{request.id}:{request.completions}",
-            body=envelope(event_type, created, data),
+            body=envelope(event_type, created, data, request=request),
             created_at=created,
             expires_at=expires_at,
         )
