@@ -32,7 +32,7 @@ from bench import (
     throughput,
     upload,
 )
-from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, copy_photos, load_photos
+from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, copy_photos, images_per_product, load_photos
 from bench.harness import running
 from bench.report import RESULTS, write_json
 from imgbatch.core.settings import Settings
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     results["codec_peak_mb_16mp"] = codecs.peak_memory(BIG_PHOTO)
     print(f"profile costs, {args.profile_rounds} interleaved rounds ...", flush=True)
     results["profiles"] = profiles.measure(photos, [BIG_PHOTO], args.profile_rounds)
+    results["fidelity"] = profiles.fidelity(photos)
 
     with tempfile.TemporaryDirectory(prefix="imgbatch-bench-") as tmp:
         work = Path(tmp)
@@ -130,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
             results["clients"] = clients.compare(bench.origin.base_url, photos)
 
             products = _fit(args, results, time.monotonic() - started)
-            print(f"main batch: {products} products x {len(photos)} images ...", flush=True)
+            print(
+                f"main batch: {products} products x {images_per_product(photos)} images ...",
+                flush=True,
+            )
             bench.start_worker(
                 "worker-main",
                 args.concurrency,
@@ -163,6 +167,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name in ("default", "storefront")
             ]
+            print(f"repeated bytes: {args.sweep_products} products ...", flush=True)
+            results["repeated"] = throughput.run_batch(
+                bench,
+                "repeated",
+                args.sweep_products,
+                photos,
+                concurrency=args.concurrency,
+                image_concurrency=args.image_concurrency,
+                timeout=300,
+                unique=False,
+            )
             print(f"re-import: {args.reimport_products} products, twice ...", flush=True)
             results["reimport"] = reimport.run(
                 bench, args.reimport_products, photos, timeout=max(120.0, args.budget)
@@ -196,10 +211,10 @@ def _fit(args: argparse.Namespace, results: dict[str, Any], spent: float) -> int
     ]
     # Unswept setting: assume the slowest one measured, so the budget still holds.
     rate = min(rates) if rates else min(r.images_per_s for r in results["sweep"])
-    images_per_product = len(DEFAULT_PHOTOS)
+    per_product = images_per_product(DEFAULT_PHOTOS)
     # Half the sweep's rate: the status load runs during this batch and the API works off its
     # backlog for minutes after it (measured: 11.6 images/s against the sweep's 21.7).
-    affordable = int(max(30.0, args.budget - spent - 20.0) * rate * 0.5 / images_per_product)
+    affordable = int(max(30.0, args.budget - spent - 20.0) * rate * 0.5 / per_product)
     if affordable >= args.products:
         return int(args.products)
     note = (

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import simplejpeg
 from PIL import Image
 
-from bench.data import CORPUS
+from bench.data import photo_bytes
 from bench.procfs import peak_rss_mb, rss_mb
 from imgbatch.imaging import compress_image
 
@@ -159,7 +159,7 @@ def per_image(names: Sequence[str], seconds: float) -> list[PerImage]:
     """Milliseconds per decode+encode, one core, each codec on each photo."""
     rows = []
     for name in names:
-        data = (CORPUS / name).read_bytes()
+        data = photo_bytes(name)
         with Image.open(io.BytesIO(data)) as probe:
             megapixels = probe.width * probe.height / 1e6
         for codec_name, codec in CODECS.items():
@@ -175,7 +175,7 @@ def per_image(names: Sequence[str], seconds: float) -> list[PerImage]:
 
 
 def _peak_once(codec_name: str, name: str) -> float:
-    data = (CORPUS / name).read_bytes()
+    data = photo_bytes(name)
     before = rss_mb(os.getpid())
     CODECS[codec_name](data)
     return peak_rss_mb(os.getpid()) - before

@@ -31,7 +31,7 @@ STACK_ENV = {
     "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
     "IMGBATCH_ALLOWED_PORTS": "[]",
 }
-_WORKER_READY_TIMEOUT = 60.0
+_WORKER_READY_TIMEOUT = 180.0  # a worker starts in seconds, or minutes on a loaded machine
 
 
 @dataclass

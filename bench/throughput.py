@@ -16,7 +16,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # no stubs in the venv
 
 from bench import dbops, profile
-from bench.data import batch_csv
+from bench.data import batch_csv, images_per_product
 from bench.dbops import DbOps
 from bench.harness import Bench, cpu_seconds
 
@@ -110,7 +110,7 @@ class _Probe:
             return None
         doc = self.bench.progress(self.request_id)
         return {
-            "images": len(self.photos),
+            "images": images_per_product(self.photos),
             "submitted_at_fraction": self.at,
             "products_ahead": self.products_ahead,
             "completed": doc.get("completed_at") is not None,
@@ -134,8 +134,9 @@ def run_batch(
     profile_dir: Path | None = None,
     profile_seconds: float = 10.0,
     profile_name: str = "default",
+    unique: bool = True,
 ) -> BatchResult:
-    body = batch_csv(bench.origin.base_url, products, photos, label)
+    body = batch_csv(bench.origin.base_url, products, photos, label, unique=unique)
     mongodb_url, database = bench.stack.mongodb_url, bench.stack.settings.mongodb_database
     assert mongodb_url
     db_before = dbops.snapshot(mongodb_url, database)

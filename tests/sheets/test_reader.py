@@ -24,7 +24,7 @@ from imgbatch.sheets import (
     neutralize_cell,
     open_sheet,
 )
-from imgbatch.sheets.rows import _parsed_url_problem, _url_problem
+from imgbatch.sheets.rows import _check_each_url, _parsed_url_problem, _url_problem, check_urls
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 URL = "https://a.example/img.jpg"
@@ -905,3 +905,54 @@ def test_plain_url_fast_path_agrees_with_the_full_parse(
     url = f"{scheme}://{host}{'' if port is None else f':{port}'}/{tail}"
     for limits in (SheetLimits(), SheetLimits(url_check=lambda u: "blocked" if "0" in u else None)):
         assert _url_problem(url, limits) == _parsed_url_problem(url, limits)
+
+
+# The fast path for a whole cell of plain URLs must give the same URLs and the same problems as
+# splitting the cell and checking each URL.
+_CELLISH = st.text(alphabet="htps:/,;?#.-_ 09az\u00fc\t\x01", min_size=0, max_size=30)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(
+            st.sampled_from(["http://", "https://", "HTTPS://", "ftp://", ""]),
+            _CELLISH,
+            st.one_of(st.none(), st.integers(min_value=0, max_value=99_999)),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    max_urls=st.sampled_from([1, 2, 20]),
+    max_length=st.sampled_from([12, 2048]),
+)
+def test_plain_cell_fast_path_agrees_with_checking_each_url(
+    parts: list[tuple[str, str, int | None]], max_urls: int, max_length: int
+) -> None:
+    cell = ",".join(
+        f"{scheme}{host}{'' if port is None else f':{port}'}{tail}"
+        for scheme, rest, port in parts
+        for host, tail in [(rest[:8].replace("/", ""), rest[8:])]
+    )
+    for check in (None, lambda u: "blocked" if "0" in u else None):
+        limits = SheetLimits(max_urls_per_row=max_urls, max_url_length=max_length, url_check=check)
+        fast: list[tuple[str, str]] = []
+        general: list[tuple[str, str]] = []
+        assert check_urls(cell, limits, fast) == _check_each_url(cell, limits, general)
+        assert fast == general
+
+
+def test_a_cell_of_plain_urls_keeps_every_check() -> None:
+    limits = SheetLimits(max_urls_per_row=2, url_check=lambda u: "private" if "10." in u else None)
+    cases = {
+        "http://a.example:65535/x,https://b.example/y?q=1": [],
+        "http://a.example:65536/x": ["URL 1 is not a valid URL: 'http://a.example:65536/x'"],
+        "http://a.example/x,http://b.example/y,http://c.example/z": ["too many URLs: 3 (max 2)"],
+        "http://a.example/x,http://10.0.0.1/y": [
+            "URL 2 is not allowed (private): 'http://10.0.0.1/y'"
+        ],
+    }
+    for cell, expected in cases.items():
+        problems: list[tuple[str, str]] = []
+        check_urls(cell, limits, problems)
+        assert [reason for _, reason in problems] == expected, cell

@@ -25,6 +25,7 @@ from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db, serving, side_api
+from tests.support.waiting import wait_until
 
 PHOTOS = ["chelsea.jpg", "rocket.jpg", "coffee.jpg"]
 
@@ -144,3 +145,50 @@ def test_a_batch_on_s3_is_served_streamed_and_presigned_then_expired(
         for key in keys:
             assert api.get(f"/media/{key}").status_code == 404
             assert httpx.get(f"{s3_stack.api_url}/media/{key}").status_code == 404
+
+
+def test_result_files_are_stored_in_the_bucket_served_by_range_and_expired(
+    s3_stack: Stack, origin: Origin, mongo: Database[dict[str, Any]]
+) -> None:
+    settings = s3_stack.settings_for_children()
+    store = create_store(settings)
+    rows = [(1, "One", origin.url("/img/rocket.jpg")), (2, "Two", origin.url("/status/404"))]
+    with httpx.Client(base_url=s3_stack.api_url, timeout=30) as api:
+        request_id = upload(api, sheet(rows)).json()["request_id"]
+        wait_for_status(api, request_id)
+        live = api.get(f"/api/download/{request_id}")
+        responses: list[httpx.Response] = []
+
+        def written() -> bool:
+            responses.append(api.get(f"/api/download/{request_id}"))
+            return "content-length" in responses[-1].headers
+
+        wait_until(written, timeout=60, every=0.1, what="the result CSV in the bucket")
+        whole = responses[-1]
+        assert whole.content == live.content
+        tag = whole.headers["etag"]
+        key = f"results/{request_id}/{tag.strip(chr(34)).rsplit('-', 1)[0]}/results.csv"
+        assert asyncio.run(store.get(key)) == whole.content
+        assert not list(s3_stack.data_dir.rglob("results.csv"))  # on no disk of ours
+
+        part = api.get(f"/api/download/{request_id}", headers={"Range": "bytes=3-12"})
+        assert part.status_code == 206
+        assert part.content == whole.content[3:13]
+        assert part.headers["content-range"] == f"bytes 3-12/{len(whole.content)}"
+        assert (
+            api.get(f"/api/download/{request_id}", headers={"If-None-Match": tag}).status_code
+            == 304
+        )
+        failed = api.get(f"/api/download/{request_id}", params={"only": "failed"})
+        assert failed.text.splitlines()[1:] == [f"2,Two,{origin.url('/status/404')}"]
+
+    mongo["requests"].update_one(
+        {"_id": request_id}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
+    )
+    rt = build_runtime(settings)
+    try:
+        assert rt.run(expire_requests(rt)) >= 1
+    finally:
+        rt.run(rt.client.close())
+        rt.loop.close()
+    assert asyncio.run(store.exists(key)) is False

@@ -4,13 +4,9 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
@@ -21,9 +17,12 @@ from imgbatch.api.deps import (
     RequestsDep,
     SettingsDep,
     StateDep,
+    StoreDep,
     get_owned_request,
 )
 from imgbatch.api.openapi import OWNED_REQUEST, errors
+from imgbatch.api.resultfiles import chunked as _chunked
+from imgbatch.api.resultfiles import serve_result_file
 from imgbatch.api.schemas import (
     ImageErrorView,
     ProductView,
@@ -32,30 +31,20 @@ from imgbatch.api.schemas import (
     StatusView,
     request_webhook_view,
 )
-from imgbatch.core.errors import Conflict, UnprocessableEntity
+from imgbatch.core.errors import Conflict, RangeNotSatisfiable, UnprocessableEntity
 from imgbatch.core.settings import Settings
-from imgbatch.domain.images import image_json, image_views, variant_urls
+from imgbatch.domain.images import image_views
 from imgbatch.domain.metadata import metadata_object
+from imgbatch.domain.results import failed_rows, result_lines, result_rows
 from imgbatch.domain.urls import output_urls
-from imgbatch.imaging.profiles import Profile, default_profile
 from imgbatch.models.products import ProductRecord, ProductRepository
 from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus
 from imgbatch.models.webhooks import WebhookDeliveryRepository
-from imgbatch.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
 
 router = APIRouter(tags=["requests"])
 
-OUTPUT_COLUMN = "Output Image Urls"
-# Rows per chunk of a streamed download (see _chunked).
-STREAM_CHUNK_ROWS = 256
-ERRORS_COLUMN = "Errors"
 # Coordinates are left out of every exif object unless IMGBATCH_REPORT_GPS is on.
 _NO_GPS = {"products": {"__all__": {"images": {"__all__": {"exif": {"latitude", "longitude"}}}}}}
-
-
-def request_profile(settings: Settings, record: RequestRecord) -> Profile:
-    """The profile snapshot the request was made with (requests from before: the default)."""
-    return record.profile or default_profile(settings.jpeg_quality)
 
 
 def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]:
@@ -174,141 +163,77 @@ async def list_requests(
 @router.get(
     "/api/download/{request_id}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}}, **errors(*OWNED_REQUEST, Conflict)},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        206: {"description": "The bytes a `Range` header asked for"},
+        304: {"description": "`If-None-Match` names the current ETag: unchanged"},
+        **errors(*OWNED_REQUEST, Conflict, RangeNotSatisfiable),
+    },
 )
 async def download_results(
     record: OwnedRequestDep,
+    request: Request,
     settings: SettingsDep,
     products: ProductsDep,
+    store: StoreDep,
     only: Annotated[
         Literal["failed"] | None,
         Query(description="`failed`: only rows with a failed image, in the input's columns"),
     ] = None,
-) -> StreamingResponse:
+) -> Response:
     request_id = record.id
     if record.status != RequestStatus.COMPLETED:
         raise Conflict(
             {"message": f"request {request_id} is not completed yet", "status": record.status}
         )
-    rows = _failed_rows(record, products) if only else _result_rows(settings, record, products)
     name = f"imgbatch-{request_id}{'-failed' if only else ''}.csv"
-    return StreamingResponse(
-        _chunked(rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    return await serve_result_file(
+        request,
+        settings,
+        store,
+        record,
+        "failed" if only else "csv",
+        f'attachment; filename="{name}"',
+        lambda: failed_rows(record, products) if only else result_rows(settings, record, products),
     )
-
-
-async def _chunked(lines: AsyncIterator[str], rows: int = STREAM_CHUNK_ROWS) -> AsyncIterator[str]:
-    """``rows`` lines per chunk: every chunk a StreamingResponse sends passes through each
-    middleware's ``send`` and is one socket write, and sent per line that was a third of the
-    download's CPU. A few hundred rows keep memory flat all the same."""
-    chunk: list[str] = []
-    async for line in lines:
-        chunk.append(line)
-        if len(chunk) >= rows:
-            yield "".join(chunk)
-            chunk.clear()
-    if chunk:
-        yield "".join(chunk)
-
-
-def _csv_line() -> Callable[[list[str]], str]:
-    """A function that renders one CSV line, reusing one buffer."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-
-    def line(cells: list[str]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow([neutralize_cell(cell) for cell in cells])
-        return buffer.getvalue()
-
-    return line
-
-
-async def _result_rows(
-    settings: Settings, record: RequestRecord, products: ProductRepository
-) -> AsyncIterator[str]:
-    """One CSV line at a time, so memory stays flat however many products there are."""
-    line = _csv_line()
-    # One column per non-primary variant, after the primary's: a default request's CSV keeps
-    # exactly the shape it always had.
-    variants = request_profile(settings, record).secondary
-    secondary = [variant.name for variant in variants]
-    yield line(
-        [
-            *(name for name, _ in record.columns),
-            OUTPUT_COLUMN,
-            *(variant.column for variant in variants),
-            ERRORS_COLUMN,
-        ]
-    )
-    async for product in products.iterate(record.id):
-        yield line([*_input_cells(record, product), *_outcome_cells(settings, product, secondary)])
-
-
-async def _failed_rows(record: RequestRecord, products: ProductRepository) -> AsyncIterator[str]:
-    """The input rows with at least one failed image, as uploaded: fix them, upload again."""
-    line = _csv_line()
-    yield line([name for name, _ in record.columns])
-    async for product in products.iterate(record.id):
-        if product.errors:
-            yield line(_input_cells(record, product))
-
-
-def _input_cells(record: RequestRecord, product: ProductRecord) -> list[str]:
-    required = {
-        SERIAL_COLUMN: str(product.serial_number),
-        NAME_COLUMN: product.product_name,
-        URLS_COLUMN: ",".join(product.input_image_urls),
-    }
-    return [
-        required[role] if role else product.extra.get(name, "") for name, role in record.columns
-    ]
-
-
-def _outcome_cells(settings: Settings, product: ProductRecord, secondary: list[str]) -> list[str]:
-    outputs = ",".join(url or "" for url in _output_urls(settings, product))
-    variants = [
-        ",".join(url or "" for url in variant_urls(settings, product, name)) for name in secondary
-    ]
-    errors = "; ".join(f"{e.url} -> {e.code}: {e.message}" for e in product.errors)
-    return [outputs, *variants, errors]
 
 
 @router.get(
     "/api/requests/{request_id}/results",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}, **errors(*OWNED_REQUEST)},
+    responses={
+        200: {"content": {"application/x-ndjson": {}}},
+        206: {"description": "Completed requests: the bytes a `Range` header asked for"},
+        304: {"description": "Completed requests: `If-None-Match` names the current ETag"},
+        **errors(*OWNED_REQUEST, RangeNotSatisfiable),
+    },
 )
 async def request_results(
-    record: OwnedRequestDep, settings: SettingsDep, products: ProductsDep
-) -> StreamingResponse:
+    record: OwnedRequestDep,
+    request: Request,
+    settings: SettingsDep,
+    products: ProductsDep,
+    store: StoreDep,
+) -> Response:
     """Every image record of the request, one JSON object per line, in input order.
 
-    Streamed from a cursor, so memory stays flat however large the request; records of images
-    not done yet say ``pending``.
+    Streamed, so memory stays flat however large the request; records of images not done yet
+    say ``pending``. A completed request's file comes from the media store, with an ETag and
+    byte ranges.
     """
-    return StreamingResponse(
-        _chunked(_result_lines(settings, record, products)),
-        media_type="application/x-ndjson",
-        headers={"Content-Disposition": f'inline; filename="imgbatch-{record.id}.jsonl"'},
+    disposition = f'inline; filename="imgbatch-{record.id}.jsonl"'
+    if record.status != RequestStatus.COMPLETED:
+        return StreamingResponse(
+            _chunked(result_lines(settings, record, products)),
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": disposition},
+        )
+    return await serve_result_file(
+        request,
+        settings,
+        store,
+        record,
+        "jsonl",
+        disposition,
+        lambda: result_lines(settings, record, products),
     )
-
-
-async def _result_lines(
-    settings: Settings, record: RequestRecord, products: ProductRepository
-) -> AsyncIterator[str]:
-    metadata = metadata_object(record.metadata_json)
-    async for product in products.iterate(record.id):
-        for view in image_views(settings, product):
-            data = image_json(
-                view,
-                settings,
-                serial_number=product.serial_number,
-                product_name=product.product_name,
-            )
-            if metadata is not None:  # no null on every line of a large request without any
-                data["metadata"] = metadata
-            yield json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n"

@@ -64,6 +64,11 @@ class PayloadTooLarge(ImgbatchError):
     description = "The upload is larger than IMGBATCH_MAX_CSV_BYTES"
 
 
+class RangeNotSatisfiable(ImgbatchError):
+    status_code = 416
+    description = "The Range starts past the end of the file (Content-Range gives its size)"
+
+
 class UnprocessableEntity(ImgbatchError):
     status_code = 422
     description = "The input is invalid: the body lists every problem"

@@ -7,6 +7,7 @@ and a refused sheet leaves no chunk behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -72,18 +73,30 @@ async def _stage_rows(
 ) -> tuple[int, int]:
     rows = reader.rows()
     products = images = seq = 0
-    while True:
-        # Parsing is CPU work: do it off the event loop, one chunk at a time.
-        batch = await asyncio.to_thread(_next_chunk, rows)
-        if not batch:
-            return products, images
-        if reader.error_count == 0:  # once the sheet is known bad, only validation goes on
-            await chunks.stage(
-                request_id, seq, [_product_document(request_id, row) for row in batch]
-            )
-            seq += 1
-        products += len(batch)
-        images += sum(len(row.image_urls) for row in batch)
+    # The write of one chunk runs while the next is parsed: parsing (here) and storing (the
+    # database's CPU) overlap instead of taking turns, on two cores nearly halving the wait.
+    staging: asyncio.Task[None] | None = None
+    try:
+        while True:
+            # Parsing is CPU work: do it off the event loop, one chunk at a time.
+            batch = await asyncio.to_thread(_next_chunk, rows)
+            if staging is not None:
+                await staging
+                staging = None
+            if not batch:
+                return products, images
+            if reader.error_count == 0:  # once the sheet is known bad, only validation goes on
+                documents = [_product_document(request_id, row) for row in batch]
+                staging = asyncio.create_task(chunks.stage(request_id, seq, documents))
+                seq += 1
+            products += len(batch)
+            images += sum(len(row.image_urls) for row in batch)
+    finally:
+        # A parse error: the write in flight is let finish, so the caller's discard of the
+        # request's chunks comes after it and finds it (its own error is the one reported).
+        if staging is not None:
+            with contextlib.suppress(Exception):
+                await staging
 
 
 def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:

@@ -6,6 +6,7 @@ from imgbatch.core.settings import Settings
 from imgbatch.storage.base import MediaStore, StoredObject
 from imgbatch.storage.keys import (
     IMMUTABLE,
+    RESULTS_PREFIX,
     TEMP_PREFIX,
     InvalidKey,
     folder_of,
@@ -18,6 +19,7 @@ from imgbatch.storage.local import LocalMediaStore
 
 __all__ = [
     "IMMUTABLE",
+    "RESULTS_PREFIX",
     "TEMP_PREFIX",
     "InvalidKey",
     "LocalMediaStore",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from imgbatch.storage.keys import InvalidKey
@@ -43,8 +44,25 @@ class MediaStore(Protocol):
         """The whole object, or None if there is none."""
         ...
 
-    async def open(self, key: str) -> StoredObject | None:
-        """The object as a stream, for serving it; None if there is none."""
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        """:meth:`put` from a file, without reading it into memory (the result files of a
+        request can be hundreds of MB)."""
+        ...
+
+    async def open(
+        self, key: str, byte_range: tuple[int, int] | None = None
+    ) -> StoredObject | None:
+        """The object as a stream, for serving it; None if there is none.
+
+        With ``byte_range`` (``start``, ``end`` exclusive, within the object: the caller checks
+        it against :meth:`size`) only those bytes are streamed; ``size`` stays the object's.
+        """
+        ...
+
+    async def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None if there is none."""
         ...
 
     async def exists(self, key: str) -> bool: ...

@@ -11,6 +11,8 @@
 - **Temporary originals** of single-image jobs live under ``tmp/``, which is never served:
   neither streamed by ``/media`` nor handed out as a presigned or public URL
   (:func:`is_public_key`).
+- **Result files** of completed requests live under ``results/{request_id}/``, never served
+  as media either: only the download endpoints, which check the caller's key, stream them.
 - ``{request_id}/{serial}/{index}.jpg`` was the layout before content addressing; retention
   still deletes such prefixes for requests written then.
 
@@ -28,6 +30,9 @@ from typing import Final
 
 OUTPUT_PREFIX: Final = "o/"
 TEMP_PREFIX: Final = "tmp/"
+# A request's result files (CSV, JSON Lines): its owner's alone, served only by the endpoints
+# that check the key, never by /media.
+RESULTS_PREFIX: Final = "results/"
 # For objects whose bytes can never change under their key (the content-addressed outputs):
 # caches may keep them for a year without asking again.
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
@@ -58,10 +63,10 @@ def temp_key(request_id: str) -> str:
 
 
 def is_public_key(key: str) -> bool:
-    """Whether ``key`` may be served (streamed, presigned or linked): never the temporary area,
-    however it is spelt."""
-    normalized = posixpath.normpath("/" + key).lstrip("/")
-    return not (normalized + "/").startswith(TEMP_PREFIX)
+    """Whether ``key`` may be served (streamed, presigned or linked): never the temporary area
+    nor the result files, however they are spelt."""
+    normalized = posixpath.normpath("/" + key).lstrip("/") + "/"
+    return not normalized.startswith((TEMP_PREFIX, RESULTS_PREFIX))
 
 
 def check_public_key(key: str) -> str:

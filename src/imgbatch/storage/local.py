@@ -52,6 +52,26 @@ class LocalMediaStore:
         _replace(_meta_path(target), meta)
         _replace(target, data)
 
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        meta = json.dumps({"content_type": content_type, "cache_control": cache_control})
+        await asyncio.to_thread(self._write_file, self._path(key), path, meta.encode())
+
+    @staticmethod
+    def _write_file(target: Path, source: Path, meta: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _replace(_meta_path(target), meta)
+        # Copied next to the target, then renamed: readers never see half a file.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle, source.open("rb") as original:
+                shutil.copyfileobj(original, handle, _CHUNK)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)
         try:
@@ -59,19 +79,30 @@ class LocalMediaStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
-    async def open(self, key: str) -> StoredObject | None:
+    async def open(
+        self, key: str, byte_range: tuple[int, int] | None = None
+    ) -> StoredObject | None:
         path = self._path(key)
         try:
             handle, meta = await asyncio.to_thread(_open_with_meta, path)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        size = os.fstat(handle.fileno()).st_size
+        start, end = byte_range or (0, size)
+        handle.seek(start)
         return StoredObject(
             key=key,
-            size=os.fstat(handle.fileno()).st_size,
+            size=size,
             content_type=meta.get("content_type") or _content_type(key),
             cache_control=meta.get("cache_control"),
-            chunks=_read_chunks(handle),
+            chunks=_read_chunks(handle, end - start),
         )
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return (await asyncio.to_thread(self._path(key).stat)).st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._path(key).is_file)
@@ -120,9 +151,12 @@ def _open_with_meta(path: Path) -> tuple[BinaryIO, dict[str, str | None]]:
     return handle, meta
 
 
-async def _read_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
+async def _read_chunks(handle: BinaryIO, remaining: int) -> AsyncIterator[bytes]:
     try:
-        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+        while remaining > 0 and (
+            chunk := await asyncio.to_thread(handle.read, min(_CHUNK, remaining))
+        ):
+            remaining -= len(chunk)
             yield chunk
     finally:
         handle.close()

@@ -17,6 +17,7 @@ would read them, but costs every process 0.2 s and 24 MB more (measured).
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import obstore
@@ -27,7 +28,7 @@ from imgbatch.storage.base import StoredObject
 from imgbatch.storage.keys import check_key, check_prefix, check_public_key
 
 if TYPE_CHECKING:
-    from obstore import Attributes
+    from obstore import Attributes, GetOptions
 
 # A streamed response sends chunks of at least this much; small enough to start sending at
 # once, large enough that a 10 MB object is a few dozen writes rather than thousands.
@@ -70,6 +71,17 @@ class S3MediaStore:
             self.store, check_key(key), data, attributes=attributes, use_multipart=False
         )
 
+    async def put_file(
+        self, key: str, path: Path, *, content_type: str, cache_control: str | None = None
+    ) -> None:
+        attributes: Attributes = {"Content-Type": content_type}
+        if cache_control:
+            attributes["Cache-Control"] = cache_control
+        # Multipart above obstore's chunk size: a result file may be hundreds of MB, more than
+        # one PUT should carry; parts of an aborted upload are removed by the bucket's
+        # lifecycle rule for incomplete uploads (docs: operating).
+        await obstore.put_async(self.store, check_key(key), path, attributes=attributes)
+
     async def get(self, key: str) -> bytes | None:
         try:
             result = await obstore.get_async(self.store, check_key(key))
@@ -77,9 +89,12 @@ class S3MediaStore:
         except FileNotFoundError:  # obstore's not-found
             return None
 
-    async def open(self, key: str) -> StoredObject | None:
+    async def open(
+        self, key: str, byte_range: tuple[int, int] | None = None
+    ) -> StoredObject | None:
+        options: GetOptions = {"range": byte_range} if byte_range else {}
         try:
-            result = await obstore.get_async(self.store, check_key(key))
+            result = await obstore.get_async(self.store, check_key(key), options=options)
         except FileNotFoundError:  # obstore's not-found
             return None
         attributes = result.attributes
@@ -90,6 +105,12 @@ class S3MediaStore:
             cache_control=attributes.get("Cache-Control"),
             chunks=result.stream(min_chunk_size=_STREAM_CHUNK),
         )
+
+    async def size(self, key: str) -> int | None:
+        try:
+            return (await obstore.head_async(self.store, check_key(key)))["size"]
+        except FileNotFoundError:  # obstore's not-found
+            return None
 
     async def exists(self, key: str) -> bool:
         try:

@@ -23,6 +23,7 @@ from datetime import timedelta
 
 from imgbatch.core.logs import log_event
 from imgbatch.domain.audit import record
+from imgbatch.domain.results import results_folder
 from imgbatch.domain.runtime import Runtime
 from imgbatch.models.requests import RequestStatus, now
 from imgbatch.storage import folder_of
@@ -41,6 +42,7 @@ async def expire_requests(rt: Runtime) -> int:
     for request in await rt.requests.due_for_expiry():
         # Files first: if we die here the request is still due and the next sweep finishes it.
         await rt.store.delete_prefix(f"{request.id}/")  # the layout before content addressing
+        await rt.store.delete_prefix(results_folder(request.id))
         deleted = await release_media(rt, request.id)
         if request.temp_key:
             await rt.store.delete_prefix(folder_of(request.temp_key))

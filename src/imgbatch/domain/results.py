@@ -1,0 +1,247 @@
+"""A request's result files: the result CSV, its failed rows and the JSON Lines of every image.
+
+Rendered live from the products (what the API streams while a request runs, or when no file is
+there), and, once the request completes, written once into the media store by the
+``request_finished`` task, so a download of a completed request is a stream of stored bytes:
+from any API node, with a length, a validator and byte ranges, at no database cost.
+
+A completed request's rows change only through a retry, which completes it again (its
+``completions`` count moves), and the rows' URLs depend on a few settings; the file's key and
+ETag hold a digest of both (:func:`generation`), so a retried request, or an API node with other
+URL settings, never serves a file written for something else: it streams live instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from imgbatch.core.logs import log_event
+from imgbatch.core.settings import Settings
+from imgbatch.domain.images import image_json, image_views, variant_urls
+from imgbatch.domain.metadata import metadata_object
+from imgbatch.domain.services import Services
+from imgbatch.domain.urls import output_urls
+from imgbatch.imaging.profiles import Profile, default_profile
+from imgbatch.models.products import ProductRecord, ProductRepository
+from imgbatch.models.requests import RequestRecord, RequestStatus
+from imgbatch.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
+from imgbatch.storage import RESULTS_PREFIX
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_COLUMN = "Output Image Urls"
+ERRORS_COLUMN = "Errors"
+# Bumped when a file's content changes for the same rows, so files of the old format are not
+# served by a new release.
+_FORMAT = "1"
+# Written to disk in pieces of this many rows; the file then goes to the store in one put.
+_FLUSH_ROWS = 1024
+
+Kind = Literal["csv", "failed", "jsonl"]
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    kind: Kind
+    name: str  # the object's name in the request's folder
+    media_type: str
+
+
+RESULT_FILES: Final[dict[Kind, ResultFile]] = {
+    "csv": ResultFile("csv", "results.csv", "text/csv; charset=utf-8"),
+    "failed": ResultFile("failed", "failed.csv", "text/csv; charset=utf-8"),
+    "jsonl": ResultFile("jsonl", "results.jsonl", "application/x-ndjson"),
+}
+
+
+def request_profile(settings: Settings, record: RequestRecord) -> Profile:
+    """The profile snapshot the request was made with (requests from before: the default)."""
+    return record.profile or default_profile(settings.jpeg_quality)
+
+
+def generation(settings: Settings, record: RequestRecord) -> str:
+    """What a completed request's result files are a function of, as a short digest."""
+    parts = (
+        _FORMAT,
+        record.id,
+        str(record.completions),
+        str(settings.public_base_url),
+        str(settings.media_base_url),
+        str(settings.report_gps),
+        str(settings.jpeg_quality),
+    )
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
+
+
+def result_key(settings: Settings, record: RequestRecord, kind: Kind) -> str:
+    return f"{results_folder(record.id)}{generation(settings, record)}/{RESULT_FILES[kind].name}"
+
+
+def results_folder(request_id: str) -> str:
+    """Every generation of the request's files: what a new completion and expiry delete."""
+    return f"{RESULTS_PREFIX}{request_id}/"
+
+
+def etag(settings: Settings, record: RequestRecord, kind: Kind) -> str:
+    """A strong validator for a completed request's file: the same bytes whether the file is
+    streamed from the store or rendered live (both render the same rows the same way)."""
+    return f'"{generation(settings, record)}-{kind}"'
+
+
+def _csv_line() -> Callable[[list[str]], str]:
+    """A function that renders one CSV line, reusing one buffer."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def line(cells: list[str]) -> str:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([neutralize_cell(cell) for cell in cells])
+        return buffer.getvalue()
+
+    return line
+
+
+def _header(settings: Settings, record: RequestRecord) -> tuple[list[str], list[str]]:
+    """The result CSV's header, and the names of its secondary variants' columns."""
+    # One column per non-primary variant, after the primary's: a default request's CSV keeps
+    # exactly the shape it always had.
+    variants = request_profile(settings, record).secondary
+    header = [
+        *(name for name, _ in record.columns),
+        OUTPUT_COLUMN,
+        *(variant.column for variant in variants),
+        ERRORS_COLUMN,
+    ]
+    return header, [variant.name for variant in variants]
+
+
+async def result_rows(
+    settings: Settings, record: RequestRecord, products: ProductRepository
+) -> AsyncIterator[str]:
+    """The result CSV, one line at a time, so memory stays flat however many products."""
+    line = _csv_line()
+    header, secondary = _header(settings, record)
+    yield line(header)
+    async for product in products.iterate(record.id):
+        yield line(_result_cells(settings, record, product, secondary))
+
+
+async def failed_rows(record: RequestRecord, products: ProductRepository) -> AsyncIterator[str]:
+    """The input rows with at least one failed image, as uploaded: fix them, upload again."""
+    line = _csv_line()
+    yield line([name for name, _ in record.columns])
+    async for product in products.iterate(record.id):
+        if product.errors:
+            yield line(_input_cells(record, product))
+
+
+async def result_lines(
+    settings: Settings, record: RequestRecord, products: ProductRepository
+) -> AsyncIterator[str]:
+    """Every image record, one JSON object per line, in input order."""
+    metadata = metadata_object(record.metadata_json)
+    async for product in products.iterate(record.id):
+        yield _json_lines(settings, product, metadata)
+
+
+def _json_lines(settings: Settings, product: ProductRecord, metadata: dict[str, Any] | None) -> str:
+    lines = []
+    for view in image_views(settings, product):
+        data = image_json(
+            view, settings, serial_number=product.serial_number, product_name=product.product_name
+        )
+        if metadata is not None:  # no null on every line of a large request without any
+            data["metadata"] = metadata
+        lines.append(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n")
+    return "".join(lines)
+
+
+def _result_cells(
+    settings: Settings, record: RequestRecord, product: ProductRecord, secondary: list[str]
+) -> list[str]:
+    outputs = ",".join(
+        url or ""
+        for url in (
+            output_urls(settings, product.output_keys)
+            if product.status.is_final
+            else [None] * len(product.input_image_urls)
+        )
+    )
+    variants = [
+        ",".join(url or "" for url in variant_urls(settings, product, name)) for name in secondary
+    ]
+    errors = "; ".join(f"{e.url} -> {e.code}: {e.message}" for e in product.errors)
+    return [*_input_cells(record, product), outputs, *variants, errors]
+
+
+def _input_cells(record: RequestRecord, product: ProductRecord) -> list[str]:
+    required = {
+        SERIAL_COLUMN: str(product.serial_number),
+        NAME_COLUMN: product.product_name,
+        URLS_COLUMN: ",".join(product.input_image_urls),
+    }
+    return [
+        required[role] if role else product.extra.get(name, "") for name, role in record.columns
+    ]
+
+
+async def write_result_files(svc: Services, request_id: str) -> bool:
+    """Render a completed request's three files in one pass over its products and store them;
+    False if the request is not completed. Repeatable: a redelivered task writes the same
+    bytes again under the same keys."""
+    record = await svc.requests.get(request_id)
+    if record is None or record.status != RequestStatus.COMPLETED:
+        return False
+    settings = svc.settings
+    header, secondary = _header(settings, record)
+    with tempfile.TemporaryDirectory(prefix="imgbatch-results-") as tmp:
+        paths = {kind: Path(tmp) / spec.name for kind, spec in RESULT_FILES.items()}
+        files = {kind: path.open("w", encoding="utf-8", newline="") for kind, path in paths.items()}
+        try:
+            line = _csv_line()
+            pending: dict[Kind, list[str]] = {
+                "csv": [line(header)],
+                "failed": [line([name for name, _ in record.columns])],
+                "jsonl": [],
+            }
+            rows = 0
+            metadata = metadata_object(record.metadata_json)
+            async for product in svc.products.iterate(record.id):
+                pending["csv"].append(line(_result_cells(settings, record, product, secondary)))
+                if product.errors:
+                    pending["failed"].append(line(_input_cells(record, product)))
+                pending["jsonl"].append(_json_lines(settings, product, metadata))
+                rows += 1
+                if rows % _FLUSH_ROWS == 0:
+                    _flush(files, pending)
+            _flush(files, pending)
+        finally:
+            for handle in files.values():
+                handle.close()
+        # Older generations (before a retry) are never served again: gone before the new ones.
+        await svc.store.delete_prefix(results_folder(record.id))
+        for kind, path in paths.items():
+            await svc.store.put_file(
+                result_key(settings, record, kind),
+                path,
+                content_type=RESULT_FILES[kind].media_type,
+                cache_control="private, no-cache",
+            )
+    log_event(logger, "request.result_files", request_id=request_id, products=rows)
+    return True
+
+
+def _flush(files: dict[Kind, io.TextIOWrapper], pending: dict[Kind, list[str]]) -> None:
+    for kind, lines in pending.items():
+        files[kind].write("".join(lines))
+        lines.clear()
