@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from imgbatch.cli.embedded import free_port, wait_for_port
 from imgbatch.cli.stack import Stack
@@ -22,6 +23,9 @@ from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
 from tests.support.stacks import redis_db
 from tests.support.waiting import wait_until
+
+# Every test here starts `imgbatch run`, `imgbatch demo` or an embedded server itself.
+pytestmark = pytest.mark.stack
 
 
 def _command_lines(process: subprocess.Popen[str]) -> str:

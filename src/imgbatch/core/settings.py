@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default_factory=lambda: 2 * (os.cpu_count() or 1),
         ge=1,
+        # docs/settings.md shows this instead of the generating machine's count.
+        json_schema_extra={"shown_default": "2 x CPU count"},
         description="Image worker processes a worker starts (`imgbatch run`, docker-compose). "
         "Default: twice the CPU count, as a process waiting on downloads leaves its core to "
         "another (bench/README.md).",
@@ -391,6 +393,18 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None, description="The API key the client commands send; `--api-key` overrides it."
+    )
+
+    # --- worker metrics (docker-compose) -----------------------------------------------------
+    worker_metrics_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="A worker's main process serves its own processes' metrics (Prometheus "
+        "text at `/metrics`, every pool process summed) on this port, on all interfaces, once "
+        "it is ready to take tasks. For workers that run apart from the API, as under "
+        "docker-compose, where Prometheus scrapes each worker container; unset serves none "
+        "(`imgbatch run`'s API already sums every process of its stack).",
     )
 
     @property
