@@ -1,4 +1,4 @@
-"""The embedded MongoDB-protocol server runs the way README.md ("Failure behaviour") says."""
+"""The embedded MongoDB-protocol server runs the way docs/failure-behaviour.md says."""
 
 from __future__ import annotations
 
