@@ -79,23 +79,25 @@ def _type_name(annotation: Any) -> str:
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
+# annotated_types' constraint, the attribute holding its bound, and how the page writes it.
+_BOUNDS: tuple[tuple[type, str, str], ...] = (
+    (Gt, "gt", ">"),
+    (Ge, "ge", ">="),
+    (Lt, "lt", "<"),
+    (Le, "le", "<="),
+    (MinLen, "min_length", "length >="),
+    (MaxLen, "max_length", "length <="),
+)
+
+
 def _bounds(metadata: list[Any]) -> str:
     parts = []
     for item in metadata:
-        if isinstance(item, FieldInfo):
+        if isinstance(item, FieldInfo):  # a list item's own constraints
             parts.append(_bounds(list(item.metadata)).removeprefix(", "))
-        elif isinstance(item, Gt):
-            parts.append(f"> {item.gt}")
-        elif isinstance(item, Ge):
-            parts.append(f">= {item.ge}")
-        elif isinstance(item, Lt):
-            parts.append(f"< {item.lt}")
-        elif isinstance(item, Le):
-            parts.append(f"<= {item.le}")
-        elif isinstance(item, MinLen):
-            parts.append(f"length >= {item.min_length}")
-        elif isinstance(item, MaxLen):
-            parts.append(f"length <= {item.max_length}")
+        for kind, attribute, written in _BOUNDS:
+            if isinstance(item, kind):
+                parts.append(f"{written} {getattr(item, attribute)}")
     parts = [part for part in parts if part]
     return ", " + " and ".join(parts) if parts else ""
 
