@@ -320,14 +320,15 @@ def test_prometheus_scrapes_every_container_that_counts() -> None:
     config = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
     scraped: dict[str, str] = {}
     for job in config["scrape_configs"]:
-        for static in job.get("static_configs", []):
-            for target in static["targets"]:
-                host, port = target.split(":")
-                scraped[host] = port
+        hosts = {
+            target.split(":")[0]: target.split(":")[1]
+            for static in job.get("static_configs", [])
+            for target in static["targets"]
+        }
         for dns in job.get("dns_sd_configs", []):
-            for host in dns["names"]:
-                scraped[host] = str(dns["port"])
-        if scraped.get("api") and "authorization" in job:
+            hosts |= {host: str(dns["port"]) for host in dns["names"]}
+        scraped |= hosts
+        if "api" in hosts:
             # The API answers another host only with the token: the secret compose mounts.
             secret = job["authorization"]["credentials_file"].removeprefix("/run/secrets/")
             assert secret in prometheus["secrets"]
@@ -336,7 +337,7 @@ def test_prometheus_scrapes_every_container_that_counts() -> None:
     counting = {
         name: _environment(s)[METRICS_PORT]
         for name, s in BUILT.items()
-        if METRICS_PORT in s or METRICS_PORT in _environment(s)
+        if METRICS_PORT in _environment(s)
     }
     assert set(counting) == {"worker", "worker-webhooks"}
     assert scraped == {"api": _option(BUILT["api"]["command"], "--port"), **counting}
