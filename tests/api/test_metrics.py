@@ -135,7 +135,7 @@ def test_counters_summed_across_processes_equal_what_status_reports(
         # Phases: each image downloads once (a duplicate is known by its bytes); decode, encode
         # and store once per render. Images done and not reused were rendered; two pool
         # processes that meet the same new bytes at the same instant may both render them (the
-        # second is then recorded as a duplicate, README "Reuse").
+        # second is then recorded as a duplicate, docs/profiles-and-outputs.md, "Reuse").
         phases = {
             phase: value(samples, "imgbatch_image_phase_seconds_count", phase=phase)
             for phase in ("download", "decode", "encode", "store")

@@ -1,13 +1,17 @@
-"""The embedded MongoDB-protocol server runs the way README.md ("Failure behaviour") says."""
+"""The embedded MongoDB-protocol server runs the way docs/failure-behaviour.md says."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import psutil
+import pytest
 from pymongo import MongoClient
 
 from imgbatch.cli.embedded import EmbeddedMongo
+
+# Every test here starts `imgbatch run`, `imgbatch demo` or an embedded server itself.
+pytestmark = pytest.mark.stack
 
 
 def test_the_embedded_database_fsyncs_every_commit(tmp_path: Path) -> None:

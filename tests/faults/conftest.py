@@ -30,7 +30,7 @@ POISON = "poison-pill"
 FAULT_ENV = {
     **STACK_ENV,
     **JSON_LOGS,  # what each worker stored is read back from its log
-    # Recovery paths run on a test's time scale; README explains the production values.
+    # Recovery paths run on a test's time scale; docs/settings.md gives the production values.
     "IMGBATCH_REQUEST_IDLE_SECONDS": "4",
     "IMGBATCH_PRODUCT_LEASE_SECONDS": "2",
     "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",

@@ -44,7 +44,8 @@ class Backend:
         return self.run(collect())
 
 
-@pytest.fixture(params=["local", "s3"])
+# The s3 backend runs against an embedded SeaweedFS: a server, so the `stack` lane.
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.stack)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "local":
         settings = Settings(data_dir=tmp_path)

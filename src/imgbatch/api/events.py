@@ -2,7 +2,7 @@
 
 The events come from this process's :class:`api.feeds.EventHub` (one pub/sub connection, one
 feed per watched request, MongoDB as the safety net); ids are cursors derived from the request
-document, so ``Last-Event-ID`` resumes on any API process. README "Live events" is the contract.
+document, so ``Last-Event-ID`` resumes on any API process. docs/live-events.md is the contract.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Where the live events of ``GET /api/requests/{id}/events`` come from, in one API process.
 
-How (README "Live events" has the contract):
+How (docs/live-events.md has the contract):
 
 - Workers publish a notice on the request's Redis channel wherever its state moves
   (:mod:`domain.events`). Each API process holds **one** pub/sub connection (:class:`EventHub`)

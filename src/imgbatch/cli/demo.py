@@ -21,11 +21,13 @@ from imgbatch.cli.embedded import free_port
 from imgbatch.cli.keys import create_key
 from imgbatch.cli.stack import Stack
 from imgbatch.core.settings import Settings
+from imgbatch.domain.taskqueue import CeleryTaskSender
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 # The sample sheet names this origin; the demo serves it on whatever port is free.
 SAMPLE_ORIGIN = "http://127.0.0.1:8901"
 _TIMEOUT = 300.0
+_POLL_SECONDS = 0.1
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -70,6 +72,11 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
             out(f"stack up in {time.monotonic() - started:.1f}s; API at {stack.api_url}")
             _, key = asyncio.run(create_key(stack.settings_for_children(), "local (imgbatch demo)"))
             out(f"created a local API key: {key}")
+            # The API is up before the workers are: time measured from the upload would
+            # otherwise be mostly the worker starting, not the work.
+            out("waiting for the workers to answer a Celery ping (ready to take tasks)")
+            waited = _wait_for_workers(stack)
+            out(f"workers ready after {waited:.1f}s more")
             body = sheet.read_text(encoding="utf-8").replace(SAMPLE_ORIGIN, origin)
             headers = {"Authorization": f"Bearer {key}"}
             with httpx.Client(base_url=stack.api_url, timeout=30, headers=headers) as client:
@@ -79,15 +86,22 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
                 if accepted.status_code != 202:
                     out(f"upload refused: {accepted.status_code} {accepted.text}")
                     return 1
+                accepted_at = time.monotonic()
                 request = accepted.json()
                 out(
                     f"uploaded {sheet.name}: request {request['request_id']}, "
                     f"{request['products']} products, {request['images']} images"
                 )
                 status = _wait(client, request["request_id"], out)
+                # Seen by the poll that found it final: at most _POLL_SECONDS late, never early.
+                took = time.monotonic() - accepted_at
                 if status["status"] != "completed":
                     out(f"request ended as {status['status']}")
                     return 1
+                out(
+                    f"all {status['images_total']} images finished {took:.2f}s after the upload "
+                    "was accepted"
+                )
                 result = client.get(f"/api/download/{request['request_id']}")
                 result_path = data_dir / "result.csv"
                 result_path.write_text(result.text, encoding="utf-8")
@@ -99,6 +113,20 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
     for row in list(csv.reader(io.StringIO(result.text)))[:6]:
         out("  " + " | ".join(cell if len(cell) < 70 else cell[:67] + "..." for cell in row))
     return 0
+
+
+def _wait_for_workers(stack: Stack) -> float:
+    """Seconds until every worker of the stack answers a ping: consuming, its pool started."""
+    expected = {name for name in stack.processes if name.startswith("worker")}
+    sender = CeleryTaskSender.from_settings(stack.settings_for_children())
+    started = time.monotonic()
+    while time.monotonic() < started + _TIMEOUT:
+        # Each ping waits up to PING_TIMEOUT (1 s) for replies, so this loop is not a busy one.
+        # Replies are named "<process name>-<n>@<host>" (cli/stack.py's --hostname).
+        alive = asyncio.run(sender.workers_alive())
+        if expected <= {reply.split("@")[0].rsplit("-", 1)[0] for reply in alive}:
+            return time.monotonic() - started
+    raise TimeoutError(f"the workers did not answer a ping in {_TIMEOUT}s")
 
 
 def _wait(client: httpx.Client, request_id: str, out: Callable[[str], None]) -> dict[str, Any]:
@@ -115,5 +143,5 @@ def _wait(client: httpx.Client, request_id: str, out: Callable[[str], None]) -> 
             )
         if status["status"] in ("completed", "failed"):
             return status
-        time.sleep(0.3)
+        time.sleep(_POLL_SECONDS)
     raise TimeoutError(f"request {request_id} did not finish in {_TIMEOUT}s")

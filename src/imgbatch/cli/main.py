@@ -14,11 +14,21 @@ from types import FrameType
 
 from imgbatch.cli import remote
 from imgbatch.cli.demo import run_demo
+from imgbatch.cli.embedded import EmbeddedServerMissing
 from imgbatch.cli.flower import run_flower
 from imgbatch.cli.keys import create_key, list_keys, revoke_key
 from imgbatch.cli.stack import Stack
 from imgbatch.core.logs import configure_logging, redact_url
 from imgbatch.core.settings import get_settings
+
+# What `imgbatch --help` prints: plain text, since argparse shows it as written (the module's
+# docstring is for readers of the code, and its markup would appear literally).
+DESCRIPTION = (
+    "imgbatch: bulk image processing driven by CSV. Run the stack or a demo of it, manage API "
+    "keys, create the storage bucket, and talk to a running server: submit a CSV, then follow "
+    "a request's status, watch its progress and download its result. "
+    "'imgbatch COMMAND --help' shows a command's options."
+)
 
 
 def _run(_: argparse.Namespace) -> int:
@@ -99,12 +109,14 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="imgbatch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="imgbatch", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "run", help="start MongoDB/Redis (embedded unless configured), API, worker and beat"
     )
-    demo = commands.add_parser("demo", help="process sample_csvs/products.csv end to end, offline")
+    demo = commands.add_parser(
+        "demo", help="process the sample sheet (11 images) end to end, offline"
+    )
     demo.add_argument("--csv", type=Path, default=None, help="another sheet to run")
     commands.add_parser(
         "flower", help="Celery's dashboard for the running stack, on 127.0.0.1 with basic auth"
@@ -128,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in remote.HANDLED:
         return remote.run(args, get_settings())
     handlers = {"run": _run, "demo": _demo, "flower": _flower, "keys": _keys, "storage": _storage}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except EmbeddedServerMissing as missing:  # a server-only install: say what to set instead
+        print(missing, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -142,8 +142,10 @@ def gauge_family(
     return family
 
 
-def render(scraped: Iterable[Metric] = ()) -> bytes:
-    """The Prometheus text exposition: every process's metrics summed, plus ``scraped``."""
+def processes_registry() -> CollectorRegistry:
+    """A registry that collects every process's metrics (this process's own without the
+    multiprocess directory), as prometheus_client's multiprocess mode documents: a registry of
+    its own, never the global one that the metrics above register into."""
     registry = CollectorRegistry()
     directory = metrics_multiprocess_dir()
     if directory is not None:
@@ -151,5 +153,11 @@ def render(scraped: Iterable[Metric] = ()) -> bytes:
         multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     else:
         registry.register(_Forward())
+    return registry
+
+
+def render(scraped: Iterable[Metric] = ()) -> bytes:
+    """The Prometheus text exposition: every process's metrics summed, plus ``scraped``."""
+    registry = processes_registry()
     registry.register(_Families(scraped))
     return generate_latest(registry)

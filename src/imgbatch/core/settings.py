@@ -19,177 +19,393 @@ _PLACEHOLDER_SECRETS = frozenset({"changethis", "changeme", "secret", "password"
 
 
 class Settings(BaseSettings):
+    """Every setting is an environment variable: ``IMGBATCH_`` and the field's name in capitals
+    (or a line of a ``.env`` file). docs/settings.md is generated from the descriptions below
+    (``make docs``); tests/core/test_settings_doc.py fails when the two drift apart."""
+
     model_config = SettingsConfigDict(env_prefix="IMGBATCH_", env_file=".env", extra="ignore")
 
     # --- where things live -------------------------------------------------------------------
-    # Unset means "start the embedded server" for `imgbatch run`; the API and workers need them.
-    mongodb_url: str | None = None
-    mongodb_database: str = "imgbatch"
-    # Added to the MongoDB URL unless it names retryWrites itself. On for a production replica
-    # set (a write interrupted by a failover is retried once); the embedded server's URL turns
-    # it off, as SecantusDB has no sessions to retry in.
-    mongodb_retry_writes: bool = True
-    redis_url: str | None = None
-    data_dir: Path = Path(".data")
-    public_base_url: HttpUrl = HttpUrl("http://127.0.0.1:8000")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "INFO"
-    # One JSON object per line for log shippers, or aligned key=value lines for people.
-    log_format: Literal["json", "console"] = "console"
-    # Twice the cores: a process waiting on downloads leaves its core to another (bench/).
-    worker_concurrency: int = Field(default_factory=lambda: 2 * (os.cpu_count() or 1), ge=1)
+    mongodb_url: str | None = Field(
+        None,
+        description="MongoDB URL (a replica set in production, see scaling-out.md). Unset: "
+        "`imgbatch run` starts an embedded server; the API and workers need it set.",
+    )
+    mongodb_database: str = Field("imgbatch", description="Database name.")
+    mongodb_retry_writes: bool = Field(
+        True,
+        description="Adds `retryWrites=` to the MongoDB URL unless the URL names it itself. On "
+        "for a production replica set: a write cut off by a failover is retried once (ours are "
+        "idempotent, so never counted twice). The embedded server's URL says "
+        "`retryWrites=false` itself, as it has no sessions to retry in.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (the Celery broker, live events, rate limits). Unset: "
+        "`imgbatch run` starts an embedded server; the API and workers need it set.",
+    )
+    data_dir: Path = Field(
+        Path(".data"),
+        description="Output images with `STORAGE=local` (`media/`), the embedded servers' "
+        "data, logs.",
+    )
+    public_base_url: HttpUrl = Field(
+        HttpUrl("http://127.0.0.1:8000"), description="Base of every URL handed out."
+    )
+    host: str = Field("127.0.0.1", description="Where `imgbatch run` serves the API.")
+    port: int = Field(8000, description="The port `imgbatch run` serves the API on.")
+    log_level: str = Field("INFO", description="Lowest level logged: DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["json", "console"] = Field(
+        "console",
+        description="`json`: one JSON object per line, for log shippers; `console`: aligned "
+        "key=value lines for people.",
+    )
+    worker_concurrency: int = Field(
+        default_factory=lambda: 2 * (os.cpu_count() or 1),
+        ge=1,
+        # docs/settings.md shows this instead of the generating machine's count.
+        json_schema_extra={"shown_default": "2 x CPU count"},
+        description="Image worker processes a worker starts (`imgbatch run`, docker-compose). "
+        "Default: twice the CPU count, as a process waiting on downloads leaves its core to "
+        "another (bench/README.md).",
+    )
 
     # --- media storage -----------------------------------------------------------------------
-    # Where outputs live: ``local`` (files under DATA_DIR/media, one machine or a shared disk) or
-    # ``s3`` (any S3-compatible object store; workers on many machines). Credentials for S3
-    # come from the standard AWS variables or credential chain, never from these settings.
-    storage: Literal["local", "s3"] = "local"
-    # Unset with storage=s3: AWS itself, or, under `imgbatch run`, an embedded SeaweedFS.
-    s3_endpoint_url: HttpUrl | None = None
-    s3_bucket: str = Field("imgbatch", min_length=3, max_length=63)
-    s3_region: str = "us-east-1"
-    # Output URLs point here when set (a CDN, or the bucket's public URL) instead of /media.
-    media_base_url: HttpUrl | None = None
-    # How /media answers: stream the bytes through the API, or redirect to a presigned URL
-    # of the object store (the store must then be reachable by whoever follows the redirect).
-    media_redirect: Literal["stream", "presigned"] = "stream"
-    media_presign_seconds: int = Field(3600, gt=0, le=7 * 24 * 3600)
+    storage: Literal["local", "s3"] = Field(
+        "local",
+        description="Where outputs live: `local` (files under DATA_DIR/media: one machine or a "
+        "shared disk) or `s3` (any S3-compatible object store: workers on many machines). S3 "
+        "credentials come from the standard AWS variables or credential chain, never from "
+        "these settings.",
+    )
+    s3_endpoint_url: HttpUrl | None = Field(
+        None,
+        description="The S3 server. Unset with STORAGE=s3: AWS S3 itself, or, under "
+        "`imgbatch run`, an embedded SeaweedFS.",
+    )
+    s3_bucket: str = Field(
+        "imgbatch", min_length=3, max_length=63, description="The bucket outputs go to."
+    )
+    s3_region: str = Field("us-east-1", description="The region S3 requests are signed for.")
+    media_base_url: HttpUrl | None = Field(
+        None,
+        description="Output URLs point here when set (a CDN, or the bucket's public URL) "
+        "instead of `/media` on the API; make `o/` public there, never `tmp/`.",
+    )
+    media_redirect: Literal["stream", "presigned"] = Field(
+        "stream",
+        description="How `/media` answers: `stream` the bytes through the API, or (`presigned`, "
+        "STORAGE=s3 only) redirect to a presigned URL of the object store, which must then be "
+        "reachable by whoever follows the redirect.",
+    )
+    media_presign_seconds: int = Field(
+        3600,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="How long a presigned URL is valid (the redirect itself may be cached for "
+        "half of that).",
+    )
 
     # --- image processing --------------------------------------------------------------------
-    jpeg_quality: int = Field(50, ge=1, le=95)
-    # Per-image Huffman tables: ~8 % smaller files for ~1.9x the codec CPU. Off by default
-    # because the codec is what bounds a batch's wall time (bench/README.md).
-    jpeg_optimize: bool = False
-    max_image_bytes: int = Field(25 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(50_000_000, gt=0)
-    # Decoding work (imaging/limits.py): a JPEG with more scans is refused before decoding,
-    # and a decode that uses more CPU seconds stops; both fail the image with decode_timeout.
-    max_jpeg_scans: int = Field(100, gt=0)
-    decode_cpu_seconds: Seconds = 5.0
-    download_connect_timeout: Seconds = 5.0
-    download_read_timeout: Seconds = 15.0
-    download_deadline: Seconds = 60.0
-    download_max_redirects: int = Field(5, ge=0, le=20)
-    download_attempts: int = Field(3, ge=1, le=10)
-    download_backoff_initial: Seconds = 0.5
-    download_backoff_max: Seconds = 30.0
-    product_image_concurrency: int = Field(8, ge=1, le=64)
-    # Bytes of downloaded bodies one worker process holds at once while they wait to be
-    # compressed (worker/budget.py): 8 products x 8 images of 25 MB would otherwise be 1.6 GB.
-    download_budget_bytes: int = Field(256 * 1024 * 1024, gt=0)
-    # Products per task: a process works on all of them at once, so it decodes one image while
-    # the others download instead of waiting on each product's downloads in turn (bench/).
-    products_per_task: int = Field(8, ge=1, le=100)
-    # Operator profiles as JSON: {"name": [{"name", "format", "quality"?, "max_edge"?}, ...]}.
-    # Validated by imaging.profiles when the API starts; built-in names cannot be redefined.
-    profiles: dict[str, Any] = Field(default_factory=dict)
-    # EXIF GPS coordinates are personal data: only has_gps is reported unless this is on.
-    report_gps: bool = False
-    # Originals of single-image jobs stay in temporary storage this long after the job is final.
-    temp_ttl_hours: float = Field(24.0, gt=0)
+    jpeg_quality: int = Field(50, ge=1, le=95, description="Output JPEG quality (1-95).")
+    jpeg_optimize: bool = Field(
+        False,
+        description="Per-image Huffman tables: ~8 % smaller files, same pixels, for ~1.9x the "
+        "codec CPU. Off because the codec is what bounds a batch's wall time (bench/README.md).",
+    )
+    max_image_bytes: int = Field(
+        25 * 1024 * 1024,
+        gt=0,
+        description="Download byte cap; also the cap on `POST /api/images` (checked before the "
+        "body is read).",
+    )
+    max_image_pixels: int = Field(
+        50_000_000, gt=0, description="Pixel cap, checked before decoding."
+    )
+    max_jpeg_scans: int = Field(
+        100,
+        gt=0,
+        description="A JPEG with more scans is refused before decoding, failing the image with "
+        "`decode_timeout` (libjpeg writes 10).",
+    )
+    decode_cpu_seconds: Seconds = Field(
+        5.0,
+        description="CPU seconds one image's decode may use before it stops and fails the "
+        "image with `decode_timeout`.",
+    )
+    download_connect_timeout: Seconds = Field(
+        5.0, description="Seconds to connect to an image's server."
+    )
+    download_read_timeout: Seconds = Field(
+        15.0, description="Seconds to wait for each read from an image's server."
+    )
+    download_deadline: Seconds = Field(60.0, description="Total seconds for one download attempt.")
+    download_max_redirects: int = Field(
+        5, ge=0, le=20, description="Redirects followed, each target checked again."
+    )
+    download_attempts: int = Field(
+        3, ge=1, le=10, description="Attempts at a download on transient failures."
+    )
+    download_backoff_initial: Seconds = Field(
+        0.5, description="Seconds before the first download retry; it grows up to the maximum."
+    )
+    download_backoff_max: Seconds = Field(
+        30.0, description="Longest wait between two download attempts, in seconds."
+    )
+    product_image_concurrency: int = Field(
+        8, ge=1, le=64, description="Concurrent downloads within one product."
+    )
+    download_budget_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Bytes of downloaded bodies one worker process holds at once while they "
+        "wait to be compressed (8 products x 8 images of 25 MB would otherwise be 1.6 GB). A "
+        "process holds at most the larger of this and MAX_IMAGE_BYTES.",
+    )
+    products_per_task: int = Field(
+        8,
+        ge=1,
+        le=100,
+        description="Products one task works on at once: a process decodes one image while "
+        "the others download instead of waiting on each product's downloads in turn.",
+    )
+    profiles: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Operator output profiles as JSON: `{"name": [{"name", "format", '
+        '"quality"?, "max_edge"?}, ...]}` (profiles-and-outputs.md). Checked when the API '
+        "starts; built-in names cannot be redefined.",
+    )
+    report_gps: bool = Field(
+        False,
+        description="Store and show EXIF GPS coordinates in image records. Off: they are "
+        "personal data, and only `has_gps` is reported.",
+    )
+    temp_ttl_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Originals of single-image jobs are deleted this many hours after the job "
+        "is final.",
+    )
 
     # --- input safety ------------------------------------------------------------------------
-    # Local use only: every caller is the owner "local" and no API key is needed.
-    auth_disabled: bool = False
-    allow_private_networks: bool = False
-    allowed_ports: list[int] = Field(default_factory=lambda: [80, 443])
-    max_csv_bytes: int = Field(50 * 1024 * 1024, gt=0)
-    max_csv_rows: int = Field(100_000, gt=0)
-    max_urls_per_row: int = Field(20, gt=0)
-    max_url_length: int = Field(2048, gt=0)
-    # Named columns in a sheet's header, and UTF-8 bytes of one row's extra cells (column names
-    # included): every row stores its extras, so these bound a row's cost whatever the header.
-    max_csv_columns: int = Field(100, gt=0)
-    max_extra_bytes_per_row: int = Field(8192, gt=0)
+    auth_disabled: bool = Field(
+        False,
+        description="**Local use only**: no API key is needed, and every caller is the owner "
+        "`local`.",
+    )
+    allow_private_networks: bool = Field(
+        False,
+        description="Allow image URLs and webhooks that reach loopback or private addresses "
+        "(tests and the demo only).",
+    )
+    allowed_ports: list[int] = Field(
+        default_factory=lambda: [80, 443],
+        description="Ports image URLs may use; `[]` allows any.",
+    )
+    max_csv_bytes: int = Field(50 * 1024 * 1024, gt=0, description="Upload size cap (413 over it).")
+    max_csv_rows: int = Field(100_000, gt=0, description="Rows one sheet may have.")
+    max_urls_per_row: int = Field(20, gt=0, description="Image URLs one row may list.")
+    max_url_length: int = Field(2048, gt=0, description="Characters one image URL may have.")
+    max_csv_columns: int = Field(
+        100,
+        gt=0,
+        description="Named columns in a sheet's header (422 over it). With the next setting it "
+        "bounds a row's cost whatever the header, as every row stores its extra cells.",
+    )
+    max_extra_bytes_per_row: int = Field(
+        8192,
+        gt=0,
+        description="UTF-8 bytes of one row's non-empty extra cells, their column names "
+        "included (a row error over it).",
+    )
 
-    # Each API process remembers which owner a key hash belongs to (and that a hash is unknown)
-    # for this long: a revoked key is refused at most this long after `imgbatch keys revoke`,
-    # at once where Redis carries the revocation notice. 0 reads MongoDB on every request.
-    key_cache_seconds: float = Field(1.0, ge=0)
+    key_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Each API process remembers which owner a key hash belongs to (and that a "
+        "hash is unknown) this long: a revoked key is refused at most this long after "
+        "`imgbatch keys revoke`, at once where Redis carries the revocation notice. `0` reads "
+        "MongoDB on every request.",
+    )
 
-    # Per API key: uploads per window, and unfinished requests at once.
-    rate_limit_uploads: int = Field(60, gt=0)
-    rate_limit_window_seconds: int = Field(60, gt=0)
-    max_requests_in_flight: int = Field(20, gt=0)
-    # An Idempotency-Key reserved by an upload that never answered (its process died) is taken
-    # over by a retry after this long; longer than any upload takes to be processed.
-    idempotency_lease_seconds: Seconds = 300.0
+    rate_limit_uploads: int = Field(60, gt=0, description="Uploads per API key per window.")
+    rate_limit_window_seconds: int = Field(
+        60, gt=0, description="The upload rate limit's window, in seconds."
+    )
+    max_requests_in_flight: int = Field(
+        20,
+        gt=0,
+        description="Unfinished requests per API key at once (429 over it; a retry counts as "
+        "one again).",
+    )
+    idempotency_lease_seconds: Seconds = Field(
+        300.0,
+        description="An `Idempotency-Key` reserved by an upload that never answered (its "
+        "process died) is taken over by a retry after this long; longer than any upload takes "
+        "to be processed.",
+    )
 
     # --- queueing ----------------------------------------------------------------------------
-    # A run holds each product it claims for this long and renews the hold every third of it
-    # while it works; only a product whose hold ran out (its run died) is taken from it.
-    product_lease_seconds: Seconds = 120.0
-    # A request whose counters have not moved for this long is reconciled: recounted from its
-    # products, and its unfinished products are enqueued again.
-    request_idle_seconds: Seconds = 300.0
-    reconcile_interval_seconds: Seconds = 30.0
-    max_attempts: int = Field(3, ge=1)
-    # Results (request, products, output images) are deleted this many days after upload;
-    # 0 keeps them forever. Expired requests answer 410 Gone.
-    result_ttl_days: int = Field(30, ge=0)
-    retention_interval_seconds: Seconds = 3600.0
-    # Staged rows with no request after this long are the remains of an interrupted upload.
-    staging_ttl_seconds: Seconds = 3600.0
-    # Test-only: a worker that meets an image URL containing this marker kills its own process,
-    # like a poison message would. Never set it outside the fault tests.
-    test_crash_marker: str | None = None
-    # Redis redelivers a message unacknowledged for this long; it must exceed the longest task.
-    broker_visibility_timeout: int = Field(900, gt=0)
-    # How often a worker scans for messages whose consumer died (kombu's default is ~100 s).
-    broker_restore_interval_seconds: int = Field(10, gt=0)
+    product_lease_seconds: Seconds = Field(
+        120.0,
+        description="A run holds each product it claims this long and renews the hold every "
+        "third of it while it works; only a product whose hold ran out (its run died) is taken "
+        "from it, and that counts as an attempt.",
+    )
+    request_idle_seconds: Seconds = Field(
+        300.0,
+        description="A request whose counters have not moved for this long is reconciled: "
+        "recounted from its products, and its unfinished products are enqueued again.",
+    )
+    reconcile_interval_seconds: Seconds = Field(
+        30.0, description="How often beat runs the reconciler."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Runs of a product (its first claim, then each reclaim of an expired "
+        "lease) before it is failed with `worker_crash`.",
+    )
+    result_ttl_days: int = Field(
+        30,
+        ge=0,
+        description="Requests, products and their hold on output images are deleted this many "
+        "days after upload (an output is deleted once no request holds it); expired requests "
+        "answer 410 Gone. `0` keeps them forever.",
+    )
+    retention_interval_seconds: Seconds = Field(
+        3600.0, description="How often beat runs the retention sweeper."
+    )
+    staging_ttl_seconds: Seconds = Field(
+        3600.0,
+        description="Staged rows with no request after this long are the remains of an "
+        "interrupted upload, and are swept.",
+    )
+    test_crash_marker: str | None = Field(
+        None,
+        description="**Tests only**: a worker that meets an image URL containing this marker "
+        "kills its own process, like a poison message would. Never set it outside the fault "
+        "tests.",
+    )
+    broker_visibility_timeout: int = Field(
+        900,
+        gt=0,
+        description="Redis redelivers a message unacknowledged for this many seconds (its "
+        "worker died); it must exceed the longest task.",
+    )
+    broker_restore_interval_seconds: int = Field(
+        10,
+        gt=0,
+        description="How often a worker scans for messages whose consumer died, in seconds "
+        "(kombu's default is ~100 s).",
+    )
 
     # --- operating ---------------------------------------------------------------------------
-    # Bearer token for GET /metrics; without one, /metrics answers only loopback clients.
-    metrics_token: SecretStr | None = None
-    # `imgbatch flower`: basic-auth credentials (a password is generated and printed once when
-    # none is set) and the loopback port it listens on.
-    flower_user: str = "admin"
-    flower_password: SecretStr | None = None
-    flower_port: int = Field(5555, gt=0, lt=65536)
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for `GET /metrics`; unset, `/metrics` answers loopback "
+        "clients only.",
+    )
+    flower_user: str = Field("admin", description="`imgbatch flower`'s basic-auth user.")
+    flower_password: SecretStr | None = Field(
+        None,
+        description="`imgbatch flower`'s basic-auth password; unset, one is generated and "
+        "printed once.",
+    )
+    flower_port: int = Field(
+        5555, gt=0, lt=65536, description="The loopback port `imgbatch flower` listens on."
+    )
 
     # --- webhooks ----------------------------------------------------------------------------
     # Every webhook is signed with a secret of its own (a subscriber's, or the one the upload
     # response hands out for its webhook_url), so there is no installation-wide webhook secret.
-    webhook_timeout: Seconds = 10.0
-    # Delay before each attempt, the first one included; its length is the number of attempts.
+    webhook_timeout: Seconds = Field(
+        10.0, description="A webhook attempt must get its 2xx within this many seconds."
+    )
     webhook_retry_schedule: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
         min_length=1,
+        description="Seconds before each webhook attempt, the first one included; its length "
+        "is the number of attempts.",
     )
-    # How often beat looks for deliveries whose next attempt is due.
-    webhook_poll_interval_seconds: Seconds = 5.0
-    # How long a rotated-out subscriber secret keeps signing next to the new one.
-    webhook_secret_overlap_seconds: Seconds = 24 * 3600.0
-    # Webhook events and their delivery log are deleted this many days after the event; 0 keeps
-    # them forever.
-    webhook_log_ttl_days: int = Field(30, ge=0)
-    # Registered subscribers per API key: every event fans out to all of them.
-    max_webhook_subscribers: int = Field(20, gt=0)
-    # Deliveries of one owner queued or in flight at once: a tenant whose receivers hang holds
-    # at most this many of the webhook worker's threads, and its backlog waits behind its own.
-    webhook_owner_concurrency: int = Field(2, gt=0)
-    # Threads of the webhook worker `imgbatch run` starts: an attempt waits on the network, so
-    # a thread, not a process, is what a hanging receiver holds.
-    webhook_worker_concurrency: int = Field(16, gt=0)
+    webhook_poll_interval_seconds: Seconds = Field(
+        5.0, description="How often beat looks for deliveries whose next attempt is due."
+    )
+    webhook_secret_overlap_seconds: Seconds = Field(
+        24 * 3600.0,
+        description="How long a rotated-out subscriber secret keeps signing next to the new one.",
+    )
+    webhook_log_ttl_days: int = Field(
+        30,
+        ge=0,
+        description="Webhook events and their delivery log are deleted this many days after "
+        "the event; `0` keeps them forever.",
+    )
+    max_webhook_subscribers: int = Field(
+        20,
+        gt=0,
+        description="Registered subscribers per API key (409 over it): every event fans out to "
+        "all of them.",
+    )
+    webhook_owner_concurrency: int = Field(
+        2,
+        gt=0,
+        description="Deliveries of one owner queued or in flight at once: a tenant whose "
+        "receivers hang holds at most this many of the webhook worker's threads, and its "
+        "backlog waits behind its own.",
+    )
+    webhook_worker_concurrency: int = Field(
+        16,
+        gt=0,
+        description="Threads of the webhook worker: an attempt waits on the network, so a "
+        "thread, not a process, is what a hanging receiver holds.",
+    )
 
     # --- live events (GET /api/requests/{id}/events) -----------------------------------------
-    # A comment line this often keeps proxies from closing an idle stream.
-    events_keepalive_seconds: Seconds = 15.0
-    # A stream is closed after this long; clients reconnect with Last-Event-ID and lose nothing.
-    events_max_seconds: Seconds = 600.0
-    # Pub/sub may drop messages: each API process also re-reads a watched request this often.
-    events_poll_seconds: Seconds = 2.0
-    # A status answer (GET /api/status/{id}) is served from the API process's memory for this
-    # long. A status change (cancel, retry, start, completion) drops it in every API process at
-    # once through Redis; this bounds how stale it can be when that notice is lost.
-    status_cache_seconds: Seconds = 1.0
+    events_keepalive_seconds: Seconds = Field(
+        15.0,
+        description="A comment line on every event stream this often keeps proxies from "
+        "closing an idle stream.",
+    )
+    events_max_seconds: Seconds = Field(
+        600.0,
+        description="An event stream is closed after this long; clients reconnect with "
+        "`Last-Event-ID` and lose nothing.",
+    )
+    events_poll_seconds: Seconds = Field(
+        2.0,
+        description="Pub/sub may drop messages: each API process also re-reads a watched "
+        "request this often.",
+    )
+    status_cache_seconds: Seconds = Field(
+        1.0,
+        description="A `GET /api/status/{id}` answer is served from the API process's memory "
+        "this long (at most 32 MB of answers per process, least recently used first out). A "
+        "status change (cancel, retry, start, completion) drops it in every API process at "
+        "once through Redis; this bounds how stale it can be when that notice is lost.",
+    )
 
     # --- the `imgbatch` client commands (submit, status, watch, download) --------------------
-    # Where the client commands send their HTTP calls, and the key they send. Optional: only
-    # the client reads them, and --server/--api-key override them.
-    server_url: str | None = None
-    api_key: SecretStr | None = None
+    server_url: str | None = Field(
+        None,
+        description="Where the client commands send their HTTP calls; unset, "
+        "`http://HOST:PORT`. `--server` overrides it.",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="The API key the client commands send; `--api-key` overrides it."
+    )
+
+    # --- worker metrics (docker-compose) -----------------------------------------------------
+    worker_metrics_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="A worker's main process serves its own processes' metrics (Prometheus "
+        "text at `/metrics`, every pool process summed) on this port, on all interfaces, once "
+        "it is ready to take tasks. For workers that run apart from the API, as under "
+        "docker-compose, where Prometheus scrapes each worker container; unset serves none "
+        "(`imgbatch run`'s API already sums every process of its stack).",
+    )
 
     @property
     def media_dir(self) -> Path:

@@ -38,7 +38,8 @@ class OutputFormat(StrEnum):
 
 
 #: The quality a variant gets when its definition leaves it out, per format. WebP q75 and AVIF
-#: q55 were chosen by measurement (see README "Profiles"); PNG is lossless and ignores it.
+#: q55 were chosen by measurement (docs/profiles-and-outputs.md, "Profiles"); PNG is lossless
+#: and ignores it.
 DEFAULT_QUALITY: Final = {OutputFormat.WEBP: 75, OutputFormat.AVIF: 55, OutputFormat.PNG: 100}
 
 DEFAULT_PROFILE = "default"

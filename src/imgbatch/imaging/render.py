@@ -1,6 +1,6 @@
 """Rendering: one decoded image in, every variant of a profile out.
 
-Measured choices (README "Profiles" has the numbers):
+Measured choices (docs/profiles-and-outputs.md, "Profiles", has the numbers):
 
 - **One decode, then a chain.** Sizes are made largest to smallest, each from the one before, so
   a 150 px thumbnail of a 12 MP photo resamples a 600 px image, not 12 MP of pixels.

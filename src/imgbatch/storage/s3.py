@@ -1,11 +1,12 @@
 """Media on S3 or anything that speaks its API (SeaweedFS, MinIO, R2, GCS interop), via obstore.
 
-Why obstore (measured against SeaweedFS on this 2-core machine; the numbers are in README.md
-"Media storage"): per 200 KB object it spends 0.7-0.9 ms of client CPU on a put or a get,
-against 2.3-2.8 ms for boto3 in threads and 2.3-2.9 ms for aioboto3; it adds 4-14 MB of RSS
-to a process instead of 30-45 MB and imports in 10 ms instead of 0.2 s (every prefork child
-builds its own store); and it is natively async, so the event loop never hands a request to a
-thread. boto3 is used only to create the bucket (:mod:`storage.buckets`), which obstore cannot.
+Why obstore (measured against SeaweedFS on this 2-core machine; the numbers are in
+docs/profiles-and-outputs.md, "Media storage"): per 200 KB object it spends 0.7-0.9 ms of
+client CPU on a put or a get, against 2.3-2.8 ms for boto3 in threads and 2.3-2.9 ms for
+aioboto3; it adds 4-14 MB of RSS to a process instead of 30-45 MB and imports in 10 ms
+instead of 0.2 s (every prefork child builds its own store); and it is natively async, so the
+event loop never hands a request to a thread. boto3 is used only to create the bucket
+(:mod:`storage.buckets`), which obstore cannot.
 
 Credentials come from obstore's own chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
 (/``AWS_SESSION_TOKEN``), web identity (EKS), ECS task roles and EC2 instance metadata. Shared

@@ -28,7 +28,7 @@ from imgbatch.domain.taskqueue import (
     WEBHOOK_DUE_TASK,
     broker_config,
 )
-from imgbatch.worker import observability
+from imgbatch.worker import exporter, observability
 from imgbatch.worker.runtime import WorkerRuntime
 
 
@@ -64,5 +64,6 @@ def create_celery(settings: Settings) -> Celery:
 
 celery_app = create_celery(get_settings())
 observability.setup(celery_app)
+exporter.setup()
 # Every task in this process, webhook tasks included, shares the worker's runtime.
 runtime.install(WorkerRuntime.build)
