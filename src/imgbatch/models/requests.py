@@ -325,6 +325,11 @@ class RequestRepository:
             },
         )
 
+    async def delete(self, request_id: str, *, owner: str) -> bool:
+        """Remove the request's document (its audit trail with it); False if it was not there."""
+        result = await self._collection.delete_one({"_id": request_id, "owner": owner})
+        return result.deleted_count == 1
+
     async def clear_notice(self, request_id: str, completions: int) -> None:
         # Conditional on the completion it was for: a newer completion keeps its own flag.
         await self._collection.update_one(
