@@ -64,6 +64,8 @@ class RequestRecord(BaseModel):
     webhook_url: str | None = None
     # Signs deliveries to webhook_url; handed out once, in the upload response, never shown again.
     webhook_secret: str | None = None
+    # Events webhook_url asked for beyond the request's own (`webhook_events`): image.failed.
+    webhook_events: list[str] = []
     # Products are staged as chunks at upload and expanded into documents by the dispatcher.
     ingested: bool = False
     dispatched_at: datetime | None = None
