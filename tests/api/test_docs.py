@@ -21,6 +21,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/requests/{request_id}/audit"): OWNED,
     ("post", "/api/requests/{request_id}/retry"): OWNED | {409, 429},
     ("post", "/api/requests/{request_id}/cancel"): OWNED | {409},
+    ("delete", "/api/requests/{request_id}"): {401, 404},
     ("get", "/api/stats"): {401},
     ("post", "/api/webhooks"): {401, 409, 422},
     ("get", "/api/webhooks"): {401},
@@ -42,6 +43,7 @@ NOT_JSON = {
     ("get", "/media/{key}"),
     ("get", "/metrics"),
     ("delete", "/api/webhooks/{subscriber_id}"),
+    ("delete", "/api/requests/{request_id}"),
 }
 
 
