@@ -17,7 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from imgbatch.api.tokens import TokenVerifier
 from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.keys import client, new_key
 from tests.support.origin import Origin
@@ -138,7 +140,7 @@ def test_a_tokens_owner_has_the_rate_limit_of_a_key(hs256_api: str) -> None:
         ("wrong issuer", lambda s: jwt.encode(claims(s, iss="https://evil.example/"), SECRET)),
         ("wrong key", lambda s: jwt.encode(claims(s), SECRET + "x", algorithm="HS256")),
         ("alg none", lambda s: jwt.encode(claims(s), None, algorithm="none")),
-        ("HS512", lambda s: jwt.encode(claims(s), SECRET + "-long-enough", algorithm="HS512")),
+        ("HS512", lambda s: jwt.encode(claims(s), SECRET, algorithm="HS512")),
         ("not a JWT", lambda s: "not.a.jwt"),
     ],
 )
@@ -168,3 +170,32 @@ def test_public_key_tokens_and_algorithm_confusion(rs256_api: str, stack: Stack)
     log = (stack.data_dir / "logs" / "api-jwt-rs256.log").read_text()
     assert "auth.token_refused" in log
     assert forged not in log and "BEGIN PUBLIC KEY" not in log
+
+
+def _pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def test_a_p256_public_key_verifies_es256_only() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    verifier = TokenVerifier.from_settings(
+        Settings(jwt_public_key=_pem(key), jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
+    )
+    assert verifier is not None and verifier.algorithm == "ES256"
+    assert verifier.owner(jwt.encode(claims("svc-ec"), key, algorithm="ES256")) == "svc-ec"
+    assert verifier.owner(jwt.encode(claims("svc-ec"), RSA_KEY, algorithm="RS256")) is None
+    # Other curves have other algorithms (ES384, ES512): refused when the settings are read.
+    with pytest.raises(ValueError, match="P-256"):
+        TokenVerifier.from_settings(
+            Settings(jwt_public_key=_pem(ec.generate_private_key(ec.SECP384R1())))
+        )
+
+
+def test_a_secret_and_a_public_key_together_are_refused() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        Settings(jwt_secret="s", jwt_public_key=RSA_PUBLIC_PEM)
+    assert TokenVerifier.from_settings(Settings()) is None

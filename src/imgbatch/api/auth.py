@@ -23,7 +23,7 @@ _OWNER_STATE_KEY = "owner"
 
 class Unauthorized(ImgbatchError):
     status_code = 401
-    description = "No API key, or one that is unknown or revoked"
+    description = "No API key or bearer token, or one that is unknown, revoked or invalid"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
