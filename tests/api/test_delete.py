@@ -13,6 +13,7 @@ from imgbatch.cli.stack import Stack
 from tests.conftest import CORPUS
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.waiting import broker_idle, wait_until
 
 
 def _outputs(status: dict[str, Any]) -> list[str]:
@@ -69,7 +70,14 @@ def test_a_running_request_is_cancelled_then_deleted(
 ) -> None:
     rows = [(i, f"Slow {i}", origin.url(f"/slow/rocket.jpg?delay=2&i={i}")) for i in range(1, 25)]
     request_id = upload(api, sheet(rows)).json()["request_id"]
-    wait_for_status(api, request_id, ("in_progress",))
+    # Deleted while the worker holds some of its products, halfway through their downloads.
+    wait_until(
+        lambda: (
+            mongo["products"].count_documents({"request_id": request_id, "status": "processing"})
+            > 0
+        ),
+        what="the worker to take some of its products",
+    )
 
     assert api.delete(f"/api/requests/{request_id}").status_code == 204
     assert api.get(f"/api/status/{request_id}").status_code == 404
@@ -78,6 +86,16 @@ def test_a_running_request_is_cancelled_then_deleted(
     assert mongo["products"].count_documents({"request_id": request_id}) == 0
     # Its in-flight slot was given back by the cancel.
     assert mongo["slots"].count_documents({"holder": request_id}) == 0
+    # Products the worker was rendering at that moment finish after the request is gone: what
+    # they stored is released, so no output stays held by a request that does not exist.
+    wait_until(
+        lambda: (
+            broker_idle(stack)
+            and mongo["media"].count_documents({"holders": request_id}) == 0
+            and mongo["products"].count_documents({"request_id": request_id}) == 0
+        ),
+        what="the renders in flight at the delete to finish and let go of their outputs",
+    )
 
 
 def test_deleting_a_single_image_job_removes_its_temporary_original(

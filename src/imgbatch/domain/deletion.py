@@ -9,7 +9,8 @@ request's own document goes last, so a delete that dies half-way leaves a reques
 can see and delete again; the event is keyed by the request, so that sends it once.
 
 A product a worker was rendering at the moment of the cancel may still finish after the
-request is gone; its writes find no request to count into.
+request is gone: its final write finds no product, and that run then releases what it stored
+(worker.products), so nothing stays held by a request that no longer exists.
 """
 
 from __future__ import annotations

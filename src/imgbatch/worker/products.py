@@ -20,6 +20,7 @@ from imgbatch.core.logs import log_event
 from imgbatch.domain.completion import complete_when_counted
 from imgbatch.domain.events import product_finished
 from imgbatch.domain.image_events import announce_failed_images
+from imgbatch.domain.removal import release_media
 from imgbatch.models.products import ImageError, ImageOutcome, ProductRecord, ProductStatus
 from imgbatch.models.requests import RequestRecord, RequestStatus
 from imgbatch.worker.images import ImageJob, Known, hold_reused, known_sources, process_image
@@ -264,7 +265,12 @@ async def _finish(
         # sees an empty set (its own finally-discard may come after another's count).
         run.held.discard(product.serial_number)
         if status is None:
-            return  # another run of this product got there first and counted it
+            # Another run of this product got there first and counted it, or its request was
+            # deleted while this run rendered: then what it stored is held for a request that
+            # is gone, and released here (domain.deletion).
+            if await rt.requests.get(product.request_id) is None:
+                await release_media(rt, product.request_id)
+            return
         await count_outcomes(rt, run.tally, product, results)
         if not run.held:
             # The run's last product: the activity goes in before the count that may complete
