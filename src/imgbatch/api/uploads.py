@@ -13,6 +13,7 @@ from imgbatch.api.openapi import errors
 from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import UploadAccepted
 from imgbatch.core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
+from imgbatch.domain.image_events import requested_events
 from imgbatch.domain.intake import Submission, intake
 from imgbatch.domain.metadata import parse_metadata
 from imgbatch.models.requests import Priority
@@ -35,6 +36,8 @@ async def upload(
     keys: IdempotencyDep,
     profiles: ProfilesDep,
     webhook_url: Annotated[str | None, Form()] = None,
+    # Per-image events for webhook_url besides the request's own: `image.failed`.
+    webhook_events: Annotated[list[str] | None, Form()] = None,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
     profile: Annotated[str | None, Form(max_length=64)] = None,
     metadata: Annotated[str | None, Form()] = None,
@@ -46,6 +49,7 @@ async def upload(
         owner=owner,
         profile=choose_profile(profiles, profile),
         webhook_url=webhook_url,
+        webhook_events=tuple(requested_events(webhook_events, webhook_url)),
         priority=priority,
         metadata=parse_metadata(metadata),
     )

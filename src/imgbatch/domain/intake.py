@@ -50,6 +50,9 @@ class Submission:
     owner: str
     profile: Profile
     webhook_url: str | None = None
+    # Per-image events webhook_url asked for besides the request's own (checked by
+    # domain.image_events.requested_events); a single-image job gets image.failed regardless.
+    webhook_events: tuple[str, ...] = ()
     priority: Priority = Priority.NORMAL
     # The caller's metadata, already checked by domain.metadata.parse_metadata.
     metadata: str | None = None
@@ -196,6 +199,7 @@ class IntakeService:
             priority=submission.priority,
             webhook_url=opening.webhook_url,
             webhook_secret=opening.webhook_secret,
+            webhook_events=list(submission.webhook_events),
             created_at=opening.created,
             updated_at=now(),
             expires_at=opening.expires_at,

@@ -237,6 +237,11 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
                 content_type=RESULT_FILES[kind].media_type,
                 cache_control="private, no-cache",
             )
+    if await svc.requests.get(record.id) is None:
+        # Deleted while these were written (domain.deletion): its removal ran before they
+        # existed, so nothing else would ever remove them.
+        await svc.store.delete_prefix(results_folder(record.id))
+        return False
     log_event(logger, "request.result_files", request_id=request_id, products=rows)
     return True
 
