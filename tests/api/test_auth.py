@@ -96,28 +96,60 @@ def test_a_key_revoked_without_notice_is_refused_once_a_second_has_passed(
 def test_revoking_a_key_with_the_cli_reaches_every_api_process_at_once(
     stack: Stack, mongo: Database[dict[str, Any]]
 ) -> None:
-    # Keys are remembered for an hour here: a refusal within seconds can only be the notice.
+    # Two API processes that remember keys for an hour: a refusal within seconds, on both, can
+    # only be the notice the CLI sent through Redis.
     env = {"IMGBATCH_AUTH_DISABLED": "false", "IMGBATCH_KEY_CACHE_SECONDS": "3600"}
-    with side_api(stack, "api-remembering", env) as url:
+    with (
+        side_api(stack, "api-remembering-a", env) as url_a,
+        side_api(stack, "api-remembering-b", env) as url_b,
+    ):
         quiet_id, quiet_key = new_key(stack, "revoked-quietly")
         loud_id, loud_key = new_key(stack, "revoked-with-the-cli")
-        with client(url, quiet_key) as quiet, client(url, loud_key) as loud:
-            assert quiet.get("/api/profiles").status_code == 200
-            assert loud.get("/api/profiles").status_code == 200
-            # Revoked behind the API's back: still accepted, from memory.
+        callers = [client(url, key) for url in (url_a, url_b) for key in (quiet_key, loud_key)]
+        quiet_a, loud_a, quiet_b, loud_b = callers
+        try:
+            for caller in callers:
+                assert caller.get("/api/profiles").status_code == 200
+            # Revoked behind the APIs' backs: still accepted by both, from memory.
             mongo["api_keys"].update_one(
                 {"_id": quiet_id}, {"$set": {"revoked_at": datetime.now(UTC)}}
             )
-            assert quiet.get("/api/profiles").status_code == 200
+            assert quiet_a.get("/api/profiles").status_code == 200
+            assert quiet_b.get("/api/profiles").status_code == 200
             assert f"revoked {loud_id}" in cli(stack, "keys", "revoke", loud_id)
             wait_until(
-                lambda: loud.get("/api/profiles").status_code == 401,
+                lambda: (
+                    [c.get("/api/profiles").status_code for c in (loud_a, loud_b)] == [401, 401]
+                ),
                 timeout=10,
-                what="the key revoked with the CLI to be refused",
+                what="the key revoked with the CLI to be refused by both API processes",
             )
-            # The notice makes the process forget every key it remembered, so the quietly
-            # revoked one is refused now as well.
-            assert quiet.get("/api/profiles").status_code == 401
+            # The notice makes each process forget every key it remembered, so the quietly
+            # revoked one is refused by both now as well.
+            assert quiet_a.get("/api/profiles").status_code == 401
+            assert quiet_b.get("/api/profiles").status_code == 401
+        finally:
+            for caller in callers:
+                caller.close()
+
+
+def test_another_keys_delete_is_404_and_deletes_nothing(
+    stack: Stack, secure_url: str, origin: Origin
+) -> None:
+    _, alice_key = new_key(stack, "alice-deletes")
+    _, bob_key = new_key(stack, "bob-deletes")
+    with client(secure_url, alice_key) as alice, client(secure_url, bob_key) as bob:
+        created = upload(alice, sheet([(1, "A", origin.url("/img/rocket.jpg"))]))
+        assert created.status_code == 202
+        request_id = created.json()["request_id"]
+        refused = bob.delete(f"/api/requests/{request_id}")
+        assert refused.status_code == 404
+        assert refused.json() == {"detail": f"request {request_id} not found"}
+        assert alice.get(f"/api/status/{request_id}").status_code == 200
+        with client(secure_url) as anonymous:
+            assert anonymous.delete(f"/api/requests/{request_id}").status_code == 401
+        assert alice.delete(f"/api/requests/{request_id}").status_code == 204
+        assert alice.get(f"/api/status/{request_id}").status_code == 404
 
 
 def test_another_keys_requests_do_not_exist(stack: Stack, secure_url: str, origin: Origin) -> None:

@@ -210,3 +210,23 @@ def test_a_retry_on_one_api_process_shows_at_once_on_another(
     wait_until(moved_on, timeout=10, what="B to drop the answer from before the retry")
     second = wait_for_status(b, request_id, ("completed",))
     assert (second["images_done"], second["images_failed"]) == (1, 0)
+
+
+def test_a_delete_on_one_api_process_shows_at_once_on_another(
+    two_apis: tuple[httpx.Client, httpx.Client], origin: Origin
+) -> None:
+    a, b = two_apis
+    request_id = upload(a, sheet([(1, "Gone soon", origin.url("/img/coffee.jpg"))])).json()[
+        "request_id"
+    ]
+    # B answers from memory from here on (it keeps a status answer for an hour).
+    assert wait_for_status(b, request_id)["status"] == "completed"
+    assert b.get(f"/api/status/{request_id}").status_code == 200
+
+    assert a.delete(f"/api/requests/{request_id}").status_code == 204
+    wait_until(
+        lambda: b.get(f"/api/status/{request_id}").status_code == 404,
+        timeout=10,
+        what="B to drop the deleted request's cached status",
+    )
+    assert b.delete(f"/api/requests/{request_id}").status_code == 404

@@ -1,4 +1,5 @@
-"""Who is calling: an API key (``Authorization: Bearer`` or ``X-API-Key``) names the owner.
+"""Who is calling: an API key (``Authorization: Bearer`` or ``X-API-Key``) names the owner, or
+a JWT bearer token's ``sub`` does when JWTs are configured (api/tokens.py).
 
 Every request and webhook subscriber belongs to the key that created it; anything owned by
 another key is reported as not found, so ids cannot be probed.
@@ -12,6 +13,7 @@ from fastapi import Depends, Header, Request
 from starlette.types import Scope
 
 from imgbatch.api.deps import AppState, StateDep
+from imgbatch.api.tokens import looks_like_jwt
 from imgbatch.core.errors import ImgbatchError
 from imgbatch.models.keys import ApiKeyRepository, hash_key
 
@@ -38,6 +40,13 @@ async def authenticate(state: AppState, *, authorization: str | None, x_api_key:
             key = credentials.strip()
     if not key:
         raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
+    if state.tokens is not None and looks_like_jwt(key):
+        subject = state.tokens.owner(key)
+        if subject is None:
+            raise Unauthorized(
+                "the bearer token is not valid (signature, expiry, audience or issuer)"
+            )
+        return subject
     owner = await _owner_of(state, hash_key(key))
     if owner is None:
         raise Unauthorized("the API key is not valid or has been revoked")

@@ -1,16 +1,17 @@
-"""Owner controls on a request: retry its failed images, or cancel it."""
+"""Owner controls on a request: retry its failed images, cancel it, or delete it."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from imgbatch.api.auth import OwnerDep
+from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import RequestsDep, ServicesDep, StateDep
 from imgbatch.api.openapi import OWNED_REQUEST, errors
 from imgbatch.api.requests import get_owned_request
-from imgbatch.core.errors import Conflict
+from imgbatch.core.errors import Conflict, NotFound
 from imgbatch.domain.controls import cancel, retry_failed
+from imgbatch.domain.deletion import delete_request
 from imgbatch.domain.inflight import TooManyInFlight
 from imgbatch.models.requests import RequestStatus
 
@@ -56,3 +57,18 @@ async def cancel_request(
     cancelled = await cancel(services, record)
     state.status_cache.discard(request_id)
     return ControlAccepted(request_id=request_id, status=cancelled.status)
+
+
+@router.delete(
+    "/api/requests/{request_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=errors(Unauthorized, NotFound),
+)
+async def delete_owned_request(
+    request_id: str, owner: OwnerDep, services: ServicesDep, state: StateDep
+) -> Response:
+    """Delete the request, its products and the outputs no other request of yours holds (a
+    running request is cancelled first). Status, results and its outputs answer 404 after."""
+    await delete_request(services, request_id, owner=owner)
+    state.status_cache.discard(request_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

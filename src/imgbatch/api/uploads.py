@@ -18,6 +18,7 @@ from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import UploadAccepted
 from imgbatch.core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
 from imgbatch.core.logs import log_event, redact_url
+from imgbatch.domain.image_events import requested_events
 from imgbatch.domain.services import Services
 from imgbatch.domain.webhook_signing import new_secret
 from imgbatch.domain.webhook_targets import validate_webhook_url
@@ -59,6 +60,8 @@ async def upload(
     keys: IdempotencyDep,
     profiles: ProfilesDep,
     webhook_url: Annotated[str | None, Form()] = None,
+    # Per-image events for webhook_url besides the request's own: `image.failed`.
+    webhook_events: Annotated[list[str] | None, Form()] = None,
     priority: Annotated[Priority, Form()] = Priority.NORMAL,
     profile: Annotated[str | None, Form(max_length=64)] = None,
     idempotency_key: Annotated[
@@ -74,7 +77,14 @@ async def upload(
         owner,
         idempotency_key,
         lambda request_id: _accept(
-            services, request_id, file, owner, webhook_url, priority, chosen
+            services,
+            request_id,
+            file,
+            owner,
+            webhook_url,
+            priority,
+            chosen,
+            requested_events(webhook_events, webhook_url),
         ),
     )
 
@@ -87,6 +97,7 @@ async def _accept(
     webhook_url: str | None,
     priority: Priority,
     profile: Profile,
+    webhook_events: list[str],
 ) -> UploadAccepted:
     """Validate and stage the sheet, then write the request; nothing visible until the end."""
     settings, chunks = svc.settings, svc.chunks
@@ -131,6 +142,7 @@ async def _accept(
             priority=priority,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
+            webhook_events=webhook_events,
             created_at=created,
             updated_at=now(),
             expires_at=expires_at,

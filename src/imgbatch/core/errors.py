@@ -93,7 +93,9 @@ class ImageErrorCode(StrEnum):
 class ImageFailure(Exception):
     """One image could not be processed; the rest of the batch goes on."""
 
-    def __init__(self, code: ImageErrorCode, message: str) -> None:
+    def __init__(self, code: ImageErrorCode, message: str, *, attempts: int = 1) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # Downloads made before giving up (transient failures are retried).
+        self.attempts = attempts

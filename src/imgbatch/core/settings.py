@@ -191,6 +191,31 @@ class Settings(BaseSettings):
     server_url: str | None = None
     api_key: SecretStr | None = None
 
+    # --- feat-api: SSE on S3, JWT bearer tokens -----------------------------------------------
+    s3_sse: Literal["AES256", "aws:kms"] | None = Field(
+        None,
+        description="Server-side encryption asked for on every object the S3 store writes: "
+        "AES256 (SSE-S3) or aws:kms (SSE-KMS). Unset: the bucket's default.",
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        None,
+        description="The KMS key for IMGBATCH_S3_SSE=aws:kms (an id, alias or ARN). Unset: "
+        "the account's default KMS key for S3.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="Accept JWT bearer tokens signed HS256 with this shared secret.",
+    )
+    jwt_public_key: SecretStr | None = Field(
+        None,
+        description="Accept JWT bearer tokens signed with the private half of this PEM public "
+        "key: RS256 for an RSA key, ES256 for a P-256 key. Exclusive with IMGBATCH_JWT_SECRET.",
+    )
+    jwt_audience: str | None = Field(
+        None, description="Tokens must carry this `aud` (unset: tokens must carry no `aud`)."
+    )
+    jwt_issuer: str | None = Field(None, description="Tokens must carry this `iss` (if set).")
+
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
@@ -214,6 +239,20 @@ class Settings(BaseSettings):
     def _presigned_needs_object_storage(self) -> Self:
         if self.media_redirect == "presigned" and self.storage != "s3":
             raise ValueError("IMGBATCH_MEDIA_REDIRECT=presigned needs IMGBATCH_STORAGE=s3")
+        return self
+
+    @field_validator("s3_sse", "s3_sse_kms_key_id", "jwt_audience", "jwt_issuer", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_way_to_verify_tokens(self) -> Self:
+        # Two keys would mean two algorithms accepted for one token: the pin is the point.
+        if self.jwt_secret is not None and self.jwt_public_key is not None:
+            raise ValueError("set IMGBATCH_JWT_SECRET or IMGBATCH_JWT_PUBLIC_KEY, not both")
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("IMGBATCH_S3_SSE_KMS_KEY_ID needs IMGBATCH_S3_SSE=aws:kms")
         return self
 
     def require_mongodb_url(self) -> str:

@@ -59,6 +59,8 @@ class ImageError(BaseModel):
     url: str
     code: str
     message: str
+    # Attempts made at it before it failed (downloads retried, or runs its worker died in).
+    attempts: int = 1
 
 
 class ImageOutcome(BaseModel):

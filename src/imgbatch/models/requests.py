@@ -64,6 +64,8 @@ class RequestRecord(BaseModel):
     webhook_url: str | None = None
     # Signs deliveries to webhook_url; handed out once, in the upload response, never shown again.
     webhook_secret: str | None = None
+    # Events webhook_url asked for beyond the request's own (`webhook_events`): image.failed.
+    webhook_events: list[str] = []
     # Products are staged as chunks at upload and expanded into documents by the dispatcher.
     ingested: bool = False
     dispatched_at: datetime | None = None
@@ -324,6 +326,11 @@ class RequestRepository:
                 "$unset": {"webhook_secret": "", "webhook_url": ""},
             },
         )
+
+    async def delete(self, request_id: str, *, owner: str) -> bool:
+        """Remove the request's document (its audit trail with it); False if it was not there."""
+        result = await self._collection.delete_one({"_id": request_id, "owner": owner})
+        return result.deleted_count == 1
 
     async def clear_notice(self, request_id: str, completions: int) -> None:
         # Conditional on the completion it was for: a newer completion keeps its own flag.

@@ -43,6 +43,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class EventType(StrEnum):
     REQUEST_COMPLETED = "request.completed"
     REQUEST_FAILED = "request.failed"
+    REQUEST_DELETED = "request.deleted"
+    # An image failed after its retries: a single-image job's always, a sheet's when its
+    # upload asked for it (``webhook_events``) or a subscriber subscribed to it.
+    IMAGE_FAILED = "image.failed"
 
 
 class DeliveryState(StrEnum):
@@ -117,6 +121,9 @@ class DeliveryRecord(BaseModel):
     target: str  # a subscriber id, or REQUEST_TARGET
     subscriber_id: str | None = None
     url: str
+    # Signs a delivery to a request's own URL when the request is deleted (its secret goes with
+    # it). Never shown, and gone with the delivery.
+    secret: str | None = None
     state: DeliveryState = DeliveryState.PENDING
     attempts: int = 0
     # Attempts this delivery may use before it is failed; a redelivery raises it by one.

@@ -28,12 +28,27 @@ from imgbatch.storage.keys import check_key, check_prefix, check_public_key
 
 if TYPE_CHECKING:
     from obstore import Attributes
+    from obstore.store import S3Config
 
 # A streamed response sends chunks of at least this much; small enough to start sending at
 # once, large enough that a 10 MB object is a few dozen writes rather than thousands.
 _STREAM_CHUNK = 256 * 1024
 # A new bucket's first write waits on SeaweedFS growing a volume (about 1 s, measured).
 _TIMEOUT = timedelta(seconds=30)
+
+
+def _config(settings: Settings, endpoint: str | None) -> S3Config | None:
+    config: S3Config = {}
+    if endpoint:
+        # Unset: AWS itself (or AWS_ENDPOINT_URL, as any AWS client would read it).
+        config["endpoint"] = endpoint
+    if settings.s3_sse:
+        # obstore sends the x-amz-server-side-encryption headers on every PUT (and copy) it
+        # makes, so outputs, result files and originals alike are written encrypted.
+        config["server_side_encryption"] = settings.s3_sse
+        if settings.s3_sse_kms_key_id:
+            config["sse_kms_key_id"] = settings.s3_sse_kms_key_id
+    return config or None
 
 
 class S3MediaStore:
@@ -53,8 +68,7 @@ class S3MediaStore:
                 "connect_timeout": timedelta(seconds=5),
                 "timeout": _TIMEOUT,
             },
-            # Unset: AWS itself (or AWS_ENDPOINT_URL, as any AWS client would read it).
-            config={"endpoint": endpoint} if endpoint else None,
+            config=_config(settings, endpoint),
         )
         return cls(store)
 

@@ -191,6 +191,8 @@ async def _signing_keys(rt: Services, delivery: DeliveryRecord) -> tuple[list[st
             return [], "the subscriber is disabled"
         # Read per attempt, so a retry after a rotation carries both signatures.
         return subscriber.signing_secrets(now()), None
+    if delivery.secret is not None:  # its request was deleted (domain.deletion)
+        return [delivery.secret], None
     request = await RequestRepository(rt.db).get(delivery.request_id)
     if request is None:
         return [], "the request no longer exists"

@@ -1,4 +1,5 @@
-"""Events: what a finished request tells its subscribers, stored once and fanned out.
+"""Events: what a finished request tells its subscribers, stored once and fanned out
+(domain.webhook_events).
 
 ``publish_request_event`` runs in the ``request_finished`` notice task, which the one caller that
 wins a request's terminal transition sends. The task may still run twice (late acknowledgement),
@@ -8,9 +9,7 @@ finds what the first stored and at most re-queues deliveries that are still due.
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime, timedelta
 from typing import Any
 
 from imgbatch.core.logs import log_event
@@ -18,18 +17,10 @@ from imgbatch.core.settings import Settings
 from imgbatch.domain.images import single_image_data
 from imgbatch.domain.services import Services
 from imgbatch.domain.urls import download_url, results_url, status_url
-from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus, now
-from imgbatch.models.webhooks import (
-    REQUEST_TARGET,
-    DeliveryRecord,
-    EventRecord,
-    EventType,
-    WebhookDeliveryRepository,
-    WebhookEventRepository,
-    WebhookSubscriberRepository,
-    new_id,
-)
-from imgbatch.webhooks.scheduling import enqueue
+from imgbatch.domain.webhook_events import RequestTarget, publish_event
+from imgbatch.domain.webhook_events import iso as _iso
+from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus
+from imgbatch.models.webhooks import EventRecord, EventType
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +28,6 @@ _TERMINAL_EVENTS = {
     RequestStatus.COMPLETED: EventType.REQUEST_COMPLETED,
     RequestStatus.FAILED: EventType.REQUEST_FAILED,
 }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def request_data(settings: Settings, request: RequestRecord) -> dict[str, Any]:
@@ -68,14 +55,6 @@ def request_data(settings: Settings, request: RequestRecord) -> dict[str, Any]:
     return data
 
 
-def envelope(event_type: EventType, at: datetime, data: dict[str, Any]) -> str:
-    return json.dumps(
-        {"type": event_type.value, "timestamp": _iso(at), "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
 async def publish_request_event(rt: Services, request_id: str) -> EventRecord | None:
     """Store the request's terminal event, create its deliveries and queue the due ones."""
     request = await RequestRepository(rt.db).get(request_id)
@@ -83,63 +62,19 @@ async def publish_request_event(rt: Services, request_id: str) -> EventRecord | 
     if request is None or event_type is None:
         log_event(logger, "webhook.event_skipped", request_id=request_id)
         return None
-    created = now()
     data = request_data(rt.settings, request)
     image = await single_image_data(rt, request)
     if image is not None:  # a single-image job carries its one record inline
         data["image"] = image
-    days = rt.settings.webhook_log_ttl_days
-    expires_at = created + timedelta(days=days) if days else None
-    event = await WebhookEventRepository(rt.db).create_once(
-        EventRecord(
-            id=new_id("msg"),
-            type=event_type,
-            owner=request.owner,
-            request_id=request.id,
-            # One event per completion: a retried request that completes again is a new event.
-            dedupe_key=f"{event_type}:{request.id}:{request.completions}",
-            body=envelope(event_type, created, data),
-            created_at=created,
-            expires_at=expires_at,
-        )
-    )
-    targets: list[tuple[str, str | None, str]] = []
-    if request.webhook_url:
-        targets.append((REQUEST_TARGET, None, request.webhook_url))
-    subscribers = await WebhookSubscriberRepository(rt.db).subscribed(request.owner, event_type)
-    targets.extend((s.id, s.id, s.url) for s in subscribers)
-    schedule = rt.settings.webhook_retry_schedule
-    first_attempt = event.created_at + timedelta(seconds=schedule[0])
-    deliveries = WebhookDeliveryRepository(rt.db)
-    await deliveries.create_many(
-        [
-            DeliveryRecord(
-                id=new_id("dlv"),
-                event_id=event.id,
-                event_type=event.type,
-                owner=event.owner,
-                request_id=event.request_id,
-                target=target,
-                subscriber_id=subscriber_id,
-                url=url,
-                max_attempts=len(schedule),
-                next_attempt_at=first_attempt,
-                created_at=created,
-                updated_at=created,
-                expires_at=event.expires_at,
-            )
-            for target, subscriber_id, url in targets
-        ]
-    )
-    queued = await enqueue(rt, [(d, event.owner) for d in await deliveries.ids_for_event(event.id)])
-    log_event(
-        logger,
-        "webhook.event_published",
-        event_id=event.id,
-        type=event.type,
+    event = await publish_event(
+        rt,
+        event_type=event_type,
+        owner=request.owner,
         request_id=request.id,
-        targets=len(targets),
-        queued=queued,
+        # One event per completion: a retried request that completes again is a new event.
+        dedupe_key=f"{event_type}:{request.id}:{request.completions}",
+        data=data,
+        request_target=RequestTarget(request.webhook_url) if request.webhook_url else None,
     )
     await RequestRepository(rt.db).clear_notice(request.id, request.completions)
     return event

@@ -195,7 +195,7 @@ class _Transient(Exception):
 
     def failure(self, attempts: int) -> ImageFailure:
         suffix = f" after {attempts} attempts" if attempts > 1 else ""
-        return ImageFailure(self.code, scrub_message(self.detail + suffix))
+        return ImageFailure(self.code, scrub_message(self.detail + suffix), attempts=attempts)
 
 
 class _RetryableStatus(_Transient):

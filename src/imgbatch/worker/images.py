@@ -174,7 +174,13 @@ async def process_image(
             url=redact_url(url),
             code=failure.code,
         )
-        return ImageError(index=index, url=url, code=failure.code, message=failure.message)
+        return ImageError(
+            index=index,
+            url=url,
+            code=failure.code,
+            message=failure.message,
+            attempts=failure.attempts,
+        )
     finally:
         lease.release()
     return outcome.model_copy(update={"processing_ms": _ms_since(started)})

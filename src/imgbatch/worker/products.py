@@ -19,8 +19,9 @@ from imgbatch.core.errors import ImageErrorCode
 from imgbatch.core.logs import log_event
 from imgbatch.domain.completion import complete_when_counted
 from imgbatch.domain.events import product_finished
+from imgbatch.domain.image_events import announce_failed_images
 from imgbatch.models.products import ImageError, ImageOutcome, ProductRecord, ProductStatus
-from imgbatch.models.requests import RequestStatus
+from imgbatch.models.requests import RequestRecord, RequestStatus
 from imgbatch.worker.images import ImageJob, Known, hold_reused, known_sources, process_image
 from imgbatch.worker.outcomes import Tally, count_outcomes
 from imgbatch.worker.runtime import WorkerRuntime
@@ -33,7 +34,7 @@ class _Run:
     """One run of a chunk task: its token (its claims and the key its counts are made under),
     what it holds and what it counted."""
 
-    request_id: str
+    request: RequestRecord
     lease: timedelta
     # Its products' activity, written once, before the run's last count (worker/outcomes.py).
     tally: Tally
@@ -57,9 +58,7 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
     job = ImageJob.of(rt, request)
-    run = _Run(
-        request_id, timedelta(seconds=rt.settings.product_lease_seconds), Tally(request.owner)
-    )
+    run = _Run(request, timedelta(seconds=rt.settings.product_lease_seconds), Tally(request.owner))
     renewing = asyncio.create_task(_keep_leases(rt, run))
     try:
         if await rt.products.any_processing(request_id, serial_numbers):
@@ -96,7 +95,7 @@ async def _keep_leases(rt: WorkerRuntime, run: _Run) -> None:
     while True:
         await asyncio.sleep(run.lease.total_seconds() / 3)
         try:
-            await rt.products.renew_leases(run.request_id, sorted(run.held), lease=run.lease)
+            await rt.products.renew_leases(run.request.id, sorted(run.held), lease=run.lease)
         except PyMongoError as exc:
             # The next renewal may get through before the lease runs out; the work goes on.
             log_event(
@@ -118,7 +117,7 @@ async def _one_at_a_time(
         product = await _claim(rt, run, serial_number)
         if product is not None:
             await _process_alone(rt, run, job, product)
-        elif await _held_by_a_run(rt, run.request_id, serial_number):
+        elif await _held_by_a_run(rt, run.request.id, serial_number):
             held_elsewhere.append(serial_number)
     # Watched together, so a dead run's products are free within one lease; then claimed one
     # at a time, each just before it runs: claiming them all at once would count an attempt
@@ -134,7 +133,7 @@ async def _one_at_a_time(
 
 async def _claim(rt: WorkerRuntime, run: _Run, serial_number: int) -> ProductRecord | None:
     product = await rt.products.claim(
-        run.request_id, serial_number, token=run.token, lease=run.lease
+        run.request.id, serial_number, token=run.token, lease=run.lease
     )
     if product is not None:
         run.held.add(serial_number)
@@ -149,7 +148,7 @@ async def _held_by_a_run(rt: WorkerRuntime, request_id: str, serial_number: int)
 async def _wait_until_abandoned(rt: WorkerRuntime, run: _Run, serial_number: int) -> bool:
     """Whether the run holding a product let its lease run out (it died); False once that run
     turns out to be alive (it renewed the lease) or the product moved on."""
-    watched = await rt.products.get(run.request_id, serial_number)
+    watched = await rt.products.get(run.request.id, serial_number)
     # The holder renews at least every third of a lease; looking once a second as well notices
     # a product finished by it without waiting that long.
     poll = min(run.lease.total_seconds() / 3, 1.0)
@@ -158,7 +157,7 @@ async def _wait_until_abandoned(rt: WorkerRuntime, run: _Run, serial_number: int
         if until is None or until <= datetime.now(UTC):
             return True
         await asyncio.sleep(min(poll, (until - datetime.now(UTC)).total_seconds() + 0.05))
-        current = await rt.products.get(run.request_id, serial_number)
+        current = await rt.products.get(run.request.id, serial_number)
         if current is None or current.lease_until != until:
             return False  # its holder renewed it, or it moved on: not ours to take
         watched = current
@@ -168,11 +167,11 @@ async def _wait_until_abandoned(rt: WorkerRuntime, run: _Run, serial_number: int
 async def _settle_counts(rt: WorkerRuntime, run: _Run) -> None:
     if not run.counted:
         return  # it counted nothing, so it has no key on the request
-    settled = await rt.products.mark_counted(run.request_id, run.counted)
+    settled = await rt.products.mark_counted(run.request.id, run.counted)
     # If the reconciler took some of these over meanwhile, it still needs the run's key to
     # recognise a count that already landed; the key is one small entry, so it stays.
     if settled == len(run.counted):
-        await rt.requests.forget_count_run(run.request_id, run.token)
+        await rt.requests.forget_count_run(run.request.id, run.token)
 
 
 async def _process_alone(
@@ -204,6 +203,7 @@ async def _run_product(
                 product,
                 ImageErrorCode.WORKER_CRASH,
                 f"gave up after {product.attempts - 1} attempts",
+                attempts=product.attempts - 1,
             ),
         )
         return
@@ -235,10 +235,10 @@ def _todo(product: ProductRecord) -> list[str]:
 
 
 def _all_failed(
-    product: ProductRecord, code: ImageErrorCode, message: str
+    product: ProductRecord, code: ImageErrorCode, message: str, *, attempts: int
 ) -> list[ImageOutcome | ImageError]:
     return [
-        ImageError(index=i, url=url, code=code, message=message)
+        ImageError(index=i, url=url, code=code, message=message, attempts=attempts)
         for i, url in enumerate(product.input_image_urls)
     ]
 
@@ -290,6 +290,8 @@ async def _finish(
     await product_finished(
         rt.events, product.request_id, product.serial_number, status, output_keys, errors
     )
+    if errors:
+        await announce_failed_images(rt, run.request, product, errors)
 
 
 def _primary_key(image: ImageOutcome) -> str:

@@ -10,10 +10,9 @@ a tombstone for a while (a TTL index removes it), so its owner gets 410 rather t
 would look like a mistyped id. Stored outputs (files, or objects in a bucket) have no TTL of
 ours, so this sweeper is what removes them, through the media store whichever backend it is.
 
-Outputs are content-addressed and may be shared with other requests of the same owner
-(``models.media``), so expiry never deletes them directly: it releases the request's hold on
-each, and only an object no one holds any more is deleted. Every step can be repeated, so a
-sweep that dies half-way is finished by the next one.
+Outputs are content-addressed and may be shared with other requests of the same owner, so
+expiry never deletes them directly: domain.removal (which deleting a request uses too) releases
+the request's hold on each, and only an object no one holds any more is deleted.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from datetime import timedelta
 
 from imgbatch.core.logs import log_event
 from imgbatch.domain.audit import record
+from imgbatch.domain.removal import remove_request_data
 from imgbatch.domain.runtime import Runtime
 from imgbatch.models.requests import RequestStatus, now
 from imgbatch.storage import folder_of
@@ -33,62 +33,30 @@ TOMBSTONE_TTL = timedelta(days=30)
 _FINAL = frozenset(
     {RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.EXPIRED}
 )
-_BATCH = 1000
 
 
 async def expire_requests(rt: Runtime) -> int:
     expired = 0
     for request in await rt.requests.due_for_expiry():
-        # Files first: if we die here the request is still due and the next sweep finishes it.
-        await rt.store.delete_prefix(f"{request.id}/")  # the layout before content addressing
-        deleted = await release_media(rt, request.id)
-        if request.temp_key:
-            await rt.store.delete_prefix(folder_of(request.temp_key))
-            await rt.temp_objects.remove(request.temp_key)
-        products = await rt.products.delete_for_request(request.id)
-        await rt.chunks.discard(request.id)
+        removed = await remove_request_data(rt, request)
         await rt.requests.mark_expired(request.id, purge_at=now() + TOMBSTONE_TTL)
         log_event(
             logger,
             "request.expired",
             request_id=request.id,
-            products=products,
-            media_deleted=deleted,
+            products=removed.products,
+            media_deleted=removed.media_deleted,
         )
         await record(
-            rt, request.id, "request.expired", products_deleted=products, media_deleted=deleted
+            rt,
+            request.id,
+            "request.expired",
+            products_deleted=removed.products,
+            media_deleted=removed.media_deleted,
         )
         expired += 1
     await sweep_temp_originals(rt)
     return expired
-
-
-async def release_media(rt: Runtime, request_id: str) -> int:
-    """Drop the request's hold on every media object; delete those no one holds any more.
-
-    First through the products' records (still there on a re-run after a crash, which is what
-    makes a half-done release finish), then whatever the request still holds: renders whose
-    product never reached a final state.
-    """
-    deleted = 0
-    async for product in rt.products.iterate(request_id):
-        for media_id in dict.fromkeys(image.media_id for image in product.images if image):
-            deleted += await _release(rt, media_id, request_id)
-    # In batches: each release removes the id from what held_by finds.
-    while leftovers := await rt.media.held_by(request_id, limit=_BATCH):
-        for media_id in leftovers:
-            deleted += await _release(rt, media_id, request_id)
-    return deleted
-
-
-async def _release(rt: Runtime, media_id: str, request_id: str) -> int:
-    token = await rt.media.release(media_id, request_id)
-    if token is None:
-        return 0  # still held by another request (or already gone)
-    await rt.store.delete_prefix(f"{media_id}/")
-    await rt.media.forget(media_id, token)
-    log_event(logger, "media.deleted", media_id=media_id)
-    return 1
 
 
 async def sweep_temp_originals(rt: Runtime) -> int:
