@@ -9,6 +9,7 @@ import csv
 import re
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,12 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-@pytest.fixture
-def page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Page]:
+@contextmanager
+def _browsing(browser: Browser, base_url: str, key: str | None = None) -> Iterator[Page]:
+    """A fresh tab on ``base_url``; no script error may happen in it, and ``key`` never
+    appears in an address the browser asked for (it travels in a header only)."""
     context = browser.new_context(
-        base_url=keyed_api.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+        base_url=base_url, viewport={"width": 1280, "height": 900}, accept_downloads=True
     )
     context.set_default_timeout(30_000)
     opened = context.new_page()
@@ -42,11 +45,18 @@ def page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Page]:
     urls: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.on("request", lambda request: urls.append(request.url))
-    yield opened
-    context.close()
+    try:
+        yield opened
+    finally:
+        context.close()
     assert not errors, errors
-    # The key travels in a header only: never in an address the browser asked for.
-    assert not [url for url in urls if keyed_api.key in url]
+    assert not [url for url in urls if key and key in url]
+
+
+@pytest.fixture
+def page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Page]:
+    with _browsing(browser, keyed_api.url, keyed_api.key) as opened:
+        yield opened
 
 
 def test_upload_watch_gallery_download_and_errors(
@@ -169,13 +179,8 @@ def test_progress_arrives_live_and_a_dropped_stream_resumes_from_its_last_event(
         )
     )
     port = int(keyed_api.url.rsplit(":", 1)[1])
-    with Relay(port) as relay:
-        context = browser.new_context(base_url=relay.url, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        errors: list[str] = []
-        navigations: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+    navigations: list[str] = []
+    with Relay(port) as relay, _browsing(browser, relay.url, keyed_api.key) as page:
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
         page.add_init_script(RECORD_BAR)
         try:
@@ -213,8 +218,6 @@ def test_progress_arrives_live_and_a_dropped_stream_resumes_from_its_last_event(
         finally:
             for gate in gates:
                 origin.open_gate(gate)
-            context.close()
-    assert not errors, errors
     # Progress arrived while the batch ran, step by step: 33 and 66 (rounded down) before 100.
     assert [v for v in values if 0 < v < 100] == [33, 66], values
     assert values[-1] == 100
@@ -274,6 +277,9 @@ def test_a_click_on_an_image_shows_its_record(
     expect(dialog).to_contain_text("ExampleCam")  # the camera's EXIF make
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "record-1280.png")
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.screenshot(path=SCREENSHOTS / "record-375.png")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.get_by_role("button", name="Close").click()
     expect(dialog).to_be_hidden()
 
@@ -283,21 +289,15 @@ def test_a_click_on_an_image_shows_its_record(
         f"{final['products'][1]['images'][0]['error']['message']}"
     )
     expect(dialog.locator("table.variants")).to_have_count(0)
-    page.set_viewport_size({"width": 375, "height": 800})
-    page.screenshot(path=SCREENSHOTS / "record-375.png")
-    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.screenshot(path=SCREENSHOTS / "record-failed-375.png")
 
 
 def test_with_auth_disabled_the_page_asks_for_no_key(browser: Browser, stack: Stack) -> None:
-    context = browser.new_context(base_url=stack.api_url, viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
+    with _browsing(browser, stack.api_url) as page:
         page.goto("/")
         expect(page.locator("#upload-title")).to_be_visible()
         expect(page.get_by_label("API key", exact=True)).to_be_hidden()
         expect(page.locator("#forget-key")).to_be_hidden()
-    finally:
-        context.close()
 
 
 def test_delete_asks_first_then_removes_the_request(

@@ -255,3 +255,33 @@ def test_delete_removes_the_request_and_a_second_delete_is_404(
     assert "404" in again.text
     code, body = _json("delete", request_id, keyed_api=keyed_api)
     assert code == 1 and body["error"]["status_code"] == 404
+
+
+def test_submit_watch_and_download_speak_json_for_scripts(
+    keyed_api: KeyedApi, origin: Origin, tmp_path: Path
+) -> None:
+    source = tmp_path / "scripted.csv"
+    source.write_text(sheet([(1, "Fine", origin.url("/img/rocket.jpg"))]))
+    out = tmp_path / "scripted-result.csv"
+    code, submitted = _json("submit", str(source), "--wait", "--out", str(out), keyed_api=keyed_api)
+    assert code == 0
+    request_id = submitted["request_id"]
+    assert submitted["status"] == "completed"
+    assert (submitted["images_done"], submitted["images_failed"]) == (1, 0)
+    assert submitted["result_csv"] == str(out)
+    assert list(csv.reader(out.open()))[1][0] == "1"
+
+    code, stdout = _script("watch", request_id, "--json", keyed_api=keyed_api)
+    assert code == 0
+    updates = [json.loads(line) for line in stdout.splitlines()]
+    assert updates[-1] == {
+        "request_id": request_id,
+        "status": "completed",
+        "images_done": 1,
+        "images_failed": 0,
+        "images_total": 1,
+    }
+    again = tmp_path / "again.csv"
+    code, saved = _json("download", request_id, "--out", str(again), keyed_api=keyed_api)
+    assert code == 0
+    assert saved == {"request_id": request_id, "path": str(again), "bytes": again.stat().st_size}

@@ -9,7 +9,8 @@ connections that carry an event stream, the way a proxy restart or a network dro
         wait_until(lambda: relay.resumed_with(last_id))
 
 Nothing is parsed beyond what that needs: request heads (the body of a request with a
-``Content-Length`` is skipped) and ``id:`` lines of an event stream's answer.
+``Content-Length`` is skipped) and the ``id:`` of each whole event in an event stream's answer
+(sse-starlette ends every event with a blank ``\r\n`` line).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import struct
 import threading
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Self
+
+from imgbatch.cli.embedded import Managed
 
 __all__ = ["Relay", "RequestHead"]
 
@@ -46,9 +47,12 @@ class _Connection:
     current: RequestHead | None = None
     cut: bool = False
     pending: bytes = field(default=b"")  # the end of the answer not yet split into lines
+    # Held while an answer's bytes are noted and passed on, and while the connection is cut:
+    # an id counts as sent only once the client has been given it.
+    sending: threading.Lock = field(default_factory=threading.Lock)
 
 
-class Relay:
+class Relay(Managed):
     def __init__(self, target_port: int) -> None:
         self._target = ("127.0.0.1", target_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -62,16 +66,8 @@ class Relay:
         self._stopped = threading.Event()
         threading.Thread(target=self._accept, name=f"relay:{self.port}", daemon=True).start()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def start(self) -> Self:
+        return self  # relaying since __init__
 
     def stop(self) -> None:
         self._stopped.set()
@@ -91,13 +87,14 @@ class Relay:
                 for c in self._connections
                 if c.current and c.current.is_event_stream and not c.cut
             ]
-            for connection in streams:
+        for connection in streams:
+            with connection.sending:
                 connection.cut = True
-                # SO_LINGER 0: the client gets a reset, not a clean end of the answer.
-                connection.client.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
+                # Closed, not reset: what was sent still arrives (a reset would make the client
+                # drop bytes it had not read yet), then the answer ends in the middle of its
+                # chunked body, which the client sees as a network error.
                 _close(connection)
+        with self._lock:
             return len(streams), self.last_event_id
 
     def event_requests(self) -> list[RequestHead]:
@@ -152,17 +149,18 @@ class Relay:
     def _downward(self, connection: _Connection) -> None:
         """Server to client, noting the ids of an event stream's events."""
         while data := _receive(connection.upstream):
-            with self._lock:
-                if connection.cut:
+            with connection.sending:
+                if connection.cut or not _send(connection.client, data):
                     break
-                if connection.current and connection.current.is_event_stream:
+                head = connection.current
+                if head and head.is_event_stream:
+                    # Only whole events count: a client acts on an event at its blank line.
                     text = connection.pending + data
-                    complete, _, connection.pending = text.rpartition(b"\n")
-                    ids = _EVENT_ID.findall(complete + b"\n")
+                    complete, _, connection.pending = text.rpartition(b"\r\n\r\n")
+                    ids = _EVENT_ID.findall(complete)
                     if ids:
-                        self.last_event_id = ids[-1].decode()
-            if not _send(connection.client, data):
-                break
+                        with self._lock:
+                            self.last_event_id = ids[-1].decode()
         _close(connection)
 
 

@@ -114,8 +114,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "watch": _watch,
         "download": _download,
         "results": _results,
-        "retry": _retry,
-        "cancel": _cancel,
+        "retry": _control,
+        "cancel": _control,
         "delete": _delete,
     }
     try:
@@ -231,9 +231,9 @@ def _list(client: ImgbatchClient, args: argparse.Namespace, console: Console) ->
     table.add_column("request", no_wrap=True, min_width=32)
     table.add_column("status", no_wrap=True)
     table.add_column("progress", justify="right", no_wrap=True)
-    table.add_column("images")
+    table.add_column("images", no_wrap=True)
     table.add_column("created", no_wrap=True)
-    table.add_column("file")
+    table.add_column("file", overflow="fold")
     for item in body["requests"]:
         table.add_row(
             plain(item["request_id"]),
@@ -318,24 +318,19 @@ def _results(client: ImgbatchClient, args: argparse.Namespace, console: Console)
     return EXIT_OK
 
 
-def _retry(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
-    body = client.retry(args.request_id)
+def _control(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
+    """``retry`` or ``cancel``: both answer with the request's new status."""
+    retry = args.command == "retry"
+    body = (client.retry if retry else client.cancel)(args.request_id)
     if args.json:
         _emit(body)
-    else:
+    elif retry:
         console.print(
             plain(
                 f"request {body['request_id']}: {body['products_requeued']} products queued "
                 f"again ({body['status']})"
             )
         )
-    return EXIT_OK
-
-
-def _cancel(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
-    body = client.cancel(args.request_id)
-    if args.json:
-        _emit(body)
     else:
         console.print(plain(f"request {body['request_id']}: {body['status']}"))
     return EXIT_OK

@@ -473,6 +473,18 @@ function warningText(warning) {
   return warning?.message ? `${kind}: ${warning.message}` : kind;
 }
 
+const EXIF_LABELS = {
+  make: "Make",
+  model: "Model",
+  lens: "Lens",
+  taken_at: "Taken",
+  orientation: "Orientation",
+  software: "Software",
+  has_gps: "GPS position",
+  latitude: "Latitude",
+  longitude: "Longitude",
+};
+
 const kb = (n) => (n >= 1024 ? `${(n / 1024).toFixed(1)} KB` : `${n} bytes`);
 
 function element(tag, text, className) {
@@ -565,14 +577,13 @@ async function showRecord(serial, index) {
     body.append(element("h3", "Variants"));
     const table = element("table", undefined, "variants");
     const headRow = table.createTHead().insertRow();
-    for (const name of ["Variant", "Format", "Size", "Bytes"]) headRow.append(Object.assign(element("th", name), { scope: "col" }));
+    for (const name of ["Variant", "Size", "File"]) headRow.append(Object.assign(element("th", name), { scope: "col" }));
     const rows = table.createTBody();
     for (const [name, v] of variants) {
       const tr = rows.insertRow();
       tr.insertCell().append(link(v.url, name));
-      tr.insertCell().textContent = v.format;
       tr.insertCell().textContent = `${v.width} × ${v.height} px`;
-      tr.insertCell().textContent = kb(v.bytes);
+      tr.insertCell().textContent = `${v.format.toUpperCase()} · ${kb(v.bytes)}`;
     }
     const wrap = element("div", undefined, "table-wrap");
     wrap.append(table);
@@ -581,7 +592,7 @@ async function showRecord(serial, index) {
   const exif = Object.entries(image.exif || {}).filter(([, v]) => v !== null && v !== false);
   if (exif.length) {
     body.append(element("h3", "EXIF"));
-    body.append(facts(exif.map(([k, v]) => [k.replace("_", " "), v === true ? "yes" : v])));
+    body.append(facts(exif.map(([k, v]) => [EXIF_LABELS[k] || k, v === true ? "yes" : v])));
   }
   $("record").showModal();
 }
