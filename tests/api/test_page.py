@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import csv
 import re
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from imgbatch.cli.stack import Stack
 from tests.conftest import KeyedApi
 from tests.support.browser import chromium
-from tests.support.client import sheet
+from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.relay import Relay
+from tests.support.waiting import wait_until
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".data" / "screenshots"
 
@@ -27,10 +32,12 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-@pytest.fixture
-def page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Page]:
+@contextmanager
+def _browsing(browser: Browser, base_url: str, key: str | None = None) -> Iterator[Page]:
+    """A fresh tab on ``base_url``; no script error may happen in it, and ``key`` never
+    appears in an address the browser asked for (it travels in a header only)."""
     context = browser.new_context(
-        base_url=keyed_api.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+        base_url=base_url, viewport={"width": 1280, "height": 900}, accept_downloads=True
     )
     context.set_default_timeout(30_000)
     opened = context.new_page()
@@ -38,11 +45,18 @@ def page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Page]:
     urls: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.on("request", lambda request: urls.append(request.url))
-    yield opened
-    context.close()
+    try:
+        yield opened
+    finally:
+        context.close()
     assert not errors, errors
-    # The key travels in a header only: never in an address the browser asked for.
-    assert not [url for url in urls if keyed_api.key in url]
+    assert not [url for url in urls if key and key in url]
+
+
+@pytest.fixture
+def page(browser: Browser, keyed_api: KeyedApi) -> Iterator[Page]:
+    with _browsing(browser, keyed_api.url, keyed_api.key) as opened:
+        yield opened
 
 
 def test_upload_watch_gallery_download_and_errors(
@@ -135,3 +149,179 @@ def test_upload_watch_gallery_download_and_errors(
     assert table.locator("tbody tr").count() >= 2
     page.screenshot(path=SCREENSHOTS / "page-375-errors.png", full_page=True)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+# Every value the bar's aria-valuenow takes, in order, recorded by the page itself: a value
+# shown for a moment between two of the test's looks is recorded all the same.
+RECORD_BAR = """
+document.addEventListener("DOMContentLoaded", () => {
+  window.barValues = [];
+  const bar = document.getElementById("bar");
+  new MutationObserver(() => window.barValues.push(Number(bar.getAttribute("aria-valuenow"))))
+    .observe(bar, { attributes: true, attributeFilter: ["aria-valuenow"] });
+});
+"""
+
+
+def test_progress_arrives_live_and_a_dropped_stream_resumes_from_its_last_event(
+    browser: Browser, keyed_api: KeyedApi, origin: Origin, tmp_path: Path
+) -> None:
+    # Three images held by the origin until the test lets each go: the bar can only move when
+    # one is let go, so each step is seen, and the batch is running for as long as needed.
+    gates = [uuid.uuid4().hex for _ in range(3)]
+    source = tmp_path / "live.csv"
+    source.write_text(
+        sheet(
+            [
+                (n + 1, f"Held {n + 1}", origin.url(f"/gate/{g}/coffee.jpg"))
+                for n, g in enumerate(gates)
+            ]
+        )
+    )
+    port = int(keyed_api.url.rsplit(":", 1)[1])
+    navigations: list[str] = []
+    with Relay(port) as relay, _browsing(browser, relay.url, keyed_api.key) as page:
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        page.add_init_script(RECORD_BAR)
+        try:
+            page.goto("/")
+            page.get_by_label("API key", exact=True).fill(keyed_api.key)
+            page.keyboard.press("Enter")
+            page.set_input_files("#file", source)
+            page.get_by_role("button", name="Upload").click()
+            expect(page.locator("#request-section")).to_be_visible()
+
+            # Cut the stream mid-batch, once the server has sent the page an event id.
+            wait_until(lambda: relay.last_event_id is not None, what="a first event id")
+            cut: list[tuple[str | None, int]] = []
+
+            def cut_one() -> bool:
+                count, last_id = relay.cut_event_streams()
+                if count:
+                    cut.append((last_id, len(relay.event_requests())))
+                return bool(count)
+
+            wait_until(cut_one, what="an open event stream to cut")
+            last_id, seen = cut[0]
+            assert last_id is not None
+            wait_until(lambda: len(relay.event_requests()) > seen, what="the page to reconnect")
+            # The very next request resumes where the cut stream was: same request, no reload.
+            assert relay.event_requests()[seen].headers.get("last-event-id") == last_id
+
+            for gate, percent in zip(gates, ("33", "66", "100"), strict=True):
+                origin.open_gate(gate)
+                expect(page.locator("#bar")).to_have_attribute(
+                    "aria-valuenow", percent, timeout=60_000
+                )
+            expect(page.locator("#status-badge")).to_have_text("completed")
+            values = page.evaluate("window.barValues")
+        finally:
+            for gate in gates:
+                origin.open_gate(gate)
+    # Progress arrived while the batch ran, step by step: 33 and 66 (rounded down) before 100.
+    assert [v for v in values if 0 < v < 100] == [33, 66], values
+    assert values[-1] == 100
+    # From the event stream alone: the page never fell back to polling the status, and it was
+    # never reloaded (one navigation: the test's own).
+    polls = [
+        h.path
+        for h in relay.heads
+        if h.path.startswith("/api/status/")
+        and "limit=1&" not in h.path
+        and h.path.endswith("limit=1")
+    ]
+    assert not polls, polls
+    assert len(navigations) == 1, navigations
+
+
+def _sign_in_and_open(page: Page, key: str, request_id: str) -> None:
+    page.goto("/")
+    page.get_by_label("API key", exact=True).fill(key)
+    page.keyboard.press("Enter")
+    page.locator(f"#history button[data-id='{request_id}']").click()
+    expect(page.locator("#request-id")).to_have_text(request_id)
+
+
+def test_a_click_on_an_image_shows_its_record(
+    page: Page, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    photo, bad = origin.url("/img/chelsea_exif_rotated.jpg"), origin.url("/status/404")
+    with keyed_api.client() as api:
+        accepted = upload(
+            api,
+            sheet([(1, "Cat", photo), (2, "Gone", bad)]),
+            filename="records.csv",
+            data={"profile": "storefront"},
+        )
+        request_id = accepted.json()["request_id"]
+        final = wait_for_status(api, request_id)
+    record = final["products"][0]["images"][0]
+    _sign_in_and_open(page, keyed_api.key, request_id)
+    expect(page.locator("#status-badge")).to_have_text("completed")
+
+    page.get_by_role("button", name="Image 1 of Cat: details").click()
+    dialog = page.locator("#record")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("h2")).to_have_text("#1 Cat · image 1")
+    expect(dialog.get_by_role("link", name=photo)).to_have_attribute("href", photo)
+    source = record["source"]
+    expect(dialog).to_contain_text(f"JPEG · {source['width']} \u00d7 {source['height']} px")
+    expect(dialog).to_contain_text(source["sha256"])
+    expect(dialog.locator(".colour")).to_have_text(record["dominant_color"])
+    rows = dialog.locator("table.variants tbody tr")
+    expect(rows).to_have_count(len(record["variants"]))
+    for name, variant in record["variants"].items():
+        row = rows.filter(has=page.get_by_role("link", name=name, exact=True))
+        expect(row).to_contain_text(f"{variant['width']} \u00d7 {variant['height']} px")
+        expect(row.get_by_role("link")).to_have_attribute("href", variant["url"])
+    expect(dialog).to_contain_text("ExampleCam")  # the camera's EXIF make
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "record-1280.png")
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.screenshot(path=SCREENSHOTS / "record-375.png")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+
+    page.get_by_role("button", name="Image 1 of Gone: details").click()
+    expect(dialog.locator(".record-error")).to_have_text(
+        f"{final['products'][1]['images'][0]['error']['code']}: "
+        f"{final['products'][1]['images'][0]['error']['message']}"
+    )
+    expect(dialog.locator("table.variants")).to_have_count(0)
+    page.screenshot(path=SCREENSHOTS / "record-failed-375.png")
+
+
+def test_with_auth_disabled_the_page_asks_for_no_key(browser: Browser, stack: Stack) -> None:
+    with _browsing(browser, stack.api_url) as page:
+        page.goto("/")
+        expect(page.locator("#upload-title")).to_be_visible()
+        expect(page.get_by_label("API key", exact=True)).to_be_hidden()
+        expect(page.locator("#forget-key")).to_be_hidden()
+
+
+def test_delete_asks_first_then_removes_the_request(
+    page: Page, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    with keyed_api.client() as api:
+        accepted = upload(api, sheet([(1, "Doomed", origin.url("/img/rocket.jpg"))]))
+        request_id = accepted.json()["request_id"]
+        wait_for_status(api, request_id)
+        _sign_in_and_open(page, keyed_api.key, request_id)
+
+        page.get_by_role("button", name="Delete request").click()
+        confirm = page.locator("#confirm-delete")
+        expect(confirm).to_be_visible()
+        expect(confirm.locator("#confirm-id")).to_have_text(request_id)
+        confirm.get_by_role("button", name="Keep it").click()
+        expect(confirm).to_be_hidden()
+        assert api.get(f"/api/status/{request_id}").status_code == 200
+
+        page.get_by_role("button", name="Delete request").click()
+        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+            confirm.get_by_role("button", name="Delete", exact=True).click()
+        assert deleted.value.status == 204
+        expect(page.locator("#notice")).to_have_text(f"Request {request_id} was deleted.")
+        expect(page.locator("#request-section")).to_be_hidden()
+        expect(page.locator(f"#history button[data-id='{request_id}']")).to_have_count(0)
+        assert api.get(f"/api/status/{request_id}").status_code == 404

@@ -7,12 +7,14 @@ server: import-linter keeps it that way, so it works against any imgbatch deploy
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 import httpx
 from httpx_sse import SSEError, connect_sse
@@ -125,24 +127,59 @@ class ImgbatchClient:
         )
         return self._json(response)
 
-    def requests(self, *, limit: int = 20, status: str | None = None) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
+    def requests(
+        self, *, limit: int = 20, offset: int = 0, status: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = status
         return self._json(self._http.get("/api/requests", params=params))
 
+    def retry(self, request_id: str) -> dict[str, Any]:
+        """``POST .../retry``: the failed images of a completed request are processed again."""
+        return self._json(self._http.post(f"/api/requests/{request_id}/retry"))
+
+    def cancel(self, request_id: str) -> dict[str, Any]:
+        return self._json(self._http.post(f"/api/requests/{request_id}/cancel"))
+
+    def delete(self, request_id: str) -> None:
+        """``DELETE /api/requests/{id}``: the request, its products and the outputs only it
+        held are gone (204); an unknown id raises :class:`ApiError` 404."""
+        response = self._http.delete(f"/api/requests/{request_id}")
+        if response.status_code != 204:
+            self._json(response)
+
     def download(self, request_id: str, out: Path, *, only_failed: bool = False) -> int:
         """Stream the result CSV (or only its failed rows) to ``out``; returns its size."""
         params = {"only": "failed"} if only_failed else {}
-        with self._http.stream("GET", f"/api/download/{request_id}", params=params) as response:
+        return self._save(f"/api/download/{request_id}", params, lambda: out.open("wb"))
+
+    def results(self, request_id: str, out: Path | None = None) -> int:
+        """Stream every image record (JSON Lines, input order) to ``out``, or to standard
+        output; returns the size."""
+        path = f"/api/requests/{request_id}/results"
+        if out is None:
+            return self._save(path, {}, lambda: nullcontext(sys.stdout.buffer))
+        return self._save(path, {}, lambda: out.open("wb"))
+
+    def _save(
+        self,
+        path: str,
+        params: dict[str, str],
+        sink: Callable[[], AbstractContextManager[BinaryIO]],
+    ) -> int:
+        """The body of ``GET path`` written to ``sink()``, opened only once the server said
+        yes: a refused call leaves no file behind."""
+        with self._http.stream("GET", path, params=params) as response:
             if response.is_error:
                 response.read()
                 self._json(response)
             size = 0
-            with out.open("wb") as handle:
+            with sink() as handle:
                 for block in response.iter_bytes():
                     handle.write(block)
                     size += len(block)
+                handle.flush()
         return size
 
     def events(self, request_id: str, *, last_event_id: str | None = None) -> Iterator[StreamEvent]:

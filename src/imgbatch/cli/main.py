@@ -1,6 +1,7 @@
 """The ``imgbatch`` command: ``run`` the stack, ``demo`` the pipeline, manage API ``keys``, and
-talk to a running server: ``submit`` a CSV, ``status``, ``watch`` and ``download`` a request;
-create the ``storage`` bucket."""
+talk to a running server: ``submit`` a CSV, ``list`` requests, ``status``, ``watch``,
+``download``, ``results``, ``retry``, ``cancel`` and ``delete`` a request; create the
+``storage`` bucket."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The client commands of ``imgbatch``: ``submit``, ``status``, ``watch`` and ``download``.
+"""The client commands of ``imgbatch``: ``submit``, ``list``, ``status``, ``watch``,
+``download``, ``results``, ``retry``, ``cancel`` and ``delete``.
 
 They talk to a running server through :class:`cli.client.ImgbatchClient` (HTTP only). The
 server and key come from ``--server``/``--api-key``, else ``IMGBATCH_SERVER_URL`` and
@@ -6,16 +7,25 @@ server and key come from ``--server``/``--api-key``, else ``IMGBATCH_SERVER_URL`
 
 Exit codes: 0 when every image is done (or ``--allow-failures``), 1 when images failed, the
 request did not complete, or the server refused the call, 2 when the sheet has invalid rows.
+With ``--json`` every command prints JSON on standard output instead of text, errors included
+(``{"error": {"status_code": ..., "detail": ...}}``). Text from the server or a sheet is
+printed as text (:mod:`cli.display`), never as markup.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -30,6 +40,7 @@ from rich.text import Text
 
 from imgbatch.cli.client import ApiError, ImgbatchClient, RowErrors
 from imgbatch.cli.client import Progress as RequestProgress
+from imgbatch.cli.display import clean, plain
 from imgbatch.core.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID_SHEET = 0, 1, 2
@@ -44,13 +55,22 @@ class _RateColumn(ProgressColumn):
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+    def client_parser(
+        name: str, help_text: str, *, request: bool = True
+    ) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("--server", help="API base URL (default: IMGBATCH_SERVER_URL)")
         parser.add_argument("--api-key", help="API key (default: IMGBATCH_API_KEY)")
+        parser.add_argument(
+            "--json", action="store_true", help="print the answer as JSON, for scripts"
+        )
+        if request:
+            parser.add_argument("request_id")
         return parser
 
-    submit = client_parser("submit", "upload a CSV; with --wait, follow it and save the result")
+    submit = client_parser(
+        "submit", "upload a CSV; with --wait, follow it and save the result", request=False
+    )
     submit.add_argument("file", type=Path)
     submit.add_argument("--profile", help="output profile (default: the server's default)")
     submit.add_argument("--webhook-url", help="notified when the request finishes")
@@ -59,20 +79,26 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     submit.add_argument(
         "--allow-failures", action="store_true", help="exit 0 even if some images failed"
     )
-    status = client_parser("status", "a request's summary")
-    status.add_argument("request_id")
+    listing = client_parser("list", "your requests, newest first", request=False)
+    listing.add_argument("--status", help="only requests in this status (e.g. in_progress)")
+    listing.add_argument("--limit", type=int, default=20, help="how many (1-100, default 20)")
+    listing.add_argument("--offset", type=int, default=0, help="skip this many first")
+    client_parser("status", "a request's summary")
     watch = client_parser("watch", "a request's progress bar, until it finishes")
-    watch.add_argument("request_id")
     watch.add_argument(
         "--allow-failures", action="store_true", help="exit 0 even if some images failed"
     )
     download = client_parser("download", "save a completed request's result CSV")
-    download.add_argument("request_id")
     download.add_argument("--only-failed", action="store_true", help="only rows that failed")
     download.add_argument("--out", type=Path, help="file to write (default: next to you)")
+    results = client_parser("results", "every image record as JSON Lines (to stdout or --out)")
+    results.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    client_parser("retry", "process a completed request's failed images again")
+    client_parser("cancel", "cancel a pending or running request")
+    client_parser("delete", "delete a request, its results and the outputs only it holds")
 
 
-HANDLED = ("submit", "status", "watch", "download")
+HANDLED = ("submit", "list", "status", "watch", "download", "results", "retry", "cancel", "delete")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,68 +107,181 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(highlight=False)
     server = args.server or settings.server_url or f"http://{settings.host}:{settings.port}"
     key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
-    handlers = {"submit": _submit, "status": _status, "watch": _watch, "download": _download}
+    handlers = {
+        "submit": _submit,
+        "list": _list,
+        "status": _status,
+        "watch": _watch,
+        "download": _download,
+        "results": _results,
+        "retry": _control,
+        "cancel": _control,
+        "delete": _delete,
+    }
     try:
         with ImgbatchClient(server, key) as client:
             return handlers[args.command](client, args, console)
     except RowErrors as errors:
-        console.print(_row_table(errors))
+        if args.json:
+            _emit({"error": {"status_code": errors.status_code, "detail": errors.detail}})
+        else:
+            console.print(_row_table(errors))
         return EXIT_INVALID_SHEET
     except ApiError as error:
-        console.print(f"[red]error[/red] {error}")
+        if args.json:
+            _emit({"error": {"status_code": error.status_code, "detail": error.detail}})
+        else:
+            console.print(Text.assemble(("error", "red"), " ", plain(error)))
         return EXIT_FAILED
     except httpx.HTTPError as error:
-        console.print(f"[red]error[/red] cannot reach {server}: {error}")
+        if args.json:
+            _emit({"error": {"status_code": None, "detail": f"cannot reach {server}: {error}"}})
+        else:
+            console.print(
+                Text.assemble(("error", "red"), " ", plain(f"cannot reach {server}: {error}"))
+            )
         return EXIT_FAILED
+
+
+def _emit(data: Any) -> None:
+    """One JSON document on its own line of standard output: what ``--json`` promises."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def _submit(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
     accepted = client.upload(args.file, profile=args.profile, webhook_url=args.webhook_url)
     request_id = accepted["request_id"]
-    console.print(
-        f"request [bold]{request_id}[/bold]: {accepted['products']} products, "
-        f"{accepted['images']} images"
-    )
     if not args.wait:
-        console.print(f"status: {accepted['status_url']}")
+        if args.json:
+            _emit(accepted)
+        else:
+            console.print(_accepted_line(accepted))
+            console.print(plain(f"status: {accepted['status_url']}"))
         return EXIT_OK
-    final = _follow(client, request_id, console)
+    if args.json:  # no bar: one JSON document once the request is final
+        final = _last(client.watch(request_id))
+    else:
+        console.print(_accepted_line(accepted))
+        final = _follow(client, request_id, console)
     if final.status != "completed":
-        console.print(f"[red]request {final.status}[/red]")
+        if args.json:
+            _emit({**accepted, "status": final.status, **_counts(final)})
+        else:
+            console.print(plain(f"request {final.status}", "red"))
         return EXIT_FAILED
     out = args.out or Path(f"imgbatch-{request_id}.csv")
     client.download(request_id, out)
-    console.print(f"result CSV: {out}")
+    if args.json:
+        _emit({**accepted, "status": final.status, **_counts(final), "result_csv": str(out)})
+    else:
+        console.print(f"result CSV: {out}", markup=False)
     return _outcome(final, args.allow_failures)
+
+
+def _accepted_line(accepted: dict[str, Any]) -> Text:
+    return Text.assemble(
+        "request ",
+        plain(accepted["request_id"], "bold"),
+        plain(f": {accepted['products']} products, {accepted['images']} images"),
+    )
+
+
+def _counts(progress: RequestProgress) -> dict[str, int]:
+    return {
+        "images_done": progress.images_done,
+        "images_failed": progress.images_failed,
+        "images_total": progress.images_total,
+    }
+
+
+def _last(updates: Iterator[RequestProgress]) -> RequestProgress:
+    last: RequestProgress | None = None
+    for last in updates:  # noqa: B007 - the loop is the wait; the last update is the answer
+        pass
+    assert last is not None, "watch yields until a final state"
+    return last
 
 
 def _watch(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
-    final = _follow(client, args.request_id, console)
+    if args.json:  # one JSON line per update, for a script to follow
+        final: RequestProgress | None = None
+        for final in client.watch(args.request_id):
+            _emit({"request_id": args.request_id, "status": final.status, **_counts(final)})
+        assert final is not None, "watch yields until a final state"
+    else:
+        final = _follow(client, args.request_id, console)
     if final.status != "completed":
-        console.print(f"[red]request {final.status}[/red]")
+        if not args.json:
+            console.print(plain(f"request {final.status}", "red"))
         return EXIT_FAILED
     return _outcome(final, args.allow_failures)
+
+
+def _list(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
+    body = client.requests(limit=args.limit, offset=args.offset, status=args.status)
+    if args.json:
+        _emit(body)
+        return EXIT_OK
+    if not body["requests"]:
+        console.print("no requests", markup=False)
+        return EXIT_OK
+    table = Table(box=None)
+    # The id is what a person copies into the next command: never cut short.
+    table.add_column("request", no_wrap=True, min_width=32)
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", justify="right", no_wrap=True)
+    table.add_column("images", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    for item in body["requests"]:
+        table.add_row(
+            plain(item["request_id"]),
+            plain(item["status"]),
+            plain(f"{item['progress']} %"),
+            plain(
+                f"{item['images_done']} done, {item['images_failed']} failed, "
+                f"{item['images_total']} in all"
+            ),
+            plain(_minute(item["created_at"])),
+            plain(item.get("file_name") or ""),
+        )
+    console.print(table)
+    if body.get("has_more"):
+        console.print(f"more: --offset {args.offset + args.limit}", markup=False)
+    return EXIT_OK
+
+
+def _minute(timestamp: str) -> str:
+    """An ISO timestamp to the minute, in UTC: enough to tell requests apart."""
+    return datetime.fromisoformat(timestamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _status(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
     body = client.status(args.request_id, limit=1)
+    if args.json:
+        body.pop("products", None)  # one product of a page says nothing about the request
+        _emit(body)
+        return EXIT_OK
+    rows = [
+        ("request", body["request_id"]),
+        ("file", body.get("file_name")),
+        ("status", body["status"]),
+        ("progress", f"{body['progress']} %"),
+        ("products", f"{body['products_done']} of {body['products_total']} finished"),
+        (
+            "images",
+            f"{body['images_done']} done, {body['images_failed']} failed, "
+            f"{body['images_total']} in all",
+        ),
+        ("created", body["created_at"]),
+        ("finished", body.get("completed_at")),
+        ("reason", body.get("failure_reason")),
+    ]
     table = Table(show_header=False, box=None)
-    table.add_row("request", body["request_id"])
-    if body.get("file_name"):
-        table.add_row("file", body["file_name"])
-    table.add_row("status", body["status"])
-    table.add_row("progress", f"{body['progress']} %")
-    table.add_row("products", f"{body['products_done']} of {body['products_total']} finished")
-    table.add_row(
-        "images",
-        f"{body['images_done']} done, {body['images_failed']} failed, "
-        f"{body['images_total']} in all",
-    )
-    table.add_row("created", body["created_at"])
-    if body.get("completed_at"):
-        table.add_row("finished", body["completed_at"])
-    if body.get("failure_reason"):
-        table.add_row("reason", body["failure_reason"])
+    for name, value in rows:
+        if value:
+            table.add_row(name, plain(value))
     console.print(table)
     return EXIT_OK
 
@@ -151,7 +290,58 @@ def _download(client: ImgbatchClient, args: argparse.Namespace, console: Console
     suffix = "-failed" if args.only_failed else ""
     out = args.out or Path(f"imgbatch-{args.request_id}{suffix}.csv")
     size = client.download(args.request_id, out, only_failed=args.only_failed)
-    console.print(f"wrote {out} ({size:,} bytes)")
+    if args.json:
+        _emit({"request_id": args.request_id, "path": str(out), "bytes": size})
+    else:
+        console.print(plain(f"wrote {out} ({size:,} bytes)"))
+    return EXIT_OK
+
+
+def _results(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
+    if args.out is None:  # the records themselves are the output, JSON Lines either way
+        client.results(args.request_id)
+        return EXIT_OK
+    size = client.results(args.request_id, args.out)
+    with args.out.open("rb") as written:
+        records = sum(1 for _ in written)
+    if args.json:
+        _emit(
+            {
+                "request_id": args.request_id,
+                "path": str(args.out),
+                "records": records,
+                "bytes": size,
+            }
+        )
+    else:
+        console.print(plain(f"wrote {args.out} ({records:,} image records, {size:,} bytes)"))
+    return EXIT_OK
+
+
+def _control(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
+    """``retry`` or ``cancel``: both answer with the request's new status."""
+    retry = args.command == "retry"
+    body = (client.retry if retry else client.cancel)(args.request_id)
+    if args.json:
+        _emit(body)
+    elif retry:
+        console.print(
+            plain(
+                f"request {body['request_id']}: {body['products_requeued']} products queued "
+                f"again ({body['status']})"
+            )
+        )
+    else:
+        console.print(plain(f"request {body['request_id']}: {body['status']}"))
+    return EXIT_OK
+
+
+def _delete(client: ImgbatchClient, args: argparse.Namespace, console: Console) -> int:
+    client.delete(args.request_id)
+    if args.json:
+        _emit({"request_id": args.request_id, "deleted": True})
+    else:
+        console.print(plain(f"deleted request {args.request_id}"))
     return EXIT_OK
 
 
@@ -176,7 +366,7 @@ def _follow(client: ImgbatchClient, request_id: str, console: Console) -> Reques
             last = progress
             bar.update(
                 task,
-                description=progress.status,
+                description=escape(clean(progress.status)),
                 total=progress.images_total,
                 completed=progress.finished,
                 done=progress.images_done,
@@ -194,12 +384,14 @@ def _outcome(final: RequestProgress, allow_failures: bool) -> int:
 
 
 def _row_table(errors: RowErrors) -> Table:
-    table = Table(title=str(errors.detail.get("message", "the sheet has invalid rows")))
+    table = Table(title=plain(errors.detail.get("message", "the sheet has invalid rows")))
     table.add_column("line", justify="right")
     table.add_column("column")
     table.add_column("reason")
     for row in errors.rows:
-        table.add_row(str(row.get("line", "")), str(row.get("column") or ""), str(row["reason"]))
+        table.add_row(
+            plain(row.get("line", "")), plain(row.get("column") or ""), plain(row["reason"])
+        )
     if errors.omitted:
         table.caption = f"and {errors.omitted} more"
     return table

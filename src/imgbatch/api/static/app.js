@@ -11,6 +11,7 @@ const FINAL = new Set(["completed", "failed", "cancelled", "expired"]);
 const $ = (id) => document.getElementById(id);
 
 const state = {
+  keyless: false, // the server answers without a key (IMGBATCH_AUTH_DISABLED): none is asked
   requestId: null,
   status: null,
   counts: null,
@@ -45,6 +46,7 @@ async function call(path, options = {}) {
   if (key()) headers.set("Authorization", `Bearer ${key()}`);
   const response = await fetch(path, { ...options, headers });
   if (response.status === 401) {
+    state.keyless = false;
     forgetKey("That key was refused: it is not valid or has been revoked.");
     throw new ApiError(401, "the API key was refused");
   }
@@ -64,11 +66,22 @@ const getJson = async (path) => (await call(path)).json();
 
 // ---- key ---------------------------------------------------------------------------------
 
+// A server with authentication switched off answers a call without a key: then the page shows
+// no key form at all. Any other answer (401, or the server unreachable) asks for a key.
+async function detectKeyless() {
+  if (key()) return;
+  try {
+    state.keyless = (await fetch("/api/requests?limit=1")).ok;
+  } catch {
+    state.keyless = false;
+  }
+}
+
 function showApp() {
-  const has = Boolean(key());
+  const has = Boolean(key()) || state.keyless;
   $("key-section").hidden = has;
   $("app").hidden = !has;
-  $("who").hidden = !has;
+  $("who").hidden = !key();
   if (has) {
     $("key-hint").textContent = "Key kept for this tab";
     loadProfiles();
@@ -167,6 +180,7 @@ async function openRequest(requestId) {
   Object.assign(state, { requestId, offset: 0, lastEventId: null, status: null, counts: null });
   state.latest.clear();
   $("request-section").hidden = false;
+  $("notice").hidden = true;
   $("request-id").textContent = requestId;
   $("request-file").textContent = "";
   $("action-error").textContent = "";
@@ -206,6 +220,7 @@ function render(counts, status) {
   $("download-failed").disabled = !(s === "completed" && failed);
   $("retry").disabled = !(s === "completed" && failed);
   $("cancel").disabled = !(s === "pending" || s === "in_progress");
+  $("delete").disabled = !state.requestId;
 }
 
 function stopStream() {
@@ -405,9 +420,12 @@ function productCard(product) {
   images.className = "images";
   const count = product.input_image_urls?.length ?? product.output_image_urls?.length ?? 0;
   for (let i = 0; i < count; i++) {
-    const cell = document.createElement("figure");
+    // A button: a click (or Enter) on an image opens its record.
+    const cell = document.createElement("button");
+    cell.type = "button";
     cell.className = "image";
-    cell.style.margin = "0";
+    cell.setAttribute("aria-label", `Image ${i + 1} of ${product.product_name ?? "product"}: details`);
+    cell.addEventListener("click", () => showRecord(product.serial_number, i));
     const code = errorCode(product, i);
     const url = picture(product, i);
     if (code) {
@@ -432,10 +450,151 @@ function productCard(product) {
       waiting.textContent = product.status === "processing" ? "working…" : "waiting";
       cell.append(waiting);
     }
+    const warnings = product.images?.[i]?.warnings;
+    if (Array.isArray(warnings) && warnings.length) {
+      const badge = document.createElement("span");
+      badge.className = "warn-badge";
+      badge.textContent = `⚠ ${warnings.length}`;
+      badge.title = warnings.map(warningText).join("\n");
+      cell.append(badge);
+    }
     images.append(cell);
   }
   card.append(title, status, images);
   return card;
+}
+
+// ---- one image's record ------------------------------------------------------------------
+
+// A warning as the record gives it: a kind ("too_small"), or an object naming one.
+function warningText(warning) {
+  if (typeof warning === "string") return warning;
+  const kind = warning?.kind || warning?.code || "warning";
+  return warning?.message ? `${kind}: ${warning.message}` : kind;
+}
+
+const EXIF_LABELS = {
+  make: "Make",
+  model: "Model",
+  lens: "Lens",
+  taken_at: "Taken",
+  orientation: "Orientation",
+  software: "Software",
+  has_gps: "GPS position",
+  latitude: "Latitude",
+  longitude: "Longitude",
+};
+
+const kb = (n) => (n >= 1024 ? `${(n / 1024).toFixed(1)} KB` : `${n} bytes`);
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+// Pairs of [term, value] as a <dl>; values that are null or empty are left out.
+function facts(pairs) {
+  const list = element("dl", undefined, "facts");
+  for (const [term, value] of pairs) {
+    if (value === null || value === undefined || value === "") continue;
+    list.append(element("dt", term));
+    const dd = element("dd");
+    dd.append(value instanceof Node ? value : String(value));
+    list.append(dd);
+  }
+  return list;
+}
+
+// Only http(s) addresses become links: a record's URL is someone else's text.
+function link(url, text) {
+  if (!/^https?:\/\//i.test(url || "")) return element("span", text ?? url ?? "");
+  const a = element("a", text ?? url);
+  a.href = url;
+  a.target = "_blank";
+  a.rel = "noopener noreferrer";
+  return a;
+}
+
+// The record comes fresh from the server: the card's copy may predate a retry or be cut down
+// to what an event carried.
+async function showRecord(serial, index) {
+  const requestId = state.requestId;
+  let product = state.products.get(serial)?.product;
+  const position = [...state.products.keys()].indexOf(serial);
+  try {
+    const body = await getJson(`/api/status/${requestId}?offset=${state.offset + Math.max(0, position)}&limit=1`);
+    product = body.products.find((p) => p.serial_number === serial) || product;
+  } catch (error) {
+    $("action-error").textContent = error.message;
+  }
+  if (!product || requestId !== state.requestId) return;
+  const image = product.images?.[index] || { index, url: product.input_image_urls?.[index], status: "pending" };
+  $("record-title").textContent = `#${product.serial_number} ${product.product_name ?? ""} · image ${index + 1}`;
+  const body = $("record-body");
+  body.replaceChildren();
+  const head = element("div", undefined, "record-status");
+  head.append(element("span", image.status, `badge ${image.status === "done" ? "completed" : image.status}`));
+  const warnings = Array.isArray(image.warnings) ? image.warnings : [];
+  if (warnings.length) head.append(element("span", `⚠ ${plural(warnings.length, "warning")}`, "badge warning"));
+  body.append(head);
+  if (image.error) body.append(element("p", `${image.error.code}: ${image.error.message}`, "error record-error"));
+  if (warnings.length) {
+    const list = element("ul", undefined, "warnings");
+    for (const warning of warnings) list.append(element("li", warningText(warning)));
+    body.append(list);
+  }
+  const preview = picture(product, index);
+  const layout = element("div", undefined, "record-layout");
+  if (preview && !image.error) {
+    const img = element("img");
+    img.src = preview;
+    img.alt = `${product.product_name}, image ${index + 1}`;
+    layout.append(img);
+  }
+  let colour = null;
+  if (image.dominant_color) {
+    colour = element("span", image.dominant_color, "colour");
+    const swatch = element("span", undefined, "swatch");
+    swatch.style.background = /^#[0-9a-f]{3,8}$/i.test(image.dominant_color) ? image.dominant_color : "transparent";
+    colour.prepend(swatch);
+  }
+  const source = image.source;
+  layout.append(
+    facts([
+      ["Source URL", link(image.url)],
+      ["Original", source && `${source.format.toUpperCase()} · ${source.width} × ${source.height} px · ${kb(source.bytes)}`],
+      ["SHA-256", source && element("code", source.sha256)],
+      ["Colour", colour],
+      ["Processed in", image.processing_ms != null ? `${image.processing_ms} ms` : null],
+      ["Reused", image.reused],
+    ]),
+  );
+  body.append(layout);
+  const variants = Object.entries(image.variants || {});
+  if (variants.length) {
+    body.append(element("h3", "Variants"));
+    const table = element("table", undefined, "variants");
+    const headRow = table.createTHead().insertRow();
+    for (const name of ["Variant", "Size", "File"]) headRow.append(Object.assign(element("th", name), { scope: "col" }));
+    const rows = table.createTBody();
+    for (const [name, v] of variants) {
+      const tr = rows.insertRow();
+      tr.insertCell().append(link(v.url, name));
+      tr.insertCell().textContent = `${v.width} × ${v.height} px`;
+      tr.insertCell().textContent = `${v.format.toUpperCase()} · ${kb(v.bytes)}`;
+    }
+    const wrap = element("div", undefined, "table-wrap");
+    wrap.append(table);
+    body.append(wrap);
+  }
+  const exif = Object.entries(image.exif || {}).filter(([, v]) => v !== null && v !== false);
+  if (exif.length) {
+    body.append(element("h3", "EXIF"));
+    body.append(facts(exif.map(([k, v]) => [EXIF_LABELS[k] || k, v === true ? "yes" : v])));
+  }
+  $("record").showModal();
 }
 
 // ---- actions -----------------------------------------------------------------------------
@@ -475,6 +634,39 @@ async function control(action) {
   } catch (error) {
     $("action-error").textContent = error.message;
   }
+}
+
+function askDelete() {
+  $("confirm-id").textContent = state.requestId;
+  const dialog = $("confirm-delete");
+  dialog.returnValue = "";
+  dialog.showModal();
+}
+
+// DELETE /api/requests/{id}: the server cancels a running request first, then removes it.
+async function deleteRequest() {
+  const requestId = state.requestId;
+  $("action-error").textContent = "";
+  $("delete").disabled = true;
+  try {
+    await call(`/api/requests/${requestId}`, { method: "DELETE" });
+  } catch (error) {
+    $("action-error").textContent = error.message;
+    $("delete").disabled = false;
+    return;
+  }
+  if (requestId === state.requestId) {
+    stopStream();
+    Object.assign(state, { requestId: null, status: null, counts: null, lastEventId: null });
+    state.products.clear();
+    state.latest.clear();
+    $("gallery").replaceChildren();
+    $("request-section").hidden = true;
+  }
+  const notice = $("notice");
+  notice.textContent = `Request ${requestId} was deleted.`;
+  notice.hidden = false;
+  loadHistory();
 }
 
 // ---- history -----------------------------------------------------------------------------
@@ -566,8 +758,12 @@ function wire() {
   $("download-failed").addEventListener("click", () => download(true));
   $("retry").addEventListener("click", () => control("retry"));
   $("cancel").addEventListener("click", () => control("cancel"));
+  $("delete").addEventListener("click", askDelete);
+  $("confirm-delete").addEventListener("close", () => {
+    if ($("confirm-delete").returnValue === "delete") deleteRequest();
+  });
   $("refresh-history").addEventListener("click", loadHistory);
-  showApp();
+  detectKeyless().then(showApp);
 }
 
 wire();
