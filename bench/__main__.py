@@ -153,31 +153,27 @@ def main(argv: list[str] | None = None) -> int:
                 profile_dir=None if args.no_profile else RESULTS / "profiles",
             )
             results["status_idle"] = status.serial_latency(bench, results["main"].request_id)
-            print(f"default vs storefront, {args.sweep_products} products each ...", flush=True)
-            results["by_profile"] = [
-                throughput.run_batch(
+
+            def sweep_sheet(label: str, name: str = "default", unique: bool = True) -> Any:
+                """The sweep's sheet on the main batch's worker: by profile, or repeated."""
+                return throughput.run_batch(
                     bench,
-                    f"profile-{name}",
+                    label,
                     args.sweep_products,
                     photos,
                     concurrency=args.concurrency,
                     image_concurrency=args.image_concurrency,
                     timeout=300,
                     profile_name=name,
+                    unique=unique,
                 )
-                for name in ("default", "storefront")
+
+            print(f"default vs storefront, {args.sweep_products} products each ...", flush=True)
+            results["by_profile"] = [
+                sweep_sheet(f"profile-{name}", name) for name in ("default", "storefront")
             ]
             print(f"repeated bytes: {args.sweep_products} products ...", flush=True)
-            results["repeated"] = throughput.run_batch(
-                bench,
-                "repeated",
-                args.sweep_products,
-                photos,
-                concurrency=args.concurrency,
-                image_concurrency=args.image_concurrency,
-                timeout=300,
-                unique=False,
-            )
+            results["repeated"] = sweep_sheet("repeated", unique=False)
             print(f"re-import: {args.reimport_products} products, twice ...", flush=True)
             results["reimport"] = reimport.run(
                 bench, args.reimport_products, photos, timeout=max(120.0, args.budget)

@@ -24,8 +24,6 @@ Per size:
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import tempfile
 import threading
 import time
@@ -224,33 +222,26 @@ def _read_status(bench: Bench, request_id: str) -> tuple[int, int, float]:
 
 
 def _read_csv(bench: Bench, request_id: str) -> tuple[int, int, float]:
-    """The result CSV, streamed and parsed: (data rows, bytes, seconds)."""
-    started = time.perf_counter()
-    size = 0
-    with bench.client.stream("GET", f"/api/download/{request_id}") as response:
-        response.raise_for_status()
-
-        def lines() -> Any:
-            nonlocal size
-            for line in response.iter_lines():
-                size += len(line) + 2
-                yield line
-
-        rows = sum(1 for _ in csv.reader(lines())) - 1  # the header
-    return rows, size, time.perf_counter() - started
+    """The result CSV, streamed: (data rows, bytes, seconds). Rows are counted as line ends
+    (the bench's cells hold none), not parsed: at 100k rows/s the client's own CSV parsing in
+    Python would be what is measured."""
+    rows, size, seconds = _read_lines(bench, f"/api/download/{request_id}")
+    return rows - 1, size, seconds  # the header
 
 
 def _read_jsonl(bench: Bench, request_id: str) -> tuple[int, int, float]:
-    """Every image record, streamed and parsed: (records, bytes, seconds)."""
+    """Every image record, streamed: (records, bytes, seconds); one record per line."""
+    return _read_lines(bench, f"/api/requests/{request_id}/results")
+
+
+def _read_lines(bench: Bench, path: str) -> tuple[int, int, float]:
     started = time.perf_counter()
     rows = size = 0
-    with bench.client.stream("GET", f"/api/requests/{request_id}/results") as response:
+    with bench.client.stream("GET", path) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if line:
-                json.loads(line)
-                rows += 1
-                size += len(line) + 1
+        for chunk in response.iter_bytes():
+            rows += chunk.count(b"\n")  # CSV lines end "\r\n": one "\n" either way
+            size += len(chunk)
     return rows, size, time.perf_counter() - started
 
 
@@ -386,8 +377,7 @@ def target_rows(results: dict[str, Any]) -> list[list[object]]:
     )
     first, last = scale.points[0], scale.points[-1]
     status_min = min(p.status_rows_per_s for p in scale.points)
-    csv_min = min(p.csv_rows_per_s for p in scale.points)
-    jsonl_min = min(p.jsonl_rows_per_s for p in scale.points)
+
     rss_target = f"<= {RSS_FACTOR}x first + {RSS_SLACK_MB:.0f}"
     return [
         [
@@ -414,17 +404,19 @@ def target_rows(results: dict[str, Any]) -> list[list[object]]:
             ">= 20k",
             verdict(status_min >= ROWS_PER_S),
         ],
+        # Issue 23 sets the file rate at the largest request (50k): at 1k rows a download is
+        # ~10 ms, and the request's fixed cost is what a rate over it would measure.
         [
-            "  result CSV (stored file), rows/s (slowest size)",
-            csv_min,
+            f"  result CSV (stored file), rows/s at {last.images:,}",
+            last.csv_rows_per_s,
             ">= 100k",
-            verdict(csv_min >= FILE_ROWS_PER_S),
+            verdict(last.csv_rows_per_s >= FILE_ROWS_PER_S),
         ],
         [
-            "  JSON Lines (stored file), rows/s (slowest size)",
-            jsonl_min,
+            f"  JSON Lines (stored file), rows/s at {last.images:,}",
+            last.jsonl_rows_per_s,
             ">= 100k",
-            verdict(jsonl_min >= FILE_ROWS_PER_S),
+            verdict(last.jsonl_rows_per_s >= FILE_ROWS_PER_S),
         ],
         [
             "  result files stored after completion, s (largest size)",

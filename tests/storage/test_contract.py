@@ -99,6 +99,29 @@ def test_a_put_replaces_the_object_and_its_metadata(backend: Backend) -> None:
     assert backend.read(stored) == [b"second"]
 
 
+def test_a_file_is_put_from_disk_sized_and_read_by_byte_range(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # Larger than one streamed chunk (256 KB), so a range crosses chunk boundaries.
+    data = bytes(range(256)) * 4096 + b"tail"
+    source = tmp_path / "results.csv"
+    source.write_bytes(data)
+    key = backend.key("results/r1/g1/results.csv")
+    backend.run(
+        backend.store.put_file(
+            key, source, content_type="text/csv; charset=utf-8", cache_control="private, no-cache"
+        )
+    )
+    assert backend.run(backend.store.size(key)) == len(data)
+    assert backend.run(backend.store.size(backend.key("results/r1/g1/none.csv"))) is None
+    for first, end in ((0, 10), (1000, 300_000), (len(data) - 4, len(data)), (0, len(data))):
+        stored = backend.run(backend.store.open(key, (first, end)))
+        assert stored is not None
+        assert (stored.size, stored.content_type) == (len(data), "text/csv; charset=utf-8")
+        assert stored.cache_control == "private, no-cache"
+        assert b"".join(backend.read(stored)) == data[first:end], (first, end)
+
+
 def test_missing_objects_are_none_and_folders_are_not_objects(backend: Backend) -> None:
     backend.run(backend.store.put(backend.key("a/b/0.jpg"), b"x", content_type="image/jpeg"))
     for missing in ("nope/0.jpg", "a/b", "a", "a/b/0.jp", "a/b/0.jpg/more"):

@@ -57,6 +57,19 @@ def s3_stack(stack: Stack, seaweedfs: EmbeddedSeaweedFS, s3_settings: Settings) 
         yield running
 
 
+def _expire(settings: Settings, mongo: Database[dict[str, Any]], request_id: str) -> None:
+    """Put the request past its expiry and run the retention sweep once."""
+    mongo["requests"].update_one(
+        {"_id": request_id}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
+    )
+    rt = build_runtime(settings)
+    try:
+        assert rt.run(expire_requests(rt)) >= 1
+    finally:
+        rt.run(rt.client.close())
+        rt.loop.close()
+
+
 def _decoded(response: httpx.Response) -> Image.Image:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/jpeg"
@@ -139,16 +152,7 @@ def test_a_batch_on_s3_is_served_streamed_and_presigned_then_expired(
             assert httpx.get(f"{s3_stack.api_url}{path}").status_code == 404, path
 
         # Retention deletes them from the bucket; neither mode serves them any more.
-        mongo["requests"].update_one(
-            {"_id": request_id},
-            {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
-        )
-        rt = build_runtime(settings)
-        try:
-            assert rt.run(expire_requests(rt)) >= 1
-        finally:
-            rt.run(rt.client.close())
-            rt.loop.close()
+        _expire(settings, mongo, request_id)
         assert not any(asyncio.run(store.exists(key)) for key in keys)
         for key in keys:
             assert api.get(f"/media/{key}").status_code == 404
@@ -190,15 +194,7 @@ def test_result_files_are_stored_in_the_bucket_served_by_range_and_expired(
         failed = api.get(f"/api/download/{request_id}", params={"only": "failed"})
         assert failed.text.splitlines()[1:] == [f"2,Two,{origin.url('/status/404')}"]
 
-    mongo["requests"].update_one(
-        {"_id": request_id}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
-    )
-    rt = build_runtime(settings)
-    try:
-        assert rt.run(expire_requests(rt)) >= 1
-    finally:
-        rt.run(rt.client.close())
-        rt.loop.close()
+    _expire(settings, mongo, request_id)
     assert asyncio.run(store.exists(key)) is False
 
 

@@ -165,7 +165,6 @@ async def list_requests(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}}},
-        206: {"description": "The bytes a `Range` header asked for"},
         304: {"description": "`If-None-Match` names the current ETag: unchanged"},
         **errors(*OWNED_REQUEST, Conflict, RangeNotSatisfiable),
     },
@@ -181,6 +180,12 @@ async def download_results(
         Query(description="`failed`: only rows with a failed image, in the input's columns"),
     ] = None,
 ) -> Response:
+    """The result CSV of a completed request (or only its failed rows, in the input's columns).
+
+    Streamed from the file stored at completion: `ETag` (`If-None-Match` gets 304),
+    `Content-Length`, and `Range` (206 with those bytes, 416 past the end); until the file is
+    stored, the same bytes are rendered live, without length or ranges.
+    """
     request_id = record.id
     if record.status != RequestStatus.COMPLETED:
         raise Conflict(
@@ -203,7 +208,6 @@ async def download_results(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/x-ndjson": {}}},
-        206: {"description": "Completed requests: the bytes a `Range` header asked for"},
         304: {"description": "Completed requests: `If-None-Match` names the current ETag"},
         **errors(*OWNED_REQUEST, RangeNotSatisfiable),
     },
@@ -218,8 +222,8 @@ async def request_results(
     """Every image record of the request, one JSON object per line, in input order.
 
     Streamed, so memory stays flat however large the request; records of images not done yet
-    say ``pending``. A completed request's file comes from the media store, with an ETag and
-    byte ranges.
+    say ``pending``. A completed request's file comes from the media store, with an ETag (304)
+    and byte ranges (206, 416), as the result CSV's.
     """
     disposition = f'inline; filename="imgbatch-{record.id}.jsonl"'
     if record.status != RequestStatus.COMPLETED:

@@ -174,8 +174,11 @@ class SheetReader:
             problems.append((NAME_COLUMN, "product name is empty"))
 
         urls = check_urls(cell(layout.urls), self._limits, problems)
-        extra = {column: cells[index] for index, column in layout.extras if cell(index)}
-        extra_bytes = sum(utf8_length(k) + utf8_length(v) for k, v in extra.items())
+        extra: dict[str, str] = {}
+        extra_bytes = 0
+        if layout.extras:  # most sheets have none: no comprehension and sum per row for them
+            extra = {column: cells[index] for index, column in layout.extras if cell(index)}
+            extra_bytes = sum(utf8_length(k) + utf8_length(v) for k, v in extra.items())
         if extra_bytes > self._limits.max_extra_bytes:
             problems.append(
                 (

@@ -42,35 +42,24 @@ class LocalMediaStore:
     async def put(
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        meta = json.dumps({"content_type": content_type, "cache_control": cache_control})
-        await asyncio.to_thread(self._write, self._path(key), data, meta.encode())
-
-    @staticmethod
-    def _write(target: Path, data: bytes, meta: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Metadata first: a crash between the two leaves no object, never one without its type.
-        _replace(_meta_path(target), meta)
-        _replace(target, data)
+        await asyncio.to_thread(
+            self._write, self._path(key), data, _meta(content_type, cache_control)
+        )
 
     async def put_file(
         self, key: str, path: Path, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        meta = json.dumps({"content_type": content_type, "cache_control": cache_control})
-        await asyncio.to_thread(self._write_file, self._path(key), path, meta.encode())
+        await asyncio.to_thread(
+            self._write, self._path(key), path, _meta(content_type, cache_control)
+        )
 
     @staticmethod
-    def _write_file(target: Path, source: Path, meta: bytes) -> None:
+    def _write(target: Path, data: bytes | Path, meta: bytes) -> None:
+        """``data``, or the file at that path, copied in pieces (result files are large)."""
         target.parent.mkdir(parents=True, exist_ok=True)
+        # Metadata first: a crash between the two leaves no object, never one without its type.
         _replace(_meta_path(target), meta)
-        # Copied next to the target, then renamed: readers never see half a file.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle, source.open("rb") as original:
-                shutil.copyfileobj(original, handle, _CHUNK)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _replace(target, data)
 
     async def get(self, key: str) -> bytes | None:
         path = self._path(key)
@@ -123,12 +112,20 @@ class LocalMediaStore:
         return None  # a disk has no URL of its own: /media streams it
 
 
-def _replace(target: Path, data: bytes) -> None:
+def _meta(content_type: str, cache_control: str | None) -> bytes:
+    return json.dumps({"content_type": content_type, "cache_control": cache_control}).encode()
+
+
+def _replace(target: Path, data: bytes | Path) -> None:
     """Write then rename, so a reader (or a crash) never sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, Path):
+                with data.open("rb") as source:
+                    shutil.copyfileobj(source, handle, _CHUNK)
+            else:
+                handle.write(data)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -77,9 +77,7 @@ class S3MediaStore:
     async def put(
         self, key: str, data: bytes, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        attributes: Attributes = {"Content-Type": content_type}
-        if cache_control:
-            attributes["Cache-Control"] = cache_control
+        attributes = _attributes(content_type, cache_control)
         # One PUT, never a multipart upload: outputs are a few MB at most, and an aborted
         # multipart upload would leave invisible parts behind in the bucket.
         await obstore.put_async(
@@ -89,9 +87,7 @@ class S3MediaStore:
     async def put_file(
         self, key: str, path: Path, *, content_type: str, cache_control: str | None = None
     ) -> None:
-        attributes: Attributes = {"Content-Type": content_type}
-        if cache_control:
-            attributes["Cache-Control"] = cache_control
+        attributes = _attributes(content_type, cache_control)
         # Multipart above obstore's chunk size: a result file may be hundreds of MB, more than
         # one PUT should carry; parts of an aborted upload are removed by the bucket's
         # lifecycle rule for incomplete uploads (docs: operating).
@@ -146,3 +142,10 @@ class S3MediaStore:
         return await obstore.sign_async(
             self.store, "GET", check_public_key(key), timedelta(seconds=expires_in)
         )
+
+
+def _attributes(content_type: str, cache_control: str | None) -> Attributes:
+    attributes: Attributes = {"Content-Type": content_type}
+    if cache_control:
+        attributes["Cache-Control"] = cache_control
+    return attributes
