@@ -44,6 +44,13 @@ STACK_ENV = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # `make fuzz` raises it; the suite's own run stays within its time (tests/api/test_fuzz.py).
+    parser.addoption(
+        "--fuzz-examples", default="6", help="examples per operation for the API fuzzer"
+    )
+
+
 @pytest.fixture(scope="session")
 def origin() -> Iterator[Origin]:
     with Origin(CORPUS) as served:

@@ -16,7 +16,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/status/{request_id}"): OWNED | {422},
     ("get", "/api/download/{request_id}"): OWNED | {409},
     ("get", "/api/requests"): {401, 422},
-    ("get", "/api/requests/{request_id}/events"): OWNED,
+    ("get", "/api/requests/{request_id}/events"): OWNED | {429, 503},
     ("get", "/api/requests/{request_id}/results"): OWNED,
     ("get", "/api/requests/{request_id}/audit"): OWNED,
     ("post", "/api/requests/{request_id}/retry"): OWNED | {409, 429},

@@ -170,6 +170,14 @@ def test_429_retry_after_seconds_is_honoured(origin: Origin) -> None:
     assert elapsed >= 0.9  # waited for Retry-After, not the 10 ms backoff
 
 
+# "²" as the origin sends it in Latin-1, and as UTF-8 bytes (what the Latin-1 "Â²" encodes to).
+@pytest.mark.parametrize("hint", ["\u00b2", "\u00c2\u00b2"], ids=["latin-1", "utf-8"])
+def test_a_non_ascii_digit_retry_after_is_ignored_not_a_crash(origin: Origin, hint: str) -> None:
+    error = failure(origin.url(f"/status/503?retry_after={quote(hint)}"))
+    assert error.code is ImageErrorCode.HTTP_ERROR
+    assert error.message == "HTTP 503 after 3 attempts"
+
+
 def test_retry_after_http_date_is_honoured(origin: Origin) -> None:
     policy = dataclasses.replace(POLICY, attempts=2, backoff_max=5.0)
     when = email.utils.formatdate(time.time() + 2, usegmt=True)  # 1-2 s away (1 s resolution)

@@ -1,7 +1,7 @@
 """Single-image jobs: ``POST /api/images`` (one uploaded image) and ``GET /api/images/{id}``.
 
 A job is an ordinary request of one product, so status, download, retry, cancel and webhooks
-all work unchanged. The body gets the upload guards (``api.upload_guard``: the key before a
+all work unchanged. The body gets the upload guards (``api.body_guard``: the key before a
 byte is read, ``MAX_IMAGE_BYTES``). The original is checked at the door (magic bytes, header
 pixel count, a JPEG's scan count: a 422 before any job exists), then kept in temporary storage
 under ``tmp/`` (never served, streamed or presigned) until the job has been final for

@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import DeliveriesDep, ProductsDep, RequestsDep, SettingsDep, StateDep
 from imgbatch.api.openapi import OWNED_REQUEST, errors
+from imgbatch.api.paging import Offset
 from imgbatch.api.schemas import (
     ImageErrorView,
     ProductView,
@@ -80,7 +81,7 @@ async def request_status(
     products: ProductsDep,
     deliveries: DeliveriesDep,
     state: StateDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     # Pollers ask many times a second; counters only move forward, so a second-old answer is
@@ -158,7 +159,7 @@ def _summary(record: RequestRecord) -> RequestSummaryView:
 async def list_requests(
     owner: OwnerDep,
     requests: RequestsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: RequestStatus | None = None,
 ) -> RequestListView:

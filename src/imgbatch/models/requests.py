@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo import ReturnDocument
 
+from imgbatch.core.text import strip_control_characters
 from imgbatch.imaging.profiles import Profile
 from imgbatch.models.db import REQUESTS, Database, Document
 
@@ -87,6 +88,13 @@ class RequestRecord(BaseModel):
     temp_key: str | None = None
     # The uploaded file's name as the client sent it, so a person can tell requests apart.
     file_name: str | None = None
+
+    @field_validator("file_name")
+    @classmethod
+    def _printable_file_name(cls, value: str | None) -> str | None:
+        # Stored and read through here, for sheets and images alike: a name sent with ESC
+        # sequences must not reach a terminal (`imgbatch status`), a page or a log as sent.
+        return (strip_control_characters(value) or None) if value is not None else None
 
     def is_expired(self, at: datetime) -> bool:
         """Past its retention: from ``expires_at`` on, whether or not the sweeper has deleted
