@@ -47,7 +47,7 @@ STACK_ENV = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     # `make fuzz` raises it; the suite's own run stays within its time (tests/api/test_fuzz.py).
     parser.addoption(
-        "--fuzz-examples", default="6", help="examples per operation for the API fuzzer"
+        "--fuzz-examples", default="4", help="examples per operation for the API fuzzer"
     )
 
 

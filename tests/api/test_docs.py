@@ -9,8 +9,8 @@ import httpx
 
 OWNED = {401, 404, 410}
 EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
-    ("post", "/api/upload"): {401, 409, 413, 422, 429},
-    ("post", "/api/images"): {401, 409, 413, 422, 429},
+    ("post", "/api/upload"): {400, 401, 409, 413, 422, 429},
+    ("post", "/api/images"): {400, 401, 409, 413, 422, 429},
     ("get", "/api/images/{request_id}"): OWNED,
     ("get", "/api/profiles"): {401},
     ("get", "/api/status/{request_id}"): OWNED | {422},
@@ -22,7 +22,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/api/requests/{request_id}/retry"): OWNED | {409, 429},
     ("post", "/api/requests/{request_id}/cancel"): OWNED | {409},
     ("get", "/api/stats"): {401},
-    ("post", "/api/webhooks"): {401, 409, 422},
+    ("post", "/api/webhooks"): {400, 401, 409, 413, 422},
     ("get", "/api/webhooks"): {401},
     ("get", "/api/webhooks/{subscriber_id}"): {401, 404},
     ("delete", "/api/webhooks/{subscriber_id}"): {401, 404},

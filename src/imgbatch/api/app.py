@@ -37,7 +37,6 @@ from imgbatch.api.feeds import EventHub
 from imgbatch.api.observability import HttpObservability, bind_request_id
 from imgbatch.api.openapi import add_links
 from imgbatch.api.ratelimits import RateLimitHeaders
-from imgbatch.api.security_headers import SecurityHeaders
 from imgbatch.core.errors import ImgbatchError
 from imgbatch.core.logs import configure_logging, log_event
 from imgbatch.core.settings import Settings, get_settings
@@ -105,14 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(bind_request_id)],
     )
     app.add_middleware(RateLimitHeaders)
-    # Starlette runs the middleware added last first: the declared size is checked, then the
-    # key, and only then may a parser read a byte of the body (and never more than the cap).
-    app.add_middleware(AuthBeforeBody)
+    # Starlette runs the middleware added last first: the key is checked, then the size (an
+    # upload route's own cap, MAX_BODY_BYTES for any other), and only then may a parser read a
+    # byte of the body, never more than the cap.
     app.add_middleware(
         BodySizeLimit, uploads=upload_limits(settings), default=settings.max_body_bytes
     )
-    app.add_middleware(SecurityHeaders)
-    # Outermost: it times and logs the whole request, the guards' 401s and 413s included.
+    app.add_middleware(AuthBeforeBody)
+    # Outermost: it times and logs the whole request, the guards' 401s and 413s included, and
+    # gives every answer its X-Request-ID and nosniff.
     app.add_middleware(HttpObservability)
     modules = (
         uploads,

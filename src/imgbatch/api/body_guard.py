@@ -5,11 +5,12 @@ route's dependencies, so a dependency cannot stop a 50 MB body from being receiv
 and parsed for a caller without a key. These ASGI middlewares can: they see the request head
 first and answer without ever calling ``receive``.
 
-* :class:`BodySizeLimit` (outermost): a 413 from ``Content-Length`` before anything else, or as
-  soon as a chunked body passes the path's cap: an upload route's own (a sheet's
-  ``MAX_CSV_BYTES``, an image's ``MAX_IMAGE_BYTES``), every other route ``MAX_BODY_BYTES``.
-* :class:`AuthBeforeBody`: no valid API key is a 401 on every route that needs one (the route's
-  own dependency then reuses the owner it found instead of looking the key up again).
+* :class:`AuthBeforeBody` (outermost): no valid API key is a 401 on every route that needs one
+  (the route's own dependency then reuses the owner it found instead of looking the key up
+  again).
+* :class:`BodySizeLimit`: a 413 from ``Content-Length`` before a byte is read, or as soon as a
+  chunked body passes the path's cap: an upload route's own (a sheet's ``MAX_CSV_BYTES``, an
+  image's ``MAX_IMAGE_BYTES``), every other route ``MAX_BODY_BYTES``.
 
 A new upload route goes into :func:`upload_limits`; every other route is capped and guarded
 without being named.

@@ -32,7 +32,7 @@ from imgbatch.api.deps import (
     StateDep,
     choose_profile,
 )
-from imgbatch.api.openapi import OWNED_REQUEST, errors
+from imgbatch.api.openapi import OWNED_REQUEST, WITH_BODY, errors
 from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.requests import get_owned_request
 from imgbatch.api.schemas import SingleImageView, UploadAccepted
@@ -73,7 +73,7 @@ UPLOAD_SCHEME = "upload:"
     PATH,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+    responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity, TooManyRequests),
 )
 async def submit_image(
     request: Request,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from imgbatch.api.auth import Unauthorized
-from imgbatch.core.errors import Gone, ImgbatchError, NotFound
+from imgbatch.core.errors import BadRequest, Gone, ImgbatchError, NotFound, PayloadTooLarge
 
 
 def errors(*classes: type[ImgbatchError]) -> dict[int | str, dict[str, Any]]:
@@ -23,6 +23,8 @@ def errors(*classes: type[ImgbatchError]) -> dict[int | str, dict[str, Any]]:
 
 # Reading one of the caller's requests: no key, someone else's or unknown, expired.
 OWNED_REQUEST = (Unauthorized, NotFound, Gone)
+# Any route that reads a body: one that does not parse (Starlette's own 400), or past its cap.
+WITH_BODY = (BadRequest, PayloadTooLarge)
 
 
 # OpenAPI links: which later calls an answer's ids feed (Swagger UI shows them; API fuzzers

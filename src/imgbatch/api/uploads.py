@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 from imgbatch.api.accepting import accepted, audit_upload, dispatch_new, once
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import IdempotencyDep, ProfilesDep, ServicesDep, StateDep, choose_profile
-from imgbatch.api.openapi import errors
+from imgbatch.api.openapi import WITH_BODY, errors
 from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import UploadAccepted
-from imgbatch.core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
+from imgbatch.core.errors import Conflict, UnprocessableEntity
 from imgbatch.core.logs import log_event, redact_url
 from imgbatch.domain.services import Services
 from imgbatch.domain.webhook_signing import new_secret
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
     "/api/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+    responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity, TooManyRequests),
 )
 async def upload(
     request: Request,

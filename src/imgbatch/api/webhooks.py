@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import DeliveriesDep, ServicesDep, SettingsDep, SubscribersDep, TasksDep
-from imgbatch.api.openapi import errors
+from imgbatch.api.openapi import WITH_BODY, errors
 from imgbatch.api.paging import Offset
 from imgbatch.api.schemas import RequestWebhookView, WebhookAttemptView
 from imgbatch.core.errors import Conflict, NotFound, UnprocessableEntity
@@ -153,7 +153,7 @@ async def _owned(
     "/api/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriberCreated,
-    responses=errors(Unauthorized, Conflict, UnprocessableEntity),
+    responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity),
 )
 async def create_subscriber(
     body: SubscriberCreate, owner: OwnerDep, settings: SettingsDep, services: ServicesDep
