@@ -33,8 +33,9 @@ router = APIRouter(tags=["requests"])
 REPLAY_SLACK = timedelta(seconds=5)
 RECONNECT_MS = 1000  # the `retry:` hint for EventSource clients
 # How often an open stream asks whether its key still holds: the key cache's lifetime (a
-# revocation empties that cache at once in every process), but never a busy loop.
-_MIN_KEY_CHECK_SECONDS = 0.25
+# revocation empties that cache at once in every process), and at most once a second: with
+# KEY_CACHE_SECONDS=0 each check is a MongoDB read, for every open stream.
+_MIN_KEY_CHECK_SECONDS = 1.0
 
 KeyCheck = Callable[[], Awaitable[bool]]
 
