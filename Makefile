@@ -60,6 +60,12 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
+# The API fuzzer of the suite (tests/api/test_fuzz.py), with many more examples per operation:
+# `make fuzz FUZZ_EXAMPLES=2000` for a longer run.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest tests/api/test_fuzz.py --fuzz-examples=$(FUZZ_EXAMPLES) --timeout=0 -v
+
 lint: $(STAMP)
 	$(UV) lock --check --offline --python $(PYTHON)
 	$(BIN)/ruff check .

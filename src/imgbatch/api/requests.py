@@ -24,6 +24,7 @@ from imgbatch.api.deps import (
     get_owned_request,
 )
 from imgbatch.api.openapi import OWNED_REQUEST, errors
+from imgbatch.api.paging import Offset
 from imgbatch.api.schemas import (
     ImageErrorView,
     ProductView,
@@ -77,7 +78,7 @@ async def request_status(
     products: ProductsDep,
     deliveries: DeliveriesDep,
     state: StateDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     # Pollers ask many times a second; counters only move forward, so a second-old answer is
@@ -156,7 +157,7 @@ def _summary(record: RequestRecord) -> RequestSummaryView:
 async def list_requests(
     owner: OwnerDep,
     requests: RequestsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: RequestStatus | None = None,
 ) -> RequestListView:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from imgbatch.api.cache import STATUS_CACHE_BYTES, STATUS_STALE_SECONDS, TTLCache
 from imgbatch.api.feeds import EventHub
+from imgbatch.api.streams import StreamLimits
 from imgbatch.core.settings import Settings
 from imgbatch.domain.events import KEY_REVOKED, REQUEST_CHANGED
 from imgbatch.domain.services import Services
@@ -41,6 +42,8 @@ class AppState:
     # The workers that answered the last ping (GET /api/stats): a ping holds a thread for a
     # second, so stats callers share one every few seconds.
     workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
+    # The event streams this process serves, by owner; see api/streams.py.
+    streams: StreamLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.status_cache = TTLCache(
@@ -50,6 +53,7 @@ class AppState:
             max_weight=STATUS_CACHE_BYTES,
         )
         self.key_cache = TTLCache(ttl=self.settings.key_cache_seconds)
+        self.streams = StreamLimits(self.settings)
 
     def forget(self, change: dict[str, Any]) -> None:
         """Apply a notice from CHANGES_CHANNEL (domain.events), from this process or another.
