@@ -87,6 +87,12 @@ test: $(TESTING) browser
 test-fast: $(TESTING)
 	$(BIN)/python -m pytest -m "not stack and not packaging"
 
+# The API fuzzer of the suite (tests/api/test_fuzz.py), with many more examples per operation:
+# `make fuzz FUZZ_EXAMPLES=2000` for a longer run.
+FUZZ_EXAMPLES ?= 300
+fuzz: $(TESTING) browser
+	$(BIN)/python -m pytest tests/api/test_fuzz.py --fuzz-examples=$(FUZZ_EXAMPLES) --timeout=0 -v
+
 lint: $(LINTING)
 	$(UV) lock --check --offline --python $(PYTHON)
 	$(BIN)/ruff check .

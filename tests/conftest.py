@@ -21,6 +21,7 @@ from imgbatch.storage.buckets import ensure_bucket
 from imgbatch.worker.runtime import WorkerRuntime
 from tests.support.inprocess import isolated_runtime
 from tests.support.keys import new_key
+from tests.support.listeners import Listener
 from tests.support.logs import JSON_LOGS
 from tests.support.origin import Origin
 from tests.support.stacks import serving, side_api, sync_db
@@ -42,6 +43,23 @@ STACK_ENV = {
     "IMGBATCH_RATE_LIMIT_UPLOADS": "100000",
     "IMGBATCH_MAX_REQUESTS_IN_FLIGHT": "100000",
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # `make fuzz` raises it; the suite's own run stays within its time (tests/api/test_fuzz.py).
+    parser.addoption(
+        "--fuzz-examples", default="4", help="examples per operation for the API fuzzer"
+    )
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A TCP listener that a refused target must never reach (netguard, downloads)."""
+    running = Listener()
+    try:
+        yield running
+    finally:
+        running.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,22 +9,22 @@ import httpx
 
 OWNED = {401, 404, 410}
 EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
-    ("post", "/api/upload"): {401, 409, 413, 422, 429},
-    ("post", "/api/images"): {401, 409, 413, 422, 429},
+    ("post", "/api/upload"): {400, 401, 409, 413, 422, 429},
+    ("post", "/api/images"): {400, 401, 409, 413, 422, 429},
     ("get", "/api/images/{request_id}"): OWNED,
     ("get", "/api/profiles"): {401},
     ("get", "/api/status/{request_id}"): OWNED | {422},
     # 416: a Range past the end of the stored result file.
     ("get", "/api/download/{request_id}"): OWNED | {409, 416},
     ("get", "/api/requests"): {401, 422},
-    ("get", "/api/requests/{request_id}/events"): OWNED,
+    ("get", "/api/requests/{request_id}/events"): OWNED | {429, 503},
     ("get", "/api/requests/{request_id}/results"): OWNED | {416},
     ("get", "/api/requests/{request_id}/audit"): OWNED,
     ("post", "/api/requests/{request_id}/retry"): OWNED | {409, 429},
     ("post", "/api/requests/{request_id}/cancel"): OWNED | {409},
     ("delete", "/api/requests/{request_id}"): {401, 404},
     ("get", "/api/stats"): {401},
-    ("post", "/api/webhooks"): {401, 409, 422},
+    ("post", "/api/webhooks"): {400, 401, 409, 413, 422},
     ("get", "/api/webhooks"): {401},
     ("get", "/api/webhooks/{subscriber_id}"): {401, 404},
     ("delete", "/api/webhooks/{subscriber_id}"): {401, 404},

@@ -250,6 +250,21 @@ def test_retry_after_on_429_is_honoured(hooks_api: httpx.Client, origin: Origin)
     assert second - first >= timedelta(seconds=3)
 
 
+def test_an_attempt_is_recorded_whatever_retry_after_says(
+    hooks_api: httpx.Client, origin: Origin
+) -> None:
+    with Receiver() as receiver:
+        receiver.script("/odd", [Reply(503, {"Retry-After": "\u00b2"}), 200])
+        subscriber = subscribe(hooks_api, receiver.url("/odd"))
+        request_id = complete_request(hooks_api, origin)["request_id"]
+        delivery = delivery_for(hooks_api, subscriber["id"], request_id)
+        assert len(receiver.arrivals("/odd")) == 2
+    # The odd hint is no hint: the 503 is recorded and retried on the schedule, once.
+    assert delivery["state"] == "delivered"
+    assert [a["status_code"] for a in delivery["log"]] == [503, 200]
+    assert delivery["attempts"] == 2
+
+
 def test_rotation_sends_both_signatures_during_the_overlap(
     hooks_api: httpx.Client, origin: Origin
 ) -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import email.utils
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from imgbatch.worker.downloads import (
     download_client,
 )
 from imgbatch.worker.downloads import fetch as fetch_url
+from tests.support.listeners import Listener
 from tests.support.origin import Origin
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
@@ -170,6 +170,14 @@ def test_429_retry_after_seconds_is_honoured(origin: Origin) -> None:
     assert elapsed >= 0.9  # waited for Retry-After, not the 10 ms backoff
 
 
+# "²" as the origin sends it in Latin-1, and as UTF-8 bytes (what the Latin-1 "Â²" encodes to).
+@pytest.mark.parametrize("hint", ["\u00b2", "\u00c2\u00b2"], ids=["latin-1", "utf-8"])
+def test_a_non_ascii_digit_retry_after_is_ignored_not_a_crash(origin: Origin, hint: str) -> None:
+    error = failure(origin.url(f"/status/503?retry_after={quote(hint)}"))
+    assert error.code is ImageErrorCode.HTTP_ERROR
+    assert error.message == "HTTP 503 after 3 attempts"
+
+
 def test_retry_after_http_date_is_honoured(origin: Origin) -> None:
     policy = dataclasses.replace(POLICY, attempts=2, backoff_max=5.0)
     when = email.utils.formatdate(time.time() + 2, usegmt=True)  # 1-2 s away (1 s resolution)
@@ -217,46 +225,6 @@ def test_every_redirect_status_is_followed(origin: Origin, code: int) -> None:
 
 def test_relative_location(origin: Origin) -> None:
     assert fetch(origin.url("/redirect?to=%2Fimg%2Fchelsea.jpg")) == CHELSEA
-
-
-class Listener:
-    """Counts TCP connections; must stay at zero when a hop is refused."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.05)
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[Listener]:
-    running = Listener()
-    try:
-        yield running
-    finally:
-        running.close()
 
 
 def test_redirect_to_a_port_not_allowed_is_blocked(origin: Origin, listener: Listener) -> None:

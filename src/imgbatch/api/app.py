@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -16,6 +17,7 @@ import imgbatch.core.metrics  # noqa: F401
 from imgbatch.api import (
     audit,
     controls,
+    docs,
     events,
     health,
     images,
@@ -28,12 +30,13 @@ from imgbatch.api import (
     uploads,
     webhooks,
 )
+from imgbatch.api.body_guard import AuthBeforeBody, BodySizeLimit, upload_limits
 from imgbatch.api.errors import database_unavailable, error_response
 from imgbatch.api.feeds import EventHub
 from imgbatch.api.observability import HttpObservability, bind_request_id
+from imgbatch.api.openapi import add_links
 from imgbatch.api.ratelimits import RateLimitHeaders
 from imgbatch.api.state import AppState
-from imgbatch.api.upload_guard import UPLOAD_PATHS, UploadAuthGuard, UploadSizeLimit, upload_limits
 from imgbatch.core.errors import ImgbatchError
 from imgbatch.core.logs import configure_logging, log_event
 from imgbatch.core.settings import Settings, get_settings
@@ -95,15 +98,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="imgbatch",
         version="0.1.0",
+        # Served by api/docs.py from packaged files instead of FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         lifespan=lifespan,
         dependencies=[Depends(bind_request_id)],
     )
     app.add_middleware(RateLimitHeaders)
-    # Starlette runs the middleware added last first: the key is checked, then the size (each
-    # upload route's own cap), and only then may the form parser read a byte of the body.
-    app.add_middleware(UploadSizeLimit, limits=upload_limits(settings))
-    app.add_middleware(UploadAuthGuard, paths=UPLOAD_PATHS)
-    # Outermost: it times and logs the whole request, the guards' 401s and 413s included.
+    # Starlette runs the middleware added last first: the key is checked, then the size (an
+    # upload route's own cap, MAX_BODY_BYTES for any other), and only then may a parser read a
+    # byte of the body, never more than the cap.
+    app.add_middleware(
+        BodySizeLimit, uploads=upload_limits(settings), default=settings.max_body_bytes
+    )
+    app.add_middleware(AuthBeforeBody)
+    # Outermost: it times and logs the whole request, the guards' 401s and 413s included, and
+    # gives every answer its X-Request-ID and nosniff.
     app.add_middleware(HttpObservability)
     modules = (
         uploads,
@@ -119,10 +129,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         metrics,
         page,
+        docs,
     )
     for module in modules:
         app.include_router(module.router)
     app.mount("/static", page.static_files(), name="static")
+    app.openapi = _with_links(app)  # type: ignore[method-assign]  # FastAPI documents this
+    app.mount(docs.DOCS_STATIC, docs.static_files(), name="static-docs")
 
     @app.exception_handler(ImgbatchError)
     async def imgbatch_error(_: Request, exc: ImgbatchError) -> JSONResponse:
@@ -138,3 +151,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app
+
+
+def _with_links(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_links(generate())
+        return app.openapi_schema
+
+    return openapi

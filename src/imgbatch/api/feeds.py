@@ -8,7 +8,8 @@ How (docs/live-events.md has the contract):
   of that request's subscribers: 200 browsers on one request cost one channel subscription and
   one MongoDB read per wake-up, not 200.
 - A notice only wakes the feed: the feed then reads the request document, the source of truth,
-  at most every 250 ms (at once for a status change), and also every ``events_poll_seconds``
+  at most every 250 ms (at once for a status change; a new subscriber gets the last read at once
+  and waits its turn for the next), and also every ``events_poll_seconds``
   when no notice comes, because pub/sub drops messages. So a stream always ends with the right
   final state, and one opened after the end gets it at once. Product notices carry their
   payload and are passed on as they arrive.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -64,6 +66,11 @@ _RANK = {
 FINAL_STATUSES = (RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.CANCELLED)
 
 
+# Four runs of ASCII digits: counters up to 10**12, a time up to the year 9999 in milliseconds.
+_CURSOR = re.compile(r"([0-9]{1,12})\.([0-9])\.([0-9]{1,12})\.([0-9]{1,14})", re.ASCII)
+_MAX_AT_MS = int(datetime(9999, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 @dataclass(frozen=True)
 class Cursor:
     """A position in a request's life; see the module docstring."""
@@ -78,10 +85,15 @@ class Cursor:
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor | None:
-        try:
-            epoch, rank, finished, at_ms = (int(part) for part in (text or "").split("."))
-        except ValueError:
-            return None  # not one of ours: start from scratch
+        """The cursor in a ``Last-Event-ID``, or None for anything that is not one of ours
+        within bounds (the stream then starts from scratch): the header is the client's, and
+        ``int()`` alone takes signs, underscores, non-ASCII digits and years past 9999."""
+        match = _CURSOR.fullmatch(text or "")
+        if match is None:
+            return None
+        epoch, rank, finished, at_ms = (int(part) for part in match.groups())
+        if at_ms > _MAX_AT_MS:
+            return None
         return cls(epoch, rank, finished, at_ms)
 
     @classmethod
@@ -255,7 +267,7 @@ class RequestFeed:
         self._wake = asyncio.Event()
         self._urgent = False
         self._last_read = -1.0e9
-        self._cursor: Cursor | None = None
+        self._snapshot: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -269,17 +281,22 @@ class RequestFeed:
 
     def join(self, subscription: Subscription) -> None:
         self.subscribers.add(subscription)
-        self._refresh(urgent=True)  # a new subscriber wants the state now
+        # A new subscriber gets the state this feed last read at once, from memory, and a
+        # fresh read through the same throttle as any other wake-up: subscribing in a loop
+        # must not turn into a MongoDB read per connection.
+        if self._snapshot is not None:
+            subscription.put(self._snapshot)
+        self._refresh(urgent=False)
 
     def leave(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
 
     def notice(self, notice: dict[str, Any]) -> None:
         kind = notice.get("kind")
-        if kind == PRODUCT and self._cursor is not None:
+        if kind == PRODUCT and self._snapshot is not None:
             event = _product_event(
                 self._settings,
-                self._cursor,
+                self._snapshot.cursor,
                 int(notice["serial_number"]),
                 str(notice["status"]),
                 list(notice.get("output_keys", [])),
@@ -321,7 +338,7 @@ class RequestFeed:
             if record is None:  # purged: nothing more will ever happen to it
                 record = _expired_placeholder(self.request_id)
             snapshot = Snapshot(record)
-            self._cursor = snapshot.cursor
+            self._snapshot = snapshot
             for subscriber in self.subscribers:
                 subscriber.put(snapshot)
 

@@ -1,7 +1,7 @@
 """Single-image jobs: ``POST /api/images`` (one uploaded image) and ``GET /api/images/{id}``.
 
 A job is an ordinary request of one product, so status, download, retry, cancel and webhooks
-all work unchanged. The body gets the upload guards (``api.upload_guard``: the key before a
+all work unchanged. The body gets the upload guards (``api.body_guard``: the key before a
 byte is read, ``MAX_IMAGE_BYTES``). The original is checked at the door (magic bytes, header
 pixel count, a JPEG's scan count: a 422 before any job exists), then kept in temporary storage
 under ``tmp/`` (never served, streamed or presigned) until the job has been final for
@@ -28,7 +28,7 @@ from imgbatch.api.deps import (
     StateDep,
     choose_profile,
 )
-from imgbatch.api.openapi import OWNED_REQUEST, errors
+from imgbatch.api.openapi import OWNED_REQUEST, WITH_BODY, errors
 from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import SingleImageView, UploadAccepted
 from imgbatch.core.errors import Conflict, NotFound, PayloadTooLarge, UnprocessableEntity
@@ -46,7 +46,7 @@ PATH = "/api/images"
     PATH,
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+    responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity, TooManyRequests),
 )
 async def submit_image(
     request: Request,

@@ -5,6 +5,10 @@ uvicorn's access log.
 Each request gets an ``X-Request-ID`` (the caller's, capped, or a new one), echoed in the
 response and bound as ``http_request_id`` to every line logged while it is handled; a handler
 that works on an upload binds its ``request_id`` too, and the access line carries both.
+
+Every answer, JSON, media, errors and pages alike, also says ``X-Content-Type-Options:
+nosniff``: a browser must take a stored image or a JSON body for what its Content-Type says,
+never sniff it into HTML or script.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ _MAX_ID_LENGTH = 64
 # Requests that matched no route are counted under one label, never their raw path (each
 # scanner probe would be a new time series).
 UNMATCHED = "<unmatched>"
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 async def bind_request_id(request: Request) -> None:
@@ -53,7 +58,11 @@ class HttpObservability:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [*message.get("headers", []), (b"x-request-id", http_request_id.encode())]
+                headers = [
+                    *(h for h in message.get("headers", []) if h[0].lower() != _NOSNIFF[0]),
+                    (b"x-request-id", http_request_id.encode()),
+                    _NOSNIFF,
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -21,6 +21,7 @@ from imgbatch.api.deps import (
     get_owned_request,
 )
 from imgbatch.api.openapi import OWNED_REQUEST, errors
+from imgbatch.api.paging import Offset
 from imgbatch.api.resultfiles import chunked as _chunked
 from imgbatch.api.resultfiles import serve_result_file
 from imgbatch.api.schemas import (
@@ -66,7 +67,7 @@ async def request_status(
     products: ProductsDep,
     deliveries: DeliveriesDep,
     state: StateDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     # Pollers ask many times a second; counters only move forward, so a second-old answer is
@@ -145,7 +146,7 @@ def _summary(record: RequestRecord) -> RequestSummaryView:
 async def list_requests(
     owner: OwnerDep,
     requests: RequestsDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: RequestStatus | None = None,
 ) -> RequestListView:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from imgbatch.api.cache import STATUS_CACHE_BYTES, STATUS_STALE_SECONDS, TTLCache
 from imgbatch.api.feeds import EventHub
+from imgbatch.api.streams import StreamLimits
 from imgbatch.api.tokens import TokenVerifier
 from imgbatch.core.settings import Settings
 from imgbatch.domain.events import KEY_REVOKED, REQUEST_CHANGED
@@ -44,6 +45,8 @@ class AppState:
     workers_cache: TTLCache[list[str]] = field(default_factory=lambda: TTLCache(ttl=5.0))
     # JWT bearer tokens, if IMGBATCH_JWT_SECRET or IMGBATCH_JWT_PUBLIC_KEY is set (api/tokens.py).
     tokens: TokenVerifier | None = field(init=False)
+    # The event streams this process serves, by owner; see api/streams.py.
+    streams: StreamLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.status_cache = TTLCache(
@@ -54,6 +57,7 @@ class AppState:
         )
         self.key_cache = TTLCache(ttl=self.settings.key_cache_seconds)
         self.tokens = TokenVerifier.from_settings(self.settings)
+        self.streams = StreamLimits(self.settings)
 
     def forget(self, change: dict[str, Any]) -> None:
         """Apply a notice from CHANGES_CHANNEL (domain.events), from this process or another.

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Form, Header, Request, UploadFile, status
 from imgbatch.api.accepting import once
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import IdempotencyDep, ProfilesDep, ServicesDep, StateDep, choose_profile
-from imgbatch.api.openapi import errors
+from imgbatch.api.openapi import WITH_BODY, errors
 from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import UploadAccepted
-from imgbatch.core.errors import Conflict, PayloadTooLarge, UnprocessableEntity
+from imgbatch.core.errors import Conflict, UnprocessableEntity
 from imgbatch.domain.image_events import requested_events
 from imgbatch.domain.intake import Submission, intake
 from imgbatch.domain.metadata import parse_metadata
@@ -25,7 +25,7 @@ router = APIRouter(tags=["requests"])
     "/api/upload",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=UploadAccepted,
-    responses=errors(Unauthorized, Conflict, PayloadTooLarge, UnprocessableEntity, TooManyRequests),
+    responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity, TooManyRequests),
 )
 async def upload(
     request: Request,

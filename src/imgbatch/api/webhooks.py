@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import DeliveriesDep, ServicesDep, SettingsDep, SubscribersDep, TasksDep
-from imgbatch.api.openapi import errors
+from imgbatch.api.openapi import WITH_BODY, errors
+from imgbatch.api.paging import Offset
 from imgbatch.api.schemas import WebhookAttemptView, attempt_views
 from imgbatch.core.errors import Conflict, NotFound, UnprocessableEntity
 from imgbatch.core.logs import log_event, redact_url
@@ -35,10 +36,26 @@ from imgbatch.models.webhooks import (
 router = APIRouter(tags=["webhooks"])
 logger = logging.getLogger(__name__)
 
+# As a sheet's URLs (IMGBATCH_MAX_URL_LENGTH's default): no receiver needs a longer one.
+MAX_URL_LENGTH = 2048
+
 
 class SubscriberCreate(BaseModel):
-    url: str = Field(min_length=1)
-    events: list[EventType] = Field(min_length=1)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://hooks.example.com/imgbatch",
+                    "events": ["request.completed", "request.failed"],
+                    "description": "the shop's image pipeline",
+                }
+            ]
+        }
+    )
+
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    # Each event type once is all there is to say; a longer list is a hostile one.
+    events: list[EventType] = Field(min_length=1, max_length=len(EventType))
     description: str | None = Field(default=None, max_length=500)
 
 
@@ -103,7 +120,7 @@ async def _owned(
     "/api/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriberCreated,
-    responses=errors(Unauthorized, Conflict, UnprocessableEntity),
+    responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity),
 )
 async def create_subscriber(
     body: SubscriberCreate, owner: OwnerDep, settings: SettingsDep, services: ServicesDep
@@ -195,7 +212,7 @@ async def list_deliveries(
     owner: OwnerDep,
     subscribers: SubscribersDep,
     deliveries: DeliveriesDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[DeliveryView]:
     await _owned(subscribers, subscriber_id, owner)

@@ -44,6 +44,11 @@ class ImgbatchError(Exception):
         return cls.description or HTTPStatus(cls.status_code).phrase
 
 
+class BadRequest(ImgbatchError):
+    status_code = 400
+    description = "The body could not be parsed: malformed JSON, or a malformed multipart form"
+
+
 class NotFound(ImgbatchError):
     status_code = 404
     description = "No such resource, or it belongs to another API key"
@@ -61,7 +66,10 @@ class Gone(ImgbatchError):
 
 class PayloadTooLarge(ImgbatchError):
     status_code = 413
-    description = "The upload is larger than IMGBATCH_MAX_CSV_BYTES"
+    description = (
+        "The body is larger than its cap: IMGBATCH_MAX_CSV_BYTES for a sheet, "
+        "IMGBATCH_MAX_IMAGE_BYTES for an image, IMGBATCH_MAX_BODY_BYTES for anything else"
+    )
 
 
 class RangeNotSatisfiable(ImgbatchError):

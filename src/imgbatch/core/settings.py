@@ -432,6 +432,39 @@ class Settings(BaseSettings):
     )
     jwt_issuer: str | None = Field(None, description="Tokens must carry this `iss` (if set).")
 
+    # --- hostile input: bodies and event streams (issue 22) ---
+    max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="The largest body any route but the two uploads takes (JSON): a larger one "
+        "is a 413 before it is read past this, and before it is parsed",
+    )
+    events_streams_per_owner: int = Field(
+        20,
+        ge=1,
+        description="Event streams one owner (API key) may hold open at once on one API "
+        "process; one more is a 429 with Retry-After",
+    )
+    events_streams_per_process: int = Field(
+        2000,
+        ge=1,
+        description="Event streams one API process holds open at once, whoever owns them; one "
+        "more is a 503 with Retry-After (another process behind the balancer may take it)",
+    )
+    events_resumes_per_minute: int = Field(
+        60,
+        ge=1,
+        description="Streams opened with a Last-Event-ID per owner and minute on one API "
+        "process (each replays finished products); more is a 429 with Retry-After",
+    )
+    events_replay_limit: int = Field(
+        500,
+        ge=0,
+        le=10_000,
+        description="The most finished products one resume replays; a client away longer "
+        "reloads the product pages from GET /api/status",
+    )
+
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
+from imgbatch.core.text import strip_control_characters
 from imgbatch.imaging.profiles import Profile
 from imgbatch.models.db import REQUESTS, Database, Document, expires_index
 
@@ -93,6 +94,13 @@ class RequestRecord(BaseModel):
     # The caller's own metadata (domain.metadata): the validated flat JSON object as text, so
     # its keys never have to be MongoDB field names.
     metadata_json: str | None = None
+
+    @field_validator("file_name")
+    @classmethod
+    def _printable_file_name(cls, value: str | None) -> str | None:
+        # Stored and read through here, for sheets and images alike: a name sent with ESC
+        # sequences must not reach a terminal (`imgbatch status`), a page or a log as sent.
+        return (strip_control_characters(value) or None) if value is not None else None
 
     def is_expired(self, at: datetime) -> bool:
         """Past its retention: from ``expires_at`` on, whether or not the sweeper has deleted

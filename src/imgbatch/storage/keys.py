@@ -66,7 +66,9 @@ def is_public_key(key: str) -> bool:
     """Whether ``key`` may be served (streamed, presigned or linked): never the temporary area
     nor the result files, however they are spelt."""
     normalized = posixpath.normpath("/" + key).lstrip("/") + "/"
-    return not normalized.startswith((TEMP_PREFIX, RESULTS_PREFIX))
+    # Case-folded: on a case-insensitive filesystem (macOS, Windows) `TMP/<id>/original` is
+    # the very file `tmp/<id>/original` is.
+    return not normalized.casefold().startswith((TEMP_PREFIX.casefold(), RESULTS_PREFIX.casefold()))
 
 
 def check_public_key(key: str) -> str:

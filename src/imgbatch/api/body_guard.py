@@ -1,16 +1,19 @@
-"""Guards in front of the upload routes, which run before a byte of the body is read.
+"""Guards in front of every route, which run before a byte of the body is read.
 
-FastAPI parses a multipart form *before* it runs the route's dependencies, so a dependency
-cannot stop a 50 MB body from being received and spooled. These ASGI middlewares can: they see
-the request head first and answer without ever calling ``receive``.
+FastAPI reads and parses a body (a multipart form, a JSON document) *before* it runs the
+route's dependencies, so a dependency cannot stop a 50 MB body from being received, spooled
+and parsed for a caller without a key. These ASGI middlewares can: they see the request head
+first and answer without ever calling ``receive``.
 
-* :class:`UploadAuthGuard`: no valid API key is a 401 (the route's own dependency then reuses
-  the owner it found instead of looking the key up again).
-* :class:`UploadSizeLimit`: a 413 from ``Content-Length``, or as soon as a chunked body passes
-  the path's cap (a sheet's ``MAX_CSV_BYTES``, an image's ``MAX_IMAGE_BYTES``).
+* :class:`AuthBeforeBody` (outermost): no valid API key is a 401 on every route that needs one
+  (the route's own dependency then reuses the owner it found instead of looking the key up
+  again).
+* :class:`BodySizeLimit`: a 413 from ``Content-Length`` before a byte is read, or as soon as a
+  chunked body passes the path's cap: an upload route's own (a sheet's ``MAX_CSV_BYTES``, an
+  image's ``MAX_IMAGE_BYTES``), every other route ``MAX_BODY_BYTES``.
 
-Both are keyed by path: a new upload route goes into :func:`upload_limits` (and so into
-:data:`UPLOAD_PATHS`) and is guarded.
+A new upload route goes into :func:`upload_limits`; every other route is capped and guarded
+without being named.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ from imgbatch.core.settings import Settings
 
 _SHEET: Final = "/api/upload"
 _IMAGE: Final = "/api/images"
-#: Routes whose body is an upload: nothing of it is read until the guards have passed.
+#: Routes whose body is an upload, with a cap of its own.
 UPLOAD_PATHS: Final = frozenset({_SHEET, _IMAGE})
+#: Every route under this prefix needs a key, except the ones in :data:`PUBLIC_API_PATHS`.
+KEYED_PREFIX: Final = "/api/"
+PUBLIC_API_PATHS: Final = frozenset({"/api/health"})
+# Multipart framing adds a little to the file itself; allow for it.
+_FRAMING = 64 * 1024
 
 
 def upload_limits(settings: Settings) -> dict[str, int]:
@@ -40,8 +48,8 @@ def upload_limits(settings: Settings) -> dict[str, int]:
     return {_SHEET: settings.max_csv_bytes, _IMAGE: settings.max_image_bytes}
 
 
-def _guarded(scope: Scope, paths: frozenset[str]) -> bool:
-    return scope["type"] == "http" and scope["path"] in paths
+def needs_key(path: str) -> bool:
+    return path.startswith(KEYED_PREFIX) and path not in PUBLIC_API_PATHS
 
 
 async def _refuse(response: Response, scope: Scope, receive: Receive, send: Send) -> None:
@@ -51,13 +59,12 @@ async def _refuse(response: Response, scope: Scope, receive: Receive, send: Send
     await response(scope, receive, send)
 
 
-class UploadAuthGuard:
-    def __init__(self, app: ASGIApp, *, paths: frozenset[str]) -> None:
+class AuthBeforeBody:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.paths = paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _guarded(scope, self.paths):
+        if scope["type"] != "http" or not needs_key(scope["path"]):
             await self.app(scope, receive, send)
             return
         state: AppState = scope["app"].state.imgbatch
@@ -82,18 +89,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
-class UploadSizeLimit:
-    def __init__(self, app: ASGIApp, *, limits: Mapping[str, int]) -> None:
+class BodySizeLimit:
+    def __init__(self, app: ASGIApp, *, uploads: Mapping[str, int], default: int) -> None:
         self.app = app
-        self.limits = dict(limits)
+        self.uploads = dict(uploads)
+        self.default = default
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        max_bytes = self.limits.get(scope["path"]) if scope["type"] == "http" else None
-        if max_bytes is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Multipart framing adds a little to the file itself; allow for it.
-        limit = max_bytes + 64 * 1024
+        upload_cap = self.uploads.get(scope["path"])
+        max_bytes = self.default if upload_cap is None else upload_cap
+        limit = max_bytes if upload_cap is None else max_bytes + _FRAMING
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _reject(max_bytes, scope, receive, send)
@@ -131,7 +139,7 @@ class UploadSizeLimit:
 
 
 async def _reject(max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
-    too_large = PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+    too_large = PayloadTooLarge(f"the body is larger than the limit of {max_bytes} bytes")
     await _refuse(error_response(too_large), scope, receive, send)
 
 
