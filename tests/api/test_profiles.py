@@ -69,7 +69,7 @@ def test_an_operator_profile_is_listed_used_and_snapshotted(
     for name, fmt, size in (("icon", "PNG", (32, 28)), ("card", "AVIF", (200, 174))):
         with Image.open(io.BytesIO(httpx.get(image["variants"][name]["url"]).content)) as out:
             assert (out.format, out.size) == (fmt, size), name
-    assert rows[0][3:] == ["Output Image Urls", "Card Image Urls", "Errors"]
+    assert rows[0][3:] == ["Output Image Urls", "Card Image Urls", "Errors", "Warnings"]
     assert rows[1][4] == image["variants"]["card"]["url"]
 
 

@@ -50,7 +50,7 @@ def test_downloads_are_stored_files_with_the_live_bytes_etag_and_ranges(
 
     files = {kind: stored(api, request_id, kind) for kind in DOWNLOADS}
     table = list(csv.reader(io.StringIO(files["csv"].text)))
-    assert table[0] == [*HEADER, "Output Image Urls", "Errors"]
+    assert table[0] == [*HEADER, "Output Image Urls", "Errors", "Warnings"]
     assert [row[:4] for row in table[1:]] == [
         ["1", "Fine", good, "Acme"],
         ["2", "Half", f"{good},{bad}", "'=Evil"],
