@@ -285,6 +285,7 @@ def test_records_of_pending_images_say_so(api: httpx.Client, origin: Origin) -> 
             "placeholder": None,
             "reused": None,
             "error": None,
+            "warnings": [],
             "operations": [],
             "processing_ms": None,
         }

@@ -101,15 +101,17 @@ def etag(settings: Settings, record: RequestRecord, kind: Kind) -> str:
     return f'"{generation(settings, record)}-{kind}"'
 
 
-def _csv_line() -> Callable[[list[str]], str]:
-    """A function that renders one CSV line, reusing one buffer."""
+def _csv_line(*, guard: bool = True) -> Callable[[list[str]], str]:
+    """A function that renders one CSV line, reusing one buffer. ``guard=False``: cells as they
+    are, for the Shopify file (a formula guard's quote would change the cell, and that file is
+    for Shopify's import, not a spreadsheet)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
     def line(cells: list[str]) -> str:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([neutralize_cell(cell) for cell in cells])
+        writer.writerow([neutralize_cell(cell) for cell in cells] if guard else cells)
         return buffer.getvalue()
 
     return line
@@ -195,28 +197,13 @@ def _result_cells(
     return [*_input_cells(record, product), outputs, *variants, errors, warnings]
 
 
-def _shopify_line() -> Callable[[list[str]], str]:
-    """A Shopify file's line: cells as they are, without the formula guard of ``_csv_line``
-    (its quote would change the cell, and the file is for Shopify's import, not a person)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-
-    def line(cells: list[str]) -> str:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(cells)
-        return buffer.getvalue()
-
-    return line
-
-
 async def shopify_rows(
     settings: Settings, record: RequestRecord, products: ProductRepository
 ) -> AsyncIterator[str]:
     """The uploaded Shopify file, its rows in order, with every ``Image Src`` and ``Variant
     Image`` that has an output replaced by the primary variant's URL; nothing else changes."""
     header = record.shopify_header or []
-    line = _shopify_line()
+    line = _csv_line(guard=False)
     yield line(header)
     url_columns = _shopify_url_columns(header)
     async for product in products.iterate(record.id):
@@ -274,7 +261,7 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
         files = {kind: path.open("w", encoding="utf-8", newline="") for kind, path in paths.items()}
         try:
             line = _csv_line()
-            shopify_line = _shopify_line()
+            shopify_line = _csv_line(guard=False)
             url_columns = _shopify_url_columns(record.shopify_header or [])
             pending: dict[Kind, list[str]] = {
                 "csv": [line(header)],

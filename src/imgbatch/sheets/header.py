@@ -167,8 +167,6 @@ def choose_delimiter(
         columns = _parse_header(header_lines, delimiter)
         if columns is None:
             continue
-        if is_shopify_header(columns):
-            return delimiter, _shopify_layout(header_lines, delimiter, columns, max_columns)
         try:
             layout, missing = _resolve(columns, max_columns)
         except SheetFormatError:
@@ -177,6 +175,10 @@ def choose_delimiter(
             continue
         if layout is not None:
             return delimiter, layout
+        # Only when the header is not our own layout: a sheet of ours may have extra columns
+        # named like Shopify's.
+        if is_shopify_header(columns):
+            return delimiter, _shopify_layout(header_lines, delimiter, columns, max_columns)
         if fallback is None:
             fallback = (columns, missing)
     if fallback is None:
