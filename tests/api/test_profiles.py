@@ -34,6 +34,12 @@ def test_the_built_in_profiles_are_listed(api: httpx.Client) -> None:
         "name": "default",
         "builtin": True,
         "variants": [{"name": "original", "format": "jpeg", "quality": 50, "max_edge": None}],
+        "checks": {
+            "min_long_edge": 800,
+            "min_sharpness": 100.0,
+            "max_aspect": 3.0,
+            "min_white_border": None,
+        },
     }
     storefront = profiles["storefront"]["variants"]
     assert [(v["name"], v["format"], v["max_edge"]) for v in storefront] == [

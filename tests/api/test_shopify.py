@@ -25,7 +25,9 @@ def _export(origin: Origin) -> str:
     """The fixture export with this test's own image URLs (fresh bytes for every run)."""
     token = uuid.uuid4().hex
     text = EXPORT.read_text(encoding="utf-8")
-    return text.replace("{origin}", origin.url("")).replace("?shop=", f"?t={token}&shop=")
+    return text.replace("{origin}", origin.url("").rstrip("/")).replace(
+        "?shop=", f"?t={token}&shop="
+    )
 
 
 def _stored_shopify(api: httpx.Client, request_id: str) -> httpx.Response:

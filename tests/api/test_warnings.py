@@ -75,6 +75,9 @@ def test_warnings_are_on_the_records_the_csv_and_the_stats(
     _, key = asyncio.run(create_key(stack.settings_for_children(), f"warnings-{token[:8]}"))
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=marketplace_url, headers=headers, timeout=30) as api:
+        listed = {p["name"]: p for p in api.get("/api/profiles").json()["profiles"]}
+        assert listed["marketplace"]["checks"]["min_white_border"] == 0.9
+        assert listed["marketplace"]["checks"]["min_long_edge"] == 800  # a default kept
         accepted = upload(api, sheet(rows), data={"profile": "marketplace"})
         assert accepted.status_code == 202, accepted.text
         request_id = accepted.json()["request_id"]
