@@ -104,7 +104,7 @@ def test_a_single_image_job_through_to_its_webhook(
     assert status["products"][0]["images"][0]["variants"] == image["variants"]
     rows = result_rows(api, request_id)
     assert rows[0][3:] == ["Output Image Urls", *(f"{n} Image Urls" for n in ("Thumbnail",
-        "Medium", "Large")), "Errors"]  # fmt: skip
+        "Medium", "Large")), "Errors", "Warnings"]  # fmt: skip
     assert rows[1][:4] == ["1", "cat.jpg", "upload:cat.jpg", image["output_url"]]
 
     # The original is kept in temporary storage and never served, however the path is spelt.

@@ -34,6 +34,12 @@ def test_the_built_in_profiles_are_listed(api: httpx.Client) -> None:
         "name": "default",
         "builtin": True,
         "variants": [{"name": "original", "format": "jpeg", "quality": 50, "max_edge": None}],
+        "checks": {
+            "min_long_edge": 800,
+            "min_sharpness": 100.0,
+            "max_aspect": 3.0,
+            "min_white_border": None,
+        },
     }
     storefront = profiles["storefront"]["variants"]
     assert [(v["name"], v["format"], v["max_edge"]) for v in storefront] == [
@@ -69,7 +75,7 @@ def test_an_operator_profile_is_listed_used_and_snapshotted(
     for name, fmt, size in (("icon", "PNG", (32, 28)), ("card", "AVIF", (200, 174))):
         with Image.open(io.BytesIO(httpx.get(image["variants"][name]["url"]).content)) as out:
             assert (out.format, out.size) == (fmt, size), name
-    assert rows[0][3:] == ["Output Image Urls", "Card Image Urls", "Errors"]
+    assert rows[0][3:] == ["Output Image Urls", "Card Image Urls", "Errors", "Warnings"]
     assert rows[1][4] == image["variants"]["card"]["url"]
 
 

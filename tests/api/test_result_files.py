@@ -50,7 +50,7 @@ def test_downloads_are_stored_files_with_the_live_bytes_etag_and_ranges(
 
     files = {kind: stored(api, request_id, kind) for kind in DOWNLOADS}
     table = list(csv.reader(io.StringIO(files["csv"].text)))
-    assert table[0] == [*HEADER, "Output Image Urls", "Errors"]
+    assert table[0] == [*HEADER, "Output Image Urls", "Errors", "Warnings"]
     assert [row[:4] for row in table[1:]] == [
         ["1", "Fine", good, "Acme"],
         ["2", "Half", f"{good},{bad}", "'=Evil"],
@@ -133,7 +133,7 @@ def test_a_retry_writes_the_files_again(api: httpx.Client, origin: Origin) -> No
     output = status["products"][0]["output_image_urls"][0]
     again = stored(api, request_id)
     assert again.headers["etag"] != first.headers["etag"]
-    assert list(csv.reader(io.StringIO(again.text)))[1][3:] == [output, ""]
+    assert list(csv.reader(io.StringIO(again.text)))[1][3:5] == [output, ""]
     assert stored(api, request_id, "failed").text.count("\r\n") == 1
     # The old version's validator no longer matches: the new file, not a 304.
     fresh = api.get(f"/api/download/{request_id}", headers={"If-None-Match": first.headers["etag"]})

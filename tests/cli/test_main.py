@@ -190,7 +190,10 @@ def test_demo_processes_the_sample_sheet_offline(tmp_path: Path) -> None:
     result = tmp_path / "demo" / "result.csv"
     assert f"result CSV: {result}" in output
     lines = result.read_text().splitlines()
-    assert lines[0] == "S. No.,Product Name,Input Image Urls,Supplier,Output Image Urls,Errors"
+    assert (
+        lines[0]
+        == "S. No.,Product Name,Input Image Urls,Supplier,Output Image Urls,Errors,Warnings"
+    )
     assert len(lines) == 6
     assert "not_an_image" in lines[5] and "http_error" in lines[5]
 

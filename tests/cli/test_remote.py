@@ -59,9 +59,9 @@ def test_submit_wait_shows_a_moving_bar_then_saves_the_result(
     assert "images/s" in screen and "ETA" in screen
     assert f"result CSV: {out}" in screen
     rows = list(csv.reader(out.open()))
-    assert rows[0][-2:] == ["Output Image Urls", "Errors"]
+    assert rows[0][-3:] == ["Output Image Urls", "Errors", "Warnings"]
     assert [row[0] for row in rows[1:]] == ["1", "2", "3"]
-    assert "http_error" in rows[3][-1]
+    assert "http_error" in rows[3][-2]
 
     watch = Terminal(
         "watch", request_id, "--allow-failures", "--server", keyed_api.url, env=_env(keyed_api)

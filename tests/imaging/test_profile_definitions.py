@@ -15,6 +15,7 @@ from imgbatch.imaging.profiles import (
     available_profiles,
     parse_profile,
 )
+from imgbatch.imaging.quality import Checks
 
 
 def test_default_is_one_full_size_jpeg_at_the_configured_quality() -> None:
@@ -67,6 +68,9 @@ def test_profiles_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert available_profiles(Settings())["tiny"].primary.max_edge == 90
 
 
+PNG = [{"name": "x", "format": "png"}]
+
+
 @pytest.mark.parametrize(
     ("definition", "reason"),
     [
@@ -84,6 +88,26 @@ def test_profiles_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         ({"p": [{"name": "../x", "format": "jpeg"}]}, "variant name"),
         ({"p": [{"name": "x", "format": "jpeg", "size": 3}]}, "unknown field"),
         ({"p": [{"name": f"v{i}", "format": "webp"} for i in range(9)]}, "needs 1-8 variants"),
+        ({"p": {"variants": [{"name": "x", "format": "jpeg"}], "checks": []}}, "must be an obj"),
+        ({"p": {"variants": [], "checks": {}}}, "needs 1-8 variants"),
+        ({"p": {"variants": PNG, "checks": {"dpi": 1}}}, "unknown"),
+        (
+            {"p": {"variants": PNG, "checks": {"max_aspect": "3"}}},
+            "must be a number",
+        ),
+        (
+            {"p": {"variants": PNG, "checks": {"max_aspect": 0.5}}},
+            "at least 1",
+        ),
+        (
+            {
+                "p": {
+                    "variants": [{"name": "x", "format": "png"}],
+                    "checks": {"min_white_border": 2},
+                }
+            },
+            "share of the border",
+        ),
     ],
 )
 def test_bad_definitions_are_refused_with_a_reason(definition: object, reason: str) -> None:
@@ -104,3 +128,18 @@ def test_digest_follows_the_variants_not_the_name() -> None:
 def test_parse_rejects_non_objects() -> None:
     with pytest.raises(ProfileError, match="must be an object"):
         parse_profile("p", ["jpeg"], jpeg_quality=50)
+
+
+def test_a_profile_object_sets_quality_checks_that_leave_the_digest_alone() -> None:
+    variants = [{"name": "main", "format": "jpeg", "quality": 80}]
+    plain = parse_profile("p", variants, jpeg_quality=80)
+    strict = parse_profile(
+        "p",
+        {"variants": variants, "checks": {"min_long_edge": 1000, "min_white_border": 0.9}},
+        jpeg_quality=80,
+    )
+    assert plain.checks == Checks()
+    assert (strict.checks.min_long_edge, strict.checks.min_white_border) == (1000, 0.9)
+    assert strict.checks.min_sharpness == Checks().min_sharpness
+    # Thresholds change no output: the same outputs are shared.
+    assert strict.digest(jpeg_optimize=False) == plain.digest(jpeg_optimize=False)

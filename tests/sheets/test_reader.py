@@ -24,7 +24,7 @@ from imgbatch.sheets import (
     neutralize_cell,
     open_sheet,
 )
-from imgbatch.sheets.rows import _check_each_url, _parsed_url_problem, _url_problem, check_urls
+from imgbatch.sheets.rows import _check_each_url, _parsed_url_problem, check_urls, url_problem
 
 HEADER = "S. No.,Product Name,Input Image Urls\n"
 URL = "https://a.example/img.jpg"
@@ -904,7 +904,7 @@ def test_plain_url_fast_path_agrees_with_the_full_parse(
     host, _, tail = rest.partition("/")
     url = f"{scheme}://{host}{'' if port is None else f':{port}'}/{tail}"
     for limits in (SheetLimits(), SheetLimits(url_check=lambda u: "blocked" if "0" in u else None)):
-        assert _url_problem(url, limits) == _parsed_url_problem(url, limits)
+        assert url_problem(url, limits) == _parsed_url_problem(url, limits)
 
 
 # The fast path for a whole cell of plain URLs must give the same URLs and the same problems as

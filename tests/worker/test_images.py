@@ -137,6 +137,7 @@ def test_storefront_variants_records_and_csv_columns(api: httpx.Client, origin: 
         "Medium Image Urls",
         "Large Image Urls",
         "Errors",
+        "Warnings",
     ]
     first = rows_out[1]
     assert first[3].split(",") == [record["output_url"], ""]
@@ -166,6 +167,7 @@ def test_a_default_request_keeps_todays_csv_and_bytes(api: httpx.Client, origin:
         "Input Image Urls",
         "Output Image Urls",
         "Errors",
+        "Warnings",
     ]
     record = status["products"][0]["images"][0]
     assert list(record["variants"]) == ["original"]
@@ -283,6 +285,7 @@ def test_records_of_pending_images_say_so(api: httpx.Client, origin: Origin) -> 
             "placeholder": None,
             "reused": None,
             "error": None,
+            "warnings": [],
             "operations": [],
             "processing_ms": None,
         }

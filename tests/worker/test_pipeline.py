@@ -89,6 +89,7 @@ def test_multi_product_sheet_is_processed_end_to_end(api: httpx.Client, origin: 
         "Colour",
         "Output Image Urls",
         "Errors",
+        "Warnings",
     ]
     assert [r[0] for r in rows_out[1:]] == ["1", "2", "3"]
     assert [r[3:5] for r in rows_out[1:]] == [["Acme", "red"], ["Acme", ""], ["Orbit", "blue"]]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from fastapi import APIRouter
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import ProfilesDep
 from imgbatch.api.openapi import errors
-from imgbatch.api.schemas import ProfilesView, ProfileView, VariantSpecView
+from imgbatch.api.schemas import ChecksView, ProfilesView, ProfileView, VariantSpecView
 from imgbatch.imaging.profiles import DEFAULT_PROFILE, STOREFRONT_PROFILE, Profile
 
 router = APIRouter(tags=["profiles"])
@@ -25,6 +27,7 @@ def profile_view(profile: Profile) -> ProfileView:
             )
             for v in profile.variants
         ],
+        checks=ChecksView.model_validate(asdict(profile.checks)),
     )
 
 

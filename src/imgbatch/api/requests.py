@@ -36,7 +36,7 @@ from imgbatch.core.errors import Conflict, RangeNotSatisfiable, UnprocessableEnt
 from imgbatch.core.settings import Settings
 from imgbatch.domain.images import image_views
 from imgbatch.domain.metadata import metadata_object
-from imgbatch.domain.results import failed_rows, result_lines, result_rows
+from imgbatch.domain.results import failed_rows, result_lines, result_rows, shopify_rows
 from imgbatch.domain.urls import output_urls
 from imgbatch.models.products import ProductRecord, ProductRepository
 from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus
@@ -167,7 +167,7 @@ async def list_requests(
     responses={
         200: {"content": {"text/csv": {}}},
         304: {"description": "`If-None-Match` names the current ETag: unchanged"},
-        **errors(*OWNED_REQUEST, Conflict, RangeNotSatisfiable),
+        **errors(*OWNED_REQUEST, Conflict, UnprocessableEntity, RangeNotSatisfiable),
     },
 )
 async def download_results(
@@ -180,6 +180,13 @@ async def download_results(
         Literal["failed"] | None,
         Query(description="`failed`: only rows with a failed image, in the input's columns"),
     ] = None,
+    format: Annotated[
+        Literal["csv", "shopify"],
+        Query(
+            description="`shopify`: a Shopify product CSV upload's file as uploaded, with its "
+            "`Image Src` and `Variant Image` URLs replaced by the hosted outputs"
+        ),
+    ] = "csv",
 ) -> Response:
     """The result CSV of a completed request (or only its failed rows, in the input's columns).
 
@@ -191,6 +198,21 @@ async def download_results(
     if record.status != RequestStatus.COMPLETED:
         raise Conflict(
             {"message": f"request {request_id} is not completed yet", "status": record.status}
+        )
+    if format == "shopify":
+        if record.shopify_header is None:
+            raise UnprocessableEntity(
+                f"request {request_id} was not uploaded as a Shopify product CSV; "
+                "format=shopify needs one"
+            )
+        return await serve_result_file(
+            request,
+            settings,
+            store,
+            record,
+            "shopify",
+            f'attachment; filename="imgbatch-{request_id}-shopify.csv"',
+            lambda: shopify_rows(settings, record, products),
         )
     name = f"imgbatch-{request_id}{'-failed' if only else ''}.csv"
     return await serve_result_file(

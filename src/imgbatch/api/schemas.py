@@ -106,11 +106,21 @@ class VariantSpecView(BaseModel):
     max_edge: int | None
 
 
+class ChecksView(BaseModel):
+    """The catalogue-quality thresholds (null: that check is off)."""
+
+    min_long_edge: int | None
+    min_sharpness: float | None
+    max_aspect: float | None
+    min_white_border: float | None
+
+
 class ProfileView(BaseModel):
     name: str
     builtin: bool
     # The first is the primary: its URL is the one in output_image_urls.
     variants: list[VariantSpecView]
+    checks: ChecksView
 
 
 class ProfilesView(BaseModel):

@@ -40,6 +40,9 @@ class StatsView(BaseModel):
     images_done: ImagesDone = Field(description="Images done in the last 1, 5 and 15 minutes.")
     images_per_second: float = Field(description="Images done per second over the last minute.")
     failures_24h: dict[str, int] = Field(description="Failed images by error code, last 24 h.")
+    warnings_24h: dict[str, int] = Field(
+        description="Catalogue-quality warnings of images done, by code, last 24 h."
+    )
     queues: dict[str, int] | None = Field(
         description="Messages waiting per queue, all keys (null if Redis did not answer)."
     )
@@ -79,8 +82,10 @@ async def stats(owner: OwnerDep, state: StateDep) -> StatsView:
     recent = [m for m in activity if m.minute >= at - timedelta(minutes=max(WINDOWS_MINUTES) + 1)]
     done = {n: round(window_count(recent, at, n * 60)) for n in WINDOWS_MINUTES}
     failures: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
     for minute in activity:
         failures.update(minute.codes)
+        warnings.update(minute.warnings)
     workers = await state.workers_cache.get_or_load("workers", state.services.tasks.workers_alive)
     oldest = {
         status: await requests.oldest_created(owner, status)
@@ -91,6 +96,7 @@ async def stats(owner: OwnerDep, state: StateDep) -> StatsView:
         images_done=ImagesDone(last_1m=done[1], last_5m=done[5], last_15m=done[15]),
         images_per_second=round(window_count(recent, at, 60) / 60, 3),
         failures_24h=dict(failures),
+        warnings_24h=dict(warnings),
         queues=await _queues(state),
         workers=workers,
         workers_alive=len(workers),

@@ -51,6 +51,11 @@ class ImageErrorDetail(BaseModel):
     message: str
 
 
+class ImageWarningDetail(ImageErrorDetail):
+    """A catalogue-quality warning: ``too_small``, ``extreme_aspect``, ``blurry`` or
+    ``not_white_background`` (imaging.quality); the image is done all the same."""
+
+
 class ImageView(BaseModel):
     index: int
     url: str
@@ -63,6 +68,7 @@ class ImageView(BaseModel):
     placeholder: str | None = None
     reused: str | None = None
     error: ImageErrorDetail | None = None
+    warnings: list[ImageWarningDetail] = []
     # What produced the outputs, and how long this image took in its request.
     operations: list[str] = []
     processing_ms: int | None = None
@@ -117,6 +123,7 @@ def _view(
         reused=outcome.reused,
         operations=rendered.operations,
         processing_ms=outcome.processing_ms,
+        warnings=[ImageWarningDetail(code=w.code, message=w.message) for w in outcome.warnings],
     )
 
 

@@ -103,6 +103,7 @@ class IntakeService:
             columns=staged.columns,
             products_total=staged.products,
             images_total=staged.images,
+            shopify_header=staged.shopify_header,
             file_name=(file_name or "")[:255] or None,
         )
 

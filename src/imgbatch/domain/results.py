@@ -34,19 +34,21 @@ from imgbatch.imaging.profiles import Profile, default_profile
 from imgbatch.models.products import ProductRecord, ProductRepository
 from imgbatch.models.requests import RequestRecord, RequestStatus
 from imgbatch.sheets import NAME_COLUMN, SERIAL_COLUMN, URLS_COLUMN, neutralize_cell
+from imgbatch.sheets.shopify import URL_COLUMNS as SHOPIFY_URL_COLUMNS
 from imgbatch.storage import RESULTS_PREFIX
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_COLUMN = "Output Image Urls"
 ERRORS_COLUMN = "Errors"
+WARNINGS_COLUMN = "Warnings"
 # Bumped when a file's content changes for the same rows, so files of the old format are not
 # served by a new release.
-_FORMAT = "1"
+_FORMAT = "2"
 # Written to disk in pieces of this many rows; the file then goes to the store in one put.
 _FLUSH_ROWS = 1024
 
-Kind = Literal["csv", "failed", "jsonl"]
+Kind = Literal["csv", "failed", "jsonl", "shopify"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ RESULT_FILES: Final[dict[Kind, ResultFile]] = {
     "csv": ResultFile("csv", "results.csv", "text/csv; charset=utf-8"),
     "failed": ResultFile("failed", "failed.csv", "text/csv; charset=utf-8"),
     "jsonl": ResultFile("jsonl", "results.jsonl", "application/x-ndjson"),
+    # Only for a request uploaded as a Shopify product CSV (RequestRecord.shopify_header).
+    "shopify": ResultFile("shopify", "shopify.csv", "text/csv; charset=utf-8"),
 }
 
 
@@ -97,15 +101,17 @@ def etag(settings: Settings, record: RequestRecord, kind: Kind) -> str:
     return f'"{generation(settings, record)}-{kind}"'
 
 
-def _csv_line() -> Callable[[list[str]], str]:
-    """A function that renders one CSV line, reusing one buffer."""
+def _csv_line(*, guard: bool = True) -> Callable[[list[str]], str]:
+    """A function that renders one CSV line, reusing one buffer. ``guard=False``: cells as they
+    are, for the Shopify file (a formula guard's quote would change the cell, and that file is
+    for Shopify's import, not a spreadsheet)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
     def line(cells: list[str]) -> str:
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([neutralize_cell(cell) for cell in cells])
+        writer.writerow([neutralize_cell(cell) for cell in cells] if guard else cells)
         return buffer.getvalue()
 
     return line
@@ -121,6 +127,7 @@ def _header(settings: Settings, record: RequestRecord) -> tuple[list[str], list[
         OUTPUT_COLUMN,
         *(variant.column for variant in variants),
         ERRORS_COLUMN,
+        WARNINGS_COLUMN,
     ]
     return header, [variant.name for variant in variants]
 
@@ -181,7 +188,50 @@ def _result_cells(
         ",".join(url or "" for url in variant_urls(settings, product, name)) for name in secondary
     ]
     errors = "; ".join(f"{e.url} -> {e.code}: {e.message}" for e in product.errors)
-    return [*_input_cells(record, product), outputs, *variants, errors]
+    warnings = "; ".join(
+        f"{url} -> {warning.code}: {warning.message}"
+        for url, outcome in zip(product.input_image_urls, product.images, strict=False)
+        if outcome is not None
+        for warning in outcome.warnings
+    )
+    return [*_input_cells(record, product), outputs, *variants, errors, warnings]
+
+
+async def shopify_rows(
+    settings: Settings, record: RequestRecord, products: ProductRepository
+) -> AsyncIterator[str]:
+    """The uploaded Shopify file, its rows in order, with every ``Image Src`` and ``Variant
+    Image`` that has an output replaced by the primary variant's URL; nothing else changes."""
+    header = record.shopify_header or []
+    line = _csv_line(guard=False)
+    yield line(header)
+    url_columns = _shopify_url_columns(header)
+    async for product in products.iterate(record.id):
+        yield "".join(map(line, _shopify_cells(settings, product, url_columns)))
+
+
+def _shopify_url_columns(header: list[str]) -> list[int]:
+    return [index for index, name in enumerate(header) if name.strip() in SHOPIFY_URL_COLUMNS]
+
+
+def _shopify_cells(
+    settings: Settings, product: ProductRecord, url_columns: list[int]
+) -> list[list[str]]:
+    done = product.status.is_final
+    outputs = output_urls(settings, product.output_keys) if done else []
+    hosted = {
+        url: output
+        for url, output in zip(product.input_image_urls, outputs, strict=False)
+        if output is not None
+    }
+    rows = []
+    for source in product.source_rows or []:
+        cells = list(source)
+        for index in url_columns:
+            if index < len(cells) and cells[index].strip() in hosted:
+                cells[index] = hosted[cells[index].strip()]
+        rows.append(cells)
+    return rows
 
 
 def _input_cells(record: RequestRecord, product: ProductRecord) -> list[str]:
@@ -204,16 +254,22 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
         return False
     settings = svc.settings
     header, secondary = _header(settings, record)
+    shopify = record.shopify_header is not None
+    kinds: list[Kind] = [kind for kind in RESULT_FILES if shopify or kind != "shopify"]
     with tempfile.TemporaryDirectory(prefix="imgbatch-results-") as tmp:
-        paths = {kind: Path(tmp) / spec.name for kind, spec in RESULT_FILES.items()}
+        paths = {kind: Path(tmp) / RESULT_FILES[kind].name for kind in kinds}
         files = {kind: path.open("w", encoding="utf-8", newline="") for kind, path in paths.items()}
         try:
             line = _csv_line()
+            shopify_line = _csv_line(guard=False)
+            url_columns = _shopify_url_columns(record.shopify_header or [])
             pending: dict[Kind, list[str]] = {
                 "csv": [line(header)],
                 "failed": [line([name for name, _ in record.columns])],
                 "jsonl": [],
             }
+            if shopify:
+                pending["shopify"] = [shopify_line(record.shopify_header or [])]
             rows = 0
             metadata = metadata_object(record.metadata_json)
             async for product in svc.products.iterate(record.id):
@@ -221,6 +277,9 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
                 if product.errors:
                     pending["failed"].append(line(_input_cells(record, product)))
                 pending["jsonl"].append(_json_lines(settings, product, metadata))
+                if shopify:
+                    cells = _shopify_cells(settings, product, url_columns)
+                    pending["shopify"].append("".join(map(shopify_line, cells)))
                 rows += 1
                 if rows % _FLUSH_ROWS == 0:
                     _flush(files, pending)

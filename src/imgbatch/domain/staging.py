@@ -37,6 +37,7 @@ class StagedSheet:
     columns: list[tuple[str, str | None]]
     products: int
     images: int
+    shopify_header: list[str] | None = None
 
 
 def sheet_limits(settings: Settings) -> SheetLimits:
@@ -63,7 +64,12 @@ async def stage_sheet(
     if reader.error_count:
         await chunks.discard(request_id)
         raise UnprocessableEntity(_row_errors(reader))
-    return StagedSheet(columns=reader.column_roles, products=products, images=images)
+    return StagedSheet(
+        columns=reader.column_roles,
+        products=products,
+        images=images,
+        shopify_header=reader.shopify_header,
+    )
 
 
 async def _stage_rows(
@@ -118,7 +124,9 @@ def _next_chunk(rows: Iterator[SheetRow]) -> list[SheetRow]:
 
 
 def _product_document(request_id: str, row: SheetRow) -> dict[str, Any]:
+    shopify = {} if row.source_rows is None else {"source_rows": row.source_rows}
     return new_product_document(
+        **shopify,
         request_id=request_id,
         serial_number=row.serial_number,
         position=row.position,

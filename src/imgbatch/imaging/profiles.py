@@ -13,13 +13,14 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 from PIL import features
 
 from imgbatch.core.settings import Settings
+from imgbatch.imaging.quality import Checks
 
 
 class OutputFormat(StrEnum):
@@ -99,6 +100,9 @@ class Variant:
 class Profile:
     name: str
     variants: tuple[Variant, ...]
+    # The catalogue-quality thresholds (imaging.quality). They change no output, so they are
+    # not part of the digest: outputs are shared across profiles that differ only in them.
+    checks: Checks = field(default_factory=Checks)
 
     def __post_init__(self) -> None:
         if not _PROFILE_NAME.match(self.name):
@@ -155,7 +159,18 @@ def storefront_profile(jpeg_quality: int) -> Profile:
 
 
 def parse_profile(name: str, definition: Any, *, jpeg_quality: int) -> Profile:
-    """One operator profile from its JSON: a list of ``{name, format, quality?, max_edge?}``."""
+    """One operator profile from its JSON: a list of ``{name, format, quality?, max_edge?}``,
+    or ``{"variants": [...], "checks": {...}}`` to set its quality thresholds too."""
+    checks = Checks()
+    if isinstance(definition, Mapping):
+        unknown = set(definition) - {"variants", "checks"}
+        if unknown:
+            raise ProfileError(
+                f"profile {name!r} must be a list of variants, or an object of variants and "
+                "checks; unknown field(s) " + ", ".join(sorted(map(str, unknown)))
+            )
+        checks = _parse_checks(name, definition.get("checks", {}))
+        definition = definition.get("variants")
     if not isinstance(definition, Sequence) or isinstance(definition, str | bytes):
         raise ProfileError(f"profile {name!r} must be a list of variants")
     variants = []
@@ -184,7 +199,26 @@ def parse_profile(name: str, definition: Any, *, jpeg_quality: int) -> Profile:
                 f"profile {name!r}: variant {position + 1} max_edge must be a number or null"
             )
         variants.append(Variant(str(item.get("name", "")), output, quality, max_edge))
-    return Profile(name, tuple(variants))
+    return Profile(name, tuple(variants), checks)
+
+
+def _parse_checks(name: str, definition: Any) -> Checks:
+    if not isinstance(definition, Mapping):
+        raise ProfileError(f"profile {name!r}: checks must be an object")
+    fields = set(Checks.__dataclass_fields__)
+    unknown = set(definition) - fields
+    if unknown:
+        raise ProfileError(
+            f"profile {name!r}: checks has unknown field(s) {', '.join(sorted(map(str, unknown)))}"
+            f"; known: {', '.join(sorted(fields))}"
+        )
+    for key, value in definition.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ProfileError(f"profile {name!r}: checks.{key} must be a number or null")
+    try:
+        return Checks(**definition)
+    except ValueError as exc:
+        raise ProfileError(f"profile {name!r}: {exc}") from None
 
 
 def available_profiles(settings: Settings) -> dict[str, Profile]:

@@ -36,6 +36,7 @@ from imgbatch.imaging.compress import encode_jpeg
 from imgbatch.imaging.decode import Decoded
 from imgbatch.imaging.metadata import dominant_color, fit_within, placeholder, summary_image
 from imgbatch.imaging.profiles import OutputFormat, Variant
+from imgbatch.imaging.quality import Measures, measure
 
 WEBP_METHOD: Final = 0
 AVIF_SPEED: Final = 10
@@ -62,6 +63,7 @@ class Rendition:
     dominant_color: str
     placeholder: str
     operations: tuple[str, ...]
+    measures: Measures
 
 
 def target_size(size: tuple[int, int], variant: Variant) -> tuple[int, int]:
@@ -157,7 +159,7 @@ def render_profile(
         current.close()
     small = summary_image(decoded.image)
     try:
-        colour, hash_ = dominant_color(small), placeholder(small)
+        colour, hash_, measures = dominant_color(small), placeholder(small), measure(small)
     finally:
         small.close()
     outputs: dict[str, Encoded] = {}
@@ -173,4 +175,5 @@ def render_profile(
         dominant_color=colour,
         placeholder=hash_,
         operations=tuple(operations),
+        measures=measures,
     )

@@ -29,6 +29,8 @@ class ActivityMinute(BaseModel):
     done: int = 0
     failed: int = 0
     codes: dict[str, int] = {}
+    # Catalogue-quality warnings of the images done, by code.
+    warnings: dict[str, int] = {}
 
 
 def minute_of(at: datetime) -> datetime:
@@ -46,12 +48,19 @@ class ActivityRepository:
         self._collection = db[self.COLLECTION]
 
     async def record(
-        self, owner: str, *, done: int, failed: Mapping[str, int], at: datetime | None = None
+        self,
+        owner: str,
+        *,
+        done: int,
+        failed: Mapping[str, int],
+        warnings: Mapping[str, int] | None = None,
+        at: datetime | None = None,
     ) -> None:
-        """Count one product's images into its owner's current minute."""
+        """Count images into their owner's current minute."""
         minute = minute_of(at or now())
         increments: dict[str, int] = {"done": done, "failed": sum(failed.values())}
         increments.update({f"codes.{code}": n for code, n in failed.items()})
+        increments.update({f"warnings.{code}": n for code, n in (warnings or {}).items()})
         await self._collection.update_one(
             {"_id": f"{owner}:{minute:%Y%m%d%H%M}"},
             {

@@ -73,6 +73,9 @@ class Rendered(BaseModel):
     dominant_color: str
     placeholder: str
     operations: list[str] = []
+    # imaging.quality's measures of the summary image; None for outputs made before them.
+    sharpness: float | None = None
+    white_border: float | None = None
 
 
 class Validators(BaseModel):

@@ -63,6 +63,13 @@ class ImageError(BaseModel):
     attempts: int = 1
 
 
+class ImageWarning(BaseModel):
+    """A catalogue-quality finding (imaging.quality): never a failure."""
+
+    code: str
+    message: str
+
+
 class ImageOutcome(BaseModel):
     """How one input image of a product was done: its outputs and where they came from."""
 
@@ -72,6 +79,8 @@ class ImageOutcome(BaseModel):
     # and profile); "not_modified": the origin answered 304 to a conditional request.
     reused: str | None = None
     processing_ms: int = 0
+    # Against the request's profile thresholds, when the image was done.
+    warnings: list[ImageWarning] = []
 
 
 class ProductRecord(BaseModel):
@@ -82,6 +91,9 @@ class ProductRecord(BaseModel):
     product_name: str
     input_image_urls: list[str]
     extra: dict[str, str] = {}
+    # A Shopify upload's rows of this product, every cell as read (sheets.shopify): the
+    # Shopify result file writes them back. Only stored when there are some.
+    source_rows: list[list[str]] | None = None
     status: ProductStatus = ProductStatus.PENDING
     # Storage keys, aligned with input_image_urls; None where the image failed.
     output_keys: list[str | None] = []
@@ -132,7 +144,7 @@ class ProductRecord(BaseModel):
 _NEW_PRODUCT_DEFAULTS: dict[str, Any] = {
     name: field.get_default(call_default_factory=True)
     for name, field in ProductRecord.model_fields.items()
-    if not field.is_required()
+    if not field.is_required() and name != "source_rows"
 }
 
 

@@ -94,6 +94,8 @@ class RequestRecord(BaseModel):
     # The caller's own metadata (domain.metadata): the validated flat JSON object as text, so
     # its keys never have to be MongoDB field names.
     metadata_json: str | None = None
+    # A Shopify product CSV's header cells as read (sheets.shopify); None for other sheets.
+    shopify_header: list[str] | None = None
 
     @field_validator("file_name")
     @classmethod

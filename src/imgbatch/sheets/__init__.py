@@ -5,6 +5,10 @@ A product sheet is a CSV (or Excel "Unicode text") file with three required colu
     S. No.,Product Name,Input Image Urls
     1,SKU1,"https://a.example/img1.jpg,https://a.example/img2.jpg"
 
+A header with Shopify's product CSV columns (``Handle``, ``Image Src``, ...) and not the three
+above is read as Shopify's layout instead: one product per handle, cells kept exactly as read
+(:mod:`imgbatch.sheets.shopify`).
+
 ``open_sheet`` pre-scans the whole file (in 64 KiB chunks) for encoding and binary content,
 reads the header and the first data row, and raises :class:`SheetFormatError` for whole-file
 problems. ``SheetReader.rows`` then streams the valid rows; invalid rows are recorded in

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from imgbatch.sheets.shopify import ShopifyLayout, is_shopify_header
 from imgbatch.sheets.types import (
     NAME_COLUMN,
     SERIAL_COLUMN,
@@ -77,16 +78,17 @@ def _parse_header(lines: list[str], delimiter: str) -> list[str] | None:
     return None if cells is None else [c.strip().strip("\ufeff").strip() for c in cells]
 
 
-def csv_reader(lines: Iterable[str], delimiter: str) -> Iterator[list[str]]:
+def csv_reader(lines: Iterable[str], delimiter: str, *, exact: bool = False) -> Iterator[list[str]]:
     # skipinitialspace: hand-written `1, "a,b"` quotes its cell. strict: text after a closing
     # quote is reported rather than silently glued on, and an unclosed quote at EOF is an
-    # error instead of a cell holding the rest of the file.
+    # error instead of a cell holding the rest of the file. ``exact`` (a Shopify file) keeps
+    # leading spaces: its cells are written back as they were.
     return csv.reader(
         lines,
         delimiter=delimiter,
         quotechar='"',
         doublequote=True,
-        skipinitialspace=True,
+        skipinitialspace=not exact,
         strict=True,
     )
 
@@ -98,6 +100,7 @@ class Layout:
     name: int
     urls: int
     extras: list[tuple[int, str]]
+    shopify: ShopifyLayout | None = None
 
 
 def _resolve(columns: list[str], max_columns: int) -> tuple[Layout | None, list[str]]:
@@ -135,6 +138,21 @@ def _resolve(columns: list[str], max_columns: int) -> tuple[Layout | None, list[
     return layout, []
 
 
+def _shopify_layout(
+    header_lines: list[str], delimiter: str, columns: list[str], max_columns: int
+) -> Layout:
+    if len(columns) > max_columns:
+        raise SheetFormatError(
+            f"too many columns: the header has {len(columns)} columns; the limit is {max_columns}"
+        )
+    duplicated = next((name for name in columns if name and columns.count(name) > 1), None)
+    if duplicated is not None:
+        raise SheetFormatError(f"column {show(duplicated)} appears more than once in the header")
+    raw = next(csv_reader(header_lines, delimiter, exact=True))
+    raw[0] = raw[0].removeprefix("\ufeff")
+    return Layout(columns, -1, -1, -1, [], ShopifyLayout.of(columns, raw))
+
+
 def choose_delimiter(
     header_lines: list[str], forced: str | None, max_columns: int
 ) -> tuple[str, Layout]:
@@ -157,6 +175,10 @@ def choose_delimiter(
             continue
         if layout is not None:
             return delimiter, layout
+        # Only when the header is not our own layout: a sheet of ours may have extra columns
+        # named like Shopify's.
+        if is_shopify_header(columns):
+            return delimiter, _shopify_layout(header_lines, delimiter, columns, max_columns)
         if fallback is None:
             fallback = (columns, missing)
     if fallback is None:

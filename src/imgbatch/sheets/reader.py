@@ -18,6 +18,7 @@ from imgbatch.sheets.header import (
     quotes_balanced,
 )
 from imgbatch.sheets.rows import SerialIndex, check_urls, parse_serial
+from imgbatch.sheets.shopify import HANDLE, shopify_products
 from imgbatch.sheets.types import (
     MAX_LISTED_ERRORS,
     NAME_COLUMN,
@@ -65,15 +66,28 @@ class SheetReader:
         self._started = False
 
     @property
+    def shopify_header(self) -> list[str] | None:
+        """A Shopify product CSV's header cells exactly as read; None for any other layout."""
+        return None if self._layout.shopify is None else self._layout.shopify.header
+
+    @property
     def column_roles(self) -> list[tuple[str, str | None]]:
-        """Named header columns in input order, each with its canonical role (None: extra)."""
+        """Named header columns in input order, each with its canonical role (None: extra).
+
+        A Shopify file's products get the default layout's columns plus its handle: that is
+        what the default result CSV of its request shows.
+        """
         layout = self._layout
+        if layout.shopify is not None:
+            return [(SERIAL_COLUMN, SERIAL_COLUMN), (NAME_COLUMN, NAME_COLUMN),
+                    (URLS_COLUMN, URLS_COLUMN), (HANDLE, None)]  # fmt: skip
         roles = {layout.serial: SERIAL_COLUMN, layout.name: NAME_COLUMN, layout.urls: URLS_COLUMN}
         return [(name, roles.get(index)) for index, name in enumerate(layout.columns) if name]
 
     def _iter_records(self) -> Iterator[tuple[int, list[str] | None, str]]:
         """Yield (start line, cells or None, csv problem) for each non-blank record."""
-        reader = csv_reader(self._lines, self.delimiter)
+        exact = self._layout.shopify is not None
+        reader = csv_reader(self._lines, self.delimiter, exact=exact)
         data_rows = 0
         while True:
             start = self._lines.count + 1
@@ -97,8 +111,8 @@ class SheetReader:
             else:
                 if record is None:
                     return
-                cells = [cell.strip() for cell in record]
-                if not any(cells):
+                cells = record if exact else [cell.strip() for cell in record]
+                if not any(cell.strip() for cell in cells) if exact else not any(cells):
                     continue
                 problem = ""
             data_rows += 1
@@ -120,9 +134,13 @@ class SheetReader:
         first = self._first
         assert first is not None
         self._first = None
+        records = itertools.chain((first,), self._records)
+        if self._layout.shopify is not None:
+            yield from shopify_products(records, self._layout.shopify, self._limits, self._bad)
+            return
         serials = SerialIndex(self._limits.max_rows)
         position = 0
-        for start, cells, problem in itertools.chain((first,), self._records):
+        for start, cells, problem in records:
             row: SheetRow | None = None
             if cells is None:
                 problems = [("", problem)]
@@ -135,6 +153,11 @@ class SheetReader:
             elif row is not None:
                 position += 1
                 yield row
+
+    def _bad(self, error: RowError) -> None:
+        """A Shopify row's problem: each one makes its row (and product) invalid."""
+        self.invalid_row_count += 1
+        self._record(error)
 
     def _record(self, error: RowError) -> None:
         self.error_count += 1

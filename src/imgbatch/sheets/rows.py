@@ -91,7 +91,7 @@ def parse_serial(value: str, problems: list[tuple[str, str]]) -> int | None:
 def check_urls(cell: str, limits: SheetLimits, problems: list[tuple[str, str]]) -> list[str]:
     if _PLAIN_CELL.fullmatch(cell) is not None:
         # The usual cell: plain http(s) URLs joined by commas. One regex over the cell proves
-        # what split_urls and _url_problem would find (each URL starts with a scheme, so every
+        # what split_urls and url_problem would find (each URL starts with a scheme, so every
         # comma splits; no whitespace, control characters or port above 65535), which was half
         # of the upload's parsing time; only the limits and the host check are left.
         urls = cell.split(",")
@@ -115,7 +115,7 @@ def _check_each_url(cell: str, limits: SheetLimits, problems: list[tuple[str, st
         )
         return urls
     for number, url in enumerate(urls, start=1):
-        reason = _url_problem(url, limits)
+        reason = url_problem(url, limits)
         if reason is not None:
             problems.append((URLS_COLUMN, f"URL {number} {reason}"))
     return urls
@@ -133,13 +133,14 @@ _MAX_PORT = 65535
 # part cannot hold "@", so a URL with credentials never takes the fast path.
 _PLAIN_URL = re.compile(r"(?i:https?)://[A-Za-z0-9.-]+(?::(?P<port>[0-9]{1,5}))?(?:[/?#]\S*)?")
 # A cell of such URLs joined by commas, ports at most 65535, nothing in a URL that split_urls
-# would split on or _url_problem would refuse (whitespace, ",", ";", control characters).
+# would split on or url_problem would refuse (whitespace, ",", ";", control characters).
 _PORT = r"(?::(?:[0-9]{1,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 _CELL_URL = r"(?i:https?)://[A-Za-z0-9.-]+" + _PORT + r"(?:[/?#][^\s,;\x00-\x1f\x7f]*)?"
 _PLAIN_CELL = re.compile(f"{_CELL_URL}(?:,{_CELL_URL})*")
 
 
-def _url_problem(url: str, limits: SheetLimits) -> str | None:
+def url_problem(url: str, limits: SheetLimits) -> str | None:
+    """Why one URL cannot be used, or None."""
     if len(url) > limits.max_url_length:
         return f"is longer than {limits.max_url_length} characters"
     if _URL_CONTROL_CHARS.search(url):

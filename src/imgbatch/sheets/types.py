@@ -61,6 +61,8 @@ class SheetRow:
     extra: dict[str, str]
     # UTF-8 bytes of ``extra`` (names and values), for callers that size storage by it.
     extra_bytes: int = 0
+    # A Shopify product's rows, every cell exactly as read (sheets.shopify); None otherwise.
+    source_rows: list[list[str]] | None = None
 
 
 class SheetFormatError(Exception):

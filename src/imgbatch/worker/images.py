@@ -33,6 +33,7 @@ from imgbatch.core.logs import log_event, redact_url
 from imgbatch.imaging import Profile, Rendition, open_image, render_profile
 from imgbatch.imaging.metadata import ExifInfo
 from imgbatch.imaging.profiles import OutputFormat, default_profile
+from imgbatch.imaging.quality import Checks, Measures, assess
 from imgbatch.models.media import (
     MediaRecord,
     MediaState,
@@ -42,7 +43,7 @@ from imgbatch.models.media import (
     source_key,
 )
 from imgbatch.models.media import Validators as StoredValidators
-from imgbatch.models.products import ImageError, ImageOutcome, ProductRecord
+from imgbatch.models.products import ImageError, ImageOutcome, ImageWarning, ProductRecord
 from imgbatch.models.requests import RequestRecord, now
 from imgbatch.storage import IMMUTABLE, media_prefix, variant_key
 from imgbatch.worker.budget import BudgetLease
@@ -183,7 +184,27 @@ async def process_image(
         )
     finally:
         lease.release()
-    return outcome.model_copy(update={"processing_ms": _ms_since(started)})
+    return outcome.model_copy(
+        update={
+            "processing_ms": _ms_since(started),
+            "warnings": image_warnings(job.profile.checks, outcome.rendered),
+        }
+    )
+
+
+def image_warnings(checks: Checks, rendered: Rendered) -> list[ImageWarning]:
+    """The image's catalogue-quality warnings under this request's thresholds (reused outputs
+    carry their measures, so they are judged like new ones)."""
+    measures = (
+        None
+        if rendered.sharpness is None or rendered.white_border is None
+        else Measures(rendered.sharpness, rendered.white_border)
+    )
+    source = rendered.source
+    return [
+        ImageWarning(code=found.code, message=found.message)
+        for found in assess(checks, source.width, source.height, measures)
+    ]
 
 
 def _ms_since(started: float) -> int:
@@ -407,6 +428,8 @@ def _render_sync(
         dominant_color=rendition.dominant_color,
         placeholder=rendition.placeholder,
         operations=list(rendition.operations),
+        sharpness=rendition.measures.sharpness,
+        white_border=rendition.measures.white_border,
     )
 
 

@@ -33,13 +33,14 @@ class Tally:
     owner: str
     done: int = 0
     failed: Counter[str] = field(default_factory=Counter)
+    warnings: Counter[str] = field(default_factory=Counter)
 
     async def flush(self, svc: Services) -> None:
         if not self.done and not self.failed:
             return
-        done, failed = self.done, self.failed
-        self.done, self.failed = 0, Counter()
-        await svc.activity.record(self.owner, done=done, failed=failed)
+        done, failed, warnings = self.done, self.failed, self.warnings
+        self.done, self.failed, self.warnings = 0, Counter(), Counter()
+        await svc.activity.record(self.owner, done=done, failed=failed, warnings=warnings)
 
 
 async def count_outcomes(
@@ -60,6 +61,12 @@ async def count_outcomes(
         metrics.IMAGES.labels("failed", code).inc(count)
     tally.done += done + reused
     tally.failed.update(failed)
+    tally.warnings.update(
+        warning.code
+        for result in results
+        if isinstance(result, ImageOutcome)
+        for warning in result.warnings
+    )
     if done + reused and product.request_id not in _FIRST_RECORDED:
         await record_once(svc, product.request_id, "image.first_done", FIRST_IMAGE_MARKER)
         _FIRST_RECORDED[product.request_id] = None
