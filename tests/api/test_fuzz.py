@@ -31,7 +31,7 @@ from tests.support.client import sheet, upload, wait_for_status
 from tests.support.keys import new_key
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
-from tests.support.stacks import side_api
+from tests.support.stacks import own_data, side_api
 from tests.support.waiting import wait_until
 
 SEED = 22
@@ -53,9 +53,16 @@ class Target:
 @pytest.fixture(scope="module", params=["auth-on", "auth-off"])
 def target(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Target]:
     keyed = request.param == "auth-on"
-    env = {**FUZZ_ENV, "IMGBATCH_AUTH_DISABLED": "false" if keyed else "true"}
-    with side_api(stack, f"api-fuzz-{request.param}", env) as url:
-        key = new_key(stack, f"fuzz-{uuid.uuid4().hex[:6]}")[1] if keyed else None
+    # A database, a Redis database and a worker of its own: with auth off every caller is the one
+    # local owner the other tests use too, and the subscribers, uploads and rate-limit windows
+    # thousands of generated calls leave behind must not reach their tests.
+    env = {
+        **FUZZ_ENV,
+        **own_data(stack, 13 if keyed else 14),
+        "IMGBATCH_AUTH_DISABLED": "false" if keyed else "true",
+    }
+    with side_api(stack, f"api-fuzz-{request.param}", env, worker_concurrency=1) as url:
+        key = new_key(stack, f"fuzz-{uuid.uuid4().hex[:6]}", env)[1] if keyed else None
         yield Target(url, key)
 
 

@@ -12,10 +12,11 @@ import httpx
 from imgbatch.cli.stack import Stack
 
 
-def cli(stack: Stack, *args: str) -> str:
+def cli(stack: Stack, *args: str, env: dict[str, str] | None = None) -> str:
+    """``imgbatch ARGS`` on the stack's services (``env`` on top: another database, say)."""
     result = subprocess.run(
         [sys.executable, "-m", "imgbatch", *args],
-        env=stack.env(),
+        env={**stack.env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -24,9 +25,9 @@ def cli(stack: Stack, *args: str) -> str:
     return result.stdout
 
 
-def new_key(stack: Stack, name: str) -> tuple[str, str]:
+def new_key(stack: Stack, name: str, env: dict[str, str] | None = None) -> tuple[str, str]:
     """(key id, key) of a new key."""
-    out = cli(stack, "keys", "create", "--name", name)
+    out = cli(stack, "keys", "create", "--name", name, env=env)
     key = re.search(r"^(ibk_\S+)$", out, re.MULTILINE)
     key_id = re.search(r"created (key_\w+)", out)
     assert key and key_id, out
