@@ -9,13 +9,14 @@ import csv
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
 from tests.conftest import KeyedApi
 from tests.support.browser import chromium
 from tests.support.client import sheet, upload, wait_for_status
@@ -325,3 +326,39 @@ def test_delete_asks_first_then_removes_the_request(
         expect(page.locator("#request-section")).to_be_hidden()
         expect(page.locator(f"#history button[data-id='{request_id}']")).to_have_count(0)
         assert api.get(f"/api/status/{request_id}").status_code == 404
+
+
+def test_a_page_told_to_wait_for_a_stream_waits_and_then_follows_the_batch(
+    page: Page, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    """The key already holds as many event streams as it may (the default cap): the page's
+    stream gets a 429 with Retry-After. It waits as told and tries again, rather than showing
+    an error and never moving again."""
+    gate = uuid.uuid4().hex
+    with keyed_api.client() as api:
+        accepted = upload(
+            api, sheet([(1, "Held", origin.url(f"/gate/{gate}/coffee.jpg"))]), filename="busy.csv"
+        )
+        request_id = accepted.json()["request_id"]
+    cap = Settings.model_fields["events_streams_per_owner"].default
+    events: list[int] = []
+    page.on(
+        "response",
+        lambda r: events.append(r.status) if r.url.endswith(f"{request_id}/events") else None,
+    )
+    held = ExitStack()
+    try:
+        client = held.enter_context(keyed_api.client())
+        for _ in range(cap):
+            stream = held.enter_context(client.stream("GET", f"/api/requests/{request_id}/events"))
+            assert stream.status_code == 200
+        _sign_in_and_open(page, keyed_api.key, request_id)
+        wait_until(lambda: 429 in events, what="the page's stream to be refused")
+    finally:
+        held.close()
+        origin.open_gate(gate)
+    expect(page.locator("#status-badge")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#action-error")).to_have_text("")
+    # It came back for the stream once the others were gone.
+    assert events[0] == 429 and 200 in events[1:], events
