@@ -362,3 +362,29 @@ def test_a_page_told_to_wait_for_a_stream_waits_and_then_follows_the_batch(
     expect(page.locator("#action-error")).to_have_text("")
     # It came back for the stream once the others were gone.
     assert events[0] == 429 and 200 in events[1:], events
+
+
+def test_catalogue_warnings_show_as_a_badge_and_in_the_record(
+    page: Page, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    small, large = origin.url("/img/coffee.jpg"), origin.url("/img/coffee_4mp.jpg")
+    with keyed_api.client() as api:
+        accepted = upload(api, sheet([(1, "Small", small), (2, "Large", large)]), filename="w.csv")
+        request_id = accepted.json()["request_id"]
+        final = wait_for_status(api, request_id)
+    small_warnings = final["products"][0]["images"][0]["warnings"]
+    large_warnings = final["products"][1]["images"][0]["warnings"]
+    # coffee.jpg is 600 px wide, under the default profile's 800 px.
+    assert "too_small" in [w["code"] for w in small_warnings]
+    _sign_in_and_open(page, keyed_api.key, request_id)
+    expect(page.locator("#status-badge")).to_have_text("completed")
+    cards = page.locator(".warn-badge")
+    expect(cards).to_have_count(1 + (1 if large_warnings else 0))
+    badge = cards.first
+    expect(badge).to_have_text(f"\u26a0 {len(small_warnings)}")
+    for warning in small_warnings:
+        expect(badge).to_have_attribute("title", re.compile(re.escape(warning["message"])))
+    page.get_by_role("button", name="Image 1 of Small: details").click()
+    listed = page.locator("#record ul.warnings li")
+    expect(listed).to_have_count(len(small_warnings))
+    expect(listed.first).to_contain_text(small_warnings[0]["message"])
