@@ -9,13 +9,14 @@ import csv
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
 from tests.conftest import KeyedApi
 from tests.support.browser import chromium
 from tests.support.client import sheet, upload, wait_for_status
@@ -325,3 +326,65 @@ def test_delete_asks_first_then_removes_the_request(
         expect(page.locator("#request-section")).to_be_hidden()
         expect(page.locator(f"#history button[data-id='{request_id}']")).to_have_count(0)
         assert api.get(f"/api/status/{request_id}").status_code == 404
+
+
+def test_a_page_told_to_wait_for_a_stream_waits_and_then_follows_the_batch(
+    page: Page, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    """The key already holds as many event streams as it may (the default cap): the page's
+    stream gets a 429 with Retry-After. It waits as told and tries again, rather than showing
+    an error and never moving again."""
+    gate = uuid.uuid4().hex
+    with keyed_api.client() as api:
+        accepted = upload(
+            api, sheet([(1, "Held", origin.url(f"/gate/{gate}/coffee.jpg"))]), filename="busy.csv"
+        )
+        request_id = accepted.json()["request_id"]
+    cap = Settings.model_fields["events_streams_per_owner"].default
+    events: list[int] = []
+    page.on(
+        "response",
+        lambda r: events.append(r.status) if r.url.endswith(f"{request_id}/events") else None,
+    )
+    held = ExitStack()
+    try:
+        client = held.enter_context(keyed_api.client())
+        for _ in range(cap):
+            stream = held.enter_context(client.stream("GET", f"/api/requests/{request_id}/events"))
+            assert stream.status_code == 200
+        _sign_in_and_open(page, keyed_api.key, request_id)
+        wait_until(lambda: 429 in events, what="the page's stream to be refused")
+    finally:
+        held.close()
+        origin.open_gate(gate)
+    expect(page.locator("#status-badge")).to_have_text("completed", timeout=60_000)
+    expect(page.locator("#bar")).to_have_attribute("aria-valuenow", "100")
+    expect(page.locator("#action-error")).to_have_text("")
+    # It came back for the stream once the others were gone.
+    assert events[0] == 429 and 200 in events[1:], events
+
+
+def test_catalogue_warnings_show_as_a_badge_and_in_the_record(
+    page: Page, keyed_api: KeyedApi, origin: Origin
+) -> None:
+    small, large = origin.url("/img/coffee.jpg"), origin.url("/img/coffee_4mp.jpg")
+    with keyed_api.client() as api:
+        accepted = upload(api, sheet([(1, "Small", small), (2, "Large", large)]), filename="w.csv")
+        request_id = accepted.json()["request_id"]
+        final = wait_for_status(api, request_id)
+    small_warnings = final["products"][0]["images"][0]["warnings"]
+    large_warnings = final["products"][1]["images"][0]["warnings"]
+    # coffee.jpg is 600 px wide, under the default profile's 800 px.
+    assert "too_small" in [w["code"] for w in small_warnings]
+    _sign_in_and_open(page, keyed_api.key, request_id)
+    expect(page.locator("#status-badge")).to_have_text("completed")
+    cards = page.locator(".warn-badge")
+    expect(cards).to_have_count(1 + (1 if large_warnings else 0))
+    badge = cards.first
+    expect(badge).to_have_text(f"\u26a0 {len(small_warnings)}")
+    for warning in small_warnings:
+        expect(badge).to_have_attribute("title", re.compile(re.escape(warning["message"])))
+    page.get_by_role("button", name="Image 1 of Small: details").click()
+    listed = page.locator("#record ul.warnings li")
+    expect(listed).to_have_count(len(small_warnings))
+    expect(listed.first).to_contain_text(small_warnings[0]["message"])

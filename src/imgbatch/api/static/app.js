@@ -30,10 +30,12 @@ const PRODUCT_DONE = new Set(["completed", "partial", "failed"]);
 // ---- HTTP --------------------------------------------------------------------------------
 
 class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, retryAfter = null) {
     super(typeof detail === "string" ? detail : detail?.message || `HTTP ${status}`);
     this.status = status;
     this.detail = detail;
+    // Seconds, from a 429 or 503's Retry-After (digits only; a date is not worth parsing here).
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -57,7 +59,10 @@ async function call(path, options = {}) {
     } catch {
       /* not JSON: keep the status line */
     }
-    throw new ApiError(response.status, detail);
+    const retryAfter = /^\d+$/.test(response.headers.get("Retry-After") || "")
+      ? Number(response.headers.get("Retry-After"))
+      : null;
+    throw new ApiError(response.status, detail, retryAfter);
   }
   return response;
 }
@@ -244,11 +249,15 @@ async function startStream() {
       if (await readEvents(response.body, requestId)) return;
     } catch (error) {
       if (controller.signal.aborted) return;
-      if (error.status && error.status !== 503) {
+      // 429 (this key holds as many streams as it may) and 503 (this API process is full, or
+      // its MongoDB or Redis is down) are "not now": wait as told and try again, then poll.
+      const busy = error.status === 429 || error.status === 503;
+      if (error.status && !busy) {
         $("action-error").textContent = error.message;
         return;
       }
       if (++failures >= 3) return pollStatus(requestId, controller);
+      if (busy) await sleep(Math.min(error.retryAfter ?? 1, 30) * 1000);
     }
     await sleep(500);
   }
