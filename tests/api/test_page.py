@@ -116,6 +116,7 @@ def test_upload_watch_gallery_download_and_errors(
         "Medium Image Urls",
         "Large Image Urls",
         "Errors",
+        "Warnings",
     ]
     assert [row[0] for row in rows[1:]] == ["1", "2", "3"]
     assert download.value.suggested_filename.endswith(".csv")
