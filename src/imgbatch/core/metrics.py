@@ -105,7 +105,14 @@ for _status in ("completed", "failed", "cancelled"):
     REQUESTS.labels(_status)
 for _outcome in ("delivered", "retried", "failed"):
     WEBHOOK_DELIVERIES.labels(_outcome)
-for _kind in ("redispatched", "requeued", "notice_resent", "upload_swept"):
+for _kind in (
+    "redispatched",
+    "requeued",
+    "notice_resent",
+    "upload_swept",
+    "lease_taken_back",
+    "broker_lost",
+):
     RECONCILER_REPAIRS.labels(_kind)
 
 

@@ -118,12 +118,17 @@ class Settings(BaseSettings):
 
     # --- queueing ----------------------------------------------------------------------------
     # A run holds each product it claims for this long and renews the hold every third of it
-    # while it works; only a product whose hold ran out (its run died) is taken from it.
-    product_lease_seconds: Seconds = 120.0
+    # while it works (one write per run, not per image); a product is taken from it only when
+    # its hold ran out or its process is seen dead on its host (worker/leases.py). Short, so a
+    # run that died on another host costs seconds: renewals do not wait on downloads.
+    product_lease_seconds: Seconds = 15.0
     # A request whose counters have not moved for this long is reconciled: recounted from its
-    # products, and its unfinished products are enqueued again.
+    # products, and its unfinished products are enqueued again. A last resort: dead runs and a
+    # broker that lost its messages are seen directly, on every reconcile.
     request_idle_seconds: Seconds = 300.0
-    reconcile_interval_seconds: Seconds = 30.0
+    # How often the reconciler looks for dead runs and a broker that lost its messages: with
+    # the lease, it bounds how long a killed process stalls anything (30 s, tests/faults/).
+    reconcile_interval_seconds: Seconds = 5.0
     max_attempts: int = Field(3, ge=1)
     # Results (request, products, output images) are deleted this many days after upload;
     # 0 keeps them forever. Expired requests answer 410 Gone.

@@ -43,7 +43,13 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds},
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_seconds,
+                # Every few seconds: one that waited past the next is superseded by it, so busy
+                # pool processes do not come back to a pile of them.
+                "options": {"expires": settings.reconcile_interval_seconds},
+            },
             "retention": {
                 "task": RETENTION_TASK,
                 "schedule": settings.retention_interval_seconds,
