@@ -72,6 +72,8 @@ def multinode(
             stack.start_worker(name, concurrency=2, env=node_env, cwd=home, own_group=True)
             homes[name] = home
         stack.wait_healthy()
+        for name in NODES:
+            stack.wait_ready(name)
         yield stack, homes
     finally:
         stack.stop()

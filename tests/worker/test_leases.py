@@ -130,3 +130,45 @@ def test_a_broker_that_lost_its_messages_gets_them_again_on_the_next_pass(
     sent = queue_length(rt, IMAGES_QUEUE)
     rt.run(reconcile(rt))  # nothing was lost since: nothing is sent again
     assert queue_length(rt, IMAGES_QUEUE) == sent
+
+
+def test_a_product_a_dead_run_finished_but_never_counted_is_counted_on_the_next_pass(
+    isolated: WorkerRuntime,
+) -> None:
+    rt = isolated
+    request_id = seed_request(
+        rt, [["https://images.example.com/a.jpg"], ["https://images.example.com/b.jpg"]]
+    )
+    rt.run(dispatch_request(rt, request_id))
+    lease = _default_lease(rt)
+    for serial in (1, 2):
+        rt.run(
+            rt.products.claim_many(
+                request_id, [serial], token=f"run-{serial}", lease=lease, holder=_dead_process()
+            )
+        )
+        # Its run made the product's final move, then died before counting it.
+        rt.run(
+            rt.products.finish(
+                request_id,
+                serial,
+                output_keys=["k"],
+                errors=[],
+                count_token=f"run-{serial}",
+                count_seq=1,
+            )
+        )
+    assert rt.settings.redis_url
+    redis.Redis.from_url(rt.settings.redis_url).set(BROKER_MARKER, "0")  # nothing lost there
+    before = rt.run(rt.requests.get(request_id))
+    assert before is not None and (before.products_done, before.images_done) == (0, 0)
+
+    rt.run(reconcile(rt))  # at once: not after REQUEST_IDLE_SECONDS
+
+    after = rt.run(rt.requests.get(request_id))
+    assert after is not None
+    assert (after.status, after.products_done, after.images_done) == (
+        RequestStatus.COMPLETED,
+        2,
+        2,
+    )

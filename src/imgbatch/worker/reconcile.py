@@ -4,7 +4,8 @@ It runs every few seconds (``RECONCILE_INTERVAL_SECONDS``) and acts on what it c
 directly, not on minutes without progress:
 
 - a product whose run is over (its holder died, or let its lease run out: ``worker.leases``)
-  is released and sent to the queue again, alone, at once;
+  is released and sent to the queue again, alone, at once; one such a run finished but never
+  counted is counted (domain.recount);
 - a broker that lost its data (Redis restarted empty) is seen by a marker key gone missing
   with it: every unfinished request is then dispatched or enqueued again;
 - as a last resort, a request that has not moved for ``REQUEST_IDLE_SECONDS`` is re-examined:
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from imgbatch.core import metrics
 from imgbatch.core.logs import log_event
@@ -27,7 +28,7 @@ from imgbatch.domain.audit import record
 from imgbatch.domain.completion import complete_if_finished
 from imgbatch.domain.recount import recount
 from imgbatch.domain.runtime import Runtime
-from imgbatch.models.requests import RequestRecord
+from imgbatch.models.requests import Priority, RequestRecord
 from imgbatch.worker import leases
 from imgbatch.worker.runtime import WorkerRuntime
 
@@ -68,27 +69,53 @@ async def reconcile(rt: WorkerRuntime) -> int:
 
 
 async def _take_back_abandoned(rt: Runtime) -> int:
-    """Release the products whose run is over and send each to the queue again, alone (if it
-    is what killed its run, it takes only itself down next time); returns how many."""
+    """Finish what dead runs left: their uncounted products are counted, and their unfinished
+    ones are released and sent to the queue again; returns how many were sent."""
     taken = 0
     for request_id, priority in await rt.requests.in_progress():
-        freed = []
-        for product in await rt.products.processing(request_id):
-            claim = product.claim
-            # Once per claim: a product already sent waits in the queue for its next run.
-            if claim is None or product.requeued == claim or not leases.abandoned(product):
-                continue
-            if await rt.products.release(request_id, product.serial_number, claim, requeued=True):
-                freed.append(product.serial_number)
-        if not freed:
-            continue
-        # At the request's head priority: these were under way, the rest of it waits behind.
-        await rt.tasks.products(request_id, freed, priority, per_task=1)
-        log_event(logger, "product.lease_taken_back", request_id=request_id, serials=freed)
-        metrics.RECONCILER_REPAIRS.labels("lease_taken_back").inc(len(freed))
-        await record(rt, request_id, "reconciler.lease_taken_back", serials=freed)
-        taken += len(freed)
+        if await _count_what_dead_runs_finished(rt, request_id):
+            continue  # that completed the request
+        taken += await _requeue_held_by_dead_runs(rt, request_id, priority)
     return taken
+
+
+async def _count_what_dead_runs_finished(rt: Runtime, request_id: str) -> bool:
+    """A run that died between a product's final move and its count left it out of the
+    request's counters; complete those counts now (domain.recount), not once the request has
+    been idle for minutes. True if that completed the request."""
+    unsettled = await rt.products.unsettled_counts(request_id)
+    # A live run counts a product right after finishing it: one still uncounted a lease later
+    # (a holder on another host) or whose holder is gone was left by a dead run.
+    before = datetime.now(UTC) - timedelta(seconds=rt.settings.product_lease_seconds)
+    if not any(
+        leases.holder_gone(p) or (p.finished_at is not None and p.finished_at < before)
+        for p in unsettled
+    ):
+        return False
+    recounted = await recount(rt, request_id)
+    log_event(logger, "request.recounted", request_id=request_id, recounted=recounted)
+    return await complete_if_finished(rt, request_id)
+
+
+async def _requeue_held_by_dead_runs(rt: Runtime, request_id: str, priority: Priority) -> int:
+    """Release the products whose run is over and send each to the queue again, alone (if it
+    is what killed its run, it takes only itself down next time); returns how many."""
+    freed = []
+    for product in await rt.products.processing(request_id):
+        claim = product.claim
+        # Once per claim: a product already sent waits in the queue for its next run.
+        if claim is None or product.requeued == claim or not leases.abandoned(product):
+            continue
+        if await rt.products.release(request_id, product.serial_number, claim, requeued=True):
+            freed.append(product.serial_number)
+    if not freed:
+        return 0
+    # At the request's head priority: these were under way, the rest of it waits behind.
+    await rt.tasks.products(request_id, freed, priority, per_task=1)
+    log_event(logger, "product.lease_taken_back", request_id=request_id, serials=freed)
+    metrics.RECONCILER_REPAIRS.labels("lease_taken_back").inc(len(freed))
+    await record(rt, request_id, "reconciler.lease_taken_back", serials=freed)
+    return len(freed)
 
 
 async def _broker_lost(rt: WorkerRuntime) -> bool:
