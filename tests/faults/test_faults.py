@@ -50,6 +50,22 @@ def _finished_within(
     return round(longest, 1)
 
 
+def _restart(stack: FaultStack, service: EmbeddedMongo | EmbeddedRedis) -> float:
+    """Start a killed embedded server again on its port and data; returns when it is back."""
+    restarted = type(service)(service.data_dir, port=service.port).start()
+    stack.services[stack.services.index(service)] = restarted
+    return time.monotonic()
+
+
+def _recovers(stack: FaultStack, request_id: str, receiver: Receiver, *, since: float) -> float:
+    """The fault tests' end: progress within the bound of ``since``, the batch whole, one
+    completion webhook. Returns the longest stall after ``since``."""
+    stall = assert_progress_resumes(stack, request_id, since=since)
+    assert_recovered(stack, request_id)
+    assert_one_completion_event(stack, receiver, request_id)
+    return stall
+
+
 def _redis_health(stack: FaultStack) -> str:
     with stack.client() as api:
         return str(api.get("/api/health").json()["redis"])
@@ -106,12 +122,7 @@ def test_redis_killed_and_restarted_empty(
     # An outage, not a blip: the API sees it too. Redis keeps nothing on disk (embedded), so
     # every queued message is gone.
     wait_until(lambda: _redis_health(fault_stack) == "unavailable", what="Redis to be missed")
-    restarted = EmbeddedRedis(redis.data_dir, port=redis.port).start()
-    fault_stack.services[fault_stack.services.index(redis)] = restarted
-    back_at = time.monotonic()
-    stall = assert_progress_resumes(fault_stack, request_id, since=back_at)
-    assert_recovered(fault_stack, request_id)
-    assert_one_completion_event(fault_stack, receiver, request_id)
+    stall = _recovers(fault_stack, request_id, receiver, since=_restart(fault_stack, redis))
     print(f"Redis restarted empty: longest stall after the restart {stall}s")
 
 
@@ -127,13 +138,8 @@ def test_mongodb_killed_and_restarted_on_the_same_data(
         assert during.headers["retry-after"] == "5"
         assert "database" in during.json()["detail"]
         assert api.get("/api/health").json()["mongodb"] == "unavailable"
-    restarted = EmbeddedMongo(mongo.data_dir, port=mongo.port).start()
-    fault_stack.services[fault_stack.services.index(mongo)] = restarted
-    back_at = time.monotonic()
-    stall = assert_progress_resumes(fault_stack, request_id, since=back_at)
-    # A database outage is nobody's image's fault: none failed.
-    assert_recovered(fault_stack, request_id)
-    assert_one_completion_event(fault_stack, receiver, request_id)
+    # A database outage is nobody's image's fault: none failed (assert_recovered).
+    stall = _recovers(fault_stack, request_id, receiver, since=_restart(fault_stack, mongo))
     print(f"MongoDB restarted: longest stall after the restart {stall}s")
 
 
@@ -148,8 +154,7 @@ def test_api_killed_mid_batch_and_started_again(
     stall = assert_progress_resumes(fault_stack, request_id, since=killed_at)
     fault_stack.start_api()
     fault_stack.wait_healthy()
-    assert_recovered(fault_stack, request_id)
-    assert_one_completion_event(fault_stack, receiver, request_id)
+    _recovers(fault_stack, request_id, receiver, since=time.monotonic())
     print(f"API SIGKILL: longest stall {stall}s")
 
 
@@ -236,9 +241,7 @@ def test_sigterm_lets_a_worker_finish_what_it_holds(
     # Work was left: the request is still running in the database (the API's may be 1 s old).
     assert fault_stack.db()["requests"].find_one({"_id": request_id})["status"] == "in_progress"
     fault_stack.start_ready_worker("worker-2")
-    assert_progress_resumes(fault_stack, request_id, since=time.monotonic())
-    assert_recovered(fault_stack, request_id)
-    assert_one_completion_event(fault_stack, receiver, request_id)
+    _recovers(fault_stack, request_id, receiver, since=time.monotonic())
 
 
 def test_an_upload_while_redis_is_down_is_dispatched_once_it_is_back(
@@ -250,8 +253,6 @@ def test_an_upload_while_redis_is_down_is_dispatched_once_it_is_back(
         # Stored in MongoDB even though the dispatch message could not be sent.
         request_id = submit_batch(api, slow_origin, products=10, receiver=receiver)
         assert api.get(f"/api/status/{request_id}").json()["status"] == "pending"
-    restarted = EmbeddedRedis(redis.data_dir, port=redis.port).start()
-    fault_stack.services[fault_stack.services.index(redis)] = restarted
-    assert_progress_resumes(fault_stack, request_id, since=time.monotonic())
+    assert_progress_resumes(fault_stack, request_id, since=_restart(fault_stack, redis))
     assert_recovered(fault_stack, request_id, products=10)
     assert_one_completion_event(fault_stack, receiver, request_id)

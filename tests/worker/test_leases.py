@@ -41,6 +41,20 @@ def _default_lease(rt: WorkerRuntime) -> timedelta:
     return timedelta(seconds=rt.settings.product_lease_seconds)
 
 
+def _two_products_dispatched(rt: WorkerRuntime) -> str:
+    request_id = seed_request(
+        rt, [["https://images.example.com/a.jpg"], ["https://images.example.com/b.jpg"]]
+    )
+    rt.run(dispatch_request(rt, request_id))
+    return request_id
+
+
+def _broker_kept_its_messages(rt: WorkerRuntime) -> None:
+    """As after an earlier pass: the marker is there, so the broker lost nothing."""
+    assert rt.settings.redis_url
+    redis.Redis.from_url(rt.settings.redis_url).set(BROKER_MARKER, "0")
+
+
 def test_a_rerun_takes_a_dead_holders_products_at_once_not_after_its_lease(
     isolated: WorkerRuntime, origin: Origin
 ) -> None:
@@ -68,10 +82,7 @@ def test_the_reconciler_requeues_a_dead_holders_products_once_and_leaves_a_live_
     isolated: WorkerRuntime,
 ) -> None:
     rt = isolated
-    request_id = seed_request(
-        rt, [["https://images.example.com/a.jpg"], ["https://images.example.com/b.jpg"]]
-    )
-    rt.run(dispatch_request(rt, request_id))
+    request_id = _two_products_dispatched(rt)
     lease = _default_lease(rt)
     rt.run(
         rt.products.claim_many(request_id, [1], token="dead", lease=lease, holder=_dead_process())
@@ -83,8 +94,7 @@ def test_the_reconciler_requeues_a_dead_holders_products_once_and_leaves_a_live_
         )
     )
     queued = queue_length(rt, IMAGES_QUEUE)
-    assert rt.settings.redis_url
-    redis.Redis.from_url(rt.settings.redis_url).set(BROKER_MARKER, "0")  # nothing lost there
+    _broker_kept_its_messages(rt)
 
     with leases.running("live"):
         rt.run(reconcile(rt))
@@ -111,10 +121,7 @@ def test_a_broker_that_lost_its_messages_gets_them_again_on_the_next_pass(
     isolated: WorkerRuntime,
 ) -> None:
     rt = isolated
-    request_id = seed_request(
-        rt, [["https://images.example.com/a.jpg"], ["https://images.example.com/b.jpg"]]
-    )
-    rt.run(dispatch_request(rt, request_id))
+    request_id = _two_products_dispatched(rt)
     record = rt.run(rt.requests.get(request_id))
     assert record is not None and record.status == RequestStatus.IN_PROGRESS
     assert rt.settings.redis_url
@@ -136,10 +143,7 @@ def test_a_product_a_dead_run_finished_but_never_counted_is_counted_on_the_next_
     isolated: WorkerRuntime,
 ) -> None:
     rt = isolated
-    request_id = seed_request(
-        rt, [["https://images.example.com/a.jpg"], ["https://images.example.com/b.jpg"]]
-    )
-    rt.run(dispatch_request(rt, request_id))
+    request_id = _two_products_dispatched(rt)
     lease = _default_lease(rt)
     for serial in (1, 2):
         rt.run(
@@ -158,8 +162,7 @@ def test_a_product_a_dead_run_finished_but_never_counted_is_counted_on_the_next_
                 count_seq=1,
             )
         )
-    assert rt.settings.redis_url
-    redis.Redis.from_url(rt.settings.redis_url).set(BROKER_MARKER, "0")  # nothing lost there
+    _broker_kept_its_messages(rt)
     before = rt.run(rt.requests.get(request_id))
     assert before is not None and (before.products_done, before.images_done) == (0, 0)
 
