@@ -29,6 +29,7 @@ from imgbatch.domain.taskqueue import (
     broker_config,
 )
 from imgbatch.worker import observability
+from imgbatch.worker.broker import TRANSPORT
 from imgbatch.worker.runtime import WorkerRuntime
 
 
@@ -36,6 +37,8 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("imgbatch", include=["imgbatch.worker.tasks", "imgbatch.webhooks.tasks"])
     app.conf.update(
         broker_config(settings),
+        # kombu's Redis transport, fixed so that losing Redis never kills a worker (broker.py).
+        broker_transport=TRANSPORT,
         task_queues=[Queue(name) for name in ALL_QUEUES],
         task_default_queue=IMAGES_QUEUE,
         task_acks_late=True,
