@@ -30,6 +30,7 @@ from tests.conftest import STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.logs import JSON_LOGS, log_events
 from tests.support.origin import Origin
+from tests.support.stacks import sigterm_and_wait
 from tests.support.waiting import wait_until
 
 
@@ -114,13 +115,7 @@ def imgbatch_run(data_dir: Path, env: dict[str, str]) -> Iterator[RunningStack]:
             )
             yield stack
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            sigterm_and_wait(process)
 
 
 def _start(data_dir: Path, env: dict[str, str], sink: IO[bytes]) -> subprocess.Popen[bytes]:

@@ -80,6 +80,10 @@ class FaultStack(Stack):
                     writes[event["key"]] = writes.get(event["key"], 0) + 1
         return writes
 
+    def worker_ready(self, worker: str = "worker") -> bool:
+        log = self.data_dir / "logs" / f"{worker}.log"
+        return any(event["event"].endswith(" ready.") for event in log_events(log))
+
 
 @pytest.fixture
 def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
@@ -97,6 +101,9 @@ def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
         stack.start_worker(concurrency=2)
         stack.start_beat()
         stack.wait_healthy()
+        # The API answers long before a worker has imported everything on a busy machine; a
+        # test's wait for progress must not spend its time on the worker's start.
+        wait_until(stack.worker_ready, timeout=300, every=0.2, what="the worker to be ready")
         yield stack
     finally:
         stack.stop()

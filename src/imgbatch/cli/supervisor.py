@@ -20,9 +20,9 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from imgbatch.cli.embedded import Managed
 from imgbatch.cli.stack import Stack
 from imgbatch.core.logs import log_event
 from imgbatch.core.metrics import write_stack_restarts
@@ -62,7 +62,7 @@ def _tail(log: Path) -> str:
     return "\n".join(f"  {line}" for line in lines[-_LOG_TAIL_LINES:]) or "  (empty)"
 
 
-class Supervisor:
+class Supervisor(Managed):
     """Watches a started :class:`Stack`'s children; ``with`` starts and stops the watching."""
 
     def __init__(self, stack: Stack) -> None:
@@ -89,17 +89,6 @@ class Supervisor:
         self._stopping.set()
         if self._thread.is_alive():
             self._thread.join()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def raise_failure(self) -> None:
         if self.failure is not None:
