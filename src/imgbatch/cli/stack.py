@@ -239,6 +239,7 @@ class Stack(Managed):
         port: int | None = None,
         env: dict[str, str] | None = None,
         host: str | None = None,
+        own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
         port = port or self.api_port
         process = self.spawn(
@@ -256,6 +257,7 @@ class Stack(Managed):
                 "20",
             ],
             env,
+            own_group=own_group,
         )
         wait_for_port(port, process=process)
         return process
@@ -345,9 +347,9 @@ class Stack(Managed):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.start_services()
-            self.start_api()
             # Each in a process group of its own: a Ctrl-C at the terminal reaches only the
             # supervisor, which stops them in order, and a worker's group can be killed whole.
+            self.start_api(own_group=True)
             self.start_worker(queues=PROCESSING_QUEUES, own_group=True)
             self.start_webhook_worker(own_group=True)
             self.start_beat(own_group=True)
