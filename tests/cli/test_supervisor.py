@@ -202,11 +202,35 @@ def test_a_killed_child_comes_back_where_it_was(
 
     wait_until(back, timeout=120, every=0.2, what=f"{kind} to be restarted on {ports}")
     wait_until(running.healthy, timeout=120, every=0.2, what="the stack to be healthy again")
+    # The supervisor logs once the restart is under way: the new process may be seen first.
+    wait_until(lambda: len(running.restarts_logged(kind)) > logged, what="the restart's log line")
     restarted = running.restarts_logged(kind)[logged:]
     assert [(e["exit_code"], e["restarts"]) for e in restarted] == [(-9, logged + 1)]
     assert running.restarts_counted(kind) == counted + 1
     if kind == "redis":
         assert broker.lrange("supervisor-test", 0, -1) == [queued.encode()]
+    _completes_a_small_batch(running, origin)
+
+
+def test_a_worker_killed_alone_takes_its_pool_processes_with_it(
+    running: RunningStack, origin: Origin
+) -> None:
+    victim = running.child("worker")
+    assert victim is not None
+    # IMGBATCH_WORKER_CONCURRENCY=2: both pool processes, once the worker has started them.
+    wait_until(lambda: len(victim.children()) == 2, what="the worker's pool processes")
+    pool = set(victim.children())
+    logged = len(running.restarts_logged("worker"))
+    victim.kill()  # its main process only: the pool processes are orphaned, still holding tasks
+
+    def back() -> bool:
+        again = running.child("worker")
+        return again is not None and again.pid != victim.pid
+
+    wait_until(back, timeout=120, every=0.2, what="the worker to be restarted")
+    wait_until(lambda: not _alive(pool), timeout=30, what="the old pool processes to be gone")
+    wait_until(lambda: len(running.restarts_logged("worker")) > logged, what="the log line")
+    assert [e["restarts"] for e in running.restarts_logged("worker")][logged:] == [logged + 1]
     _completes_a_small_batch(running, origin)
 
 

@@ -226,8 +226,10 @@ class Stack(Managed):
         self._spawners[name]()
 
     def _kill_group_leftovers(self, name: str) -> None:
-        # A worker killed alone leaves its pool processes behind, still holding tasks that the
-        # broker will hand out again: they must not finish them beside the new worker.
+        # A worker killed alone may leave processes behind, still holding tasks that the broker
+        # will hand out again: they must not finish them beside the new worker. (On Linux,
+        # Celery's pool processes get SIGKILL when their parent dies; elsewhere, and for
+        # anything a task started, nothing else ends them.)
         if name in self._groups and name in self.processes:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.processes[name].pid, signal.SIGKILL)
