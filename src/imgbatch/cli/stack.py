@@ -3,7 +3,8 @@
 It starts MongoDB and Redis (embedded ones when no URL is configured) and, for
 ``IMGBATCH_STORAGE=s3`` with no endpoint, an embedded S3 server (SeaweedFS) with its bucket; then
 the API, a Celery worker and Celery beat as child processes, and stops them all, children first,
-on exit.
+on exit. It can start any of them again as it was (:meth:`Stack.restart`), which the supervisor
+of ``imgbatch run`` and ``imgbatch demo`` does when one dies (cli/supervisor.py).
 
 While it runs, ``<data dir>/stack.json`` names its services, so tools started beside it
 (``imgbatch flower``) find the broker of a running ``make run`` without being told. Its

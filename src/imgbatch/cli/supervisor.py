@@ -2,8 +2,8 @@
 started again, as it was, on the same port and over the same data.
 
 Every child counts: the API, the workers, beat, and the embedded MongoDB-protocol server, Redis
-and SeaweedFS. A restart waits 0.5 s after the first exit, doubling with each further exit in
-the last minute up to 10 s, and is logged (``stack.process_restarted``) and counted
+and SeaweedFS. A restart waits 0.5 s after the first exit, doubling with each further exit that
+came before the child had run for a minute, up to 10 s. Each is logged (``stack.process_restarted``) and counted
 (``imgbatch_stack_restarts_total{process}`` on ``GET /metrics``). A child that exits 5 times in
 60 s cannot be helped by restarting it: the supervisor gives up, and the stack stops with one
 message naming the child, its exit code and the end of its log (:class:`CrashLoop`).
@@ -68,10 +68,14 @@ class Supervisor(Managed):
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.failure: CrashLoop | None = None
-        self.failed = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._exits: dict[str, deque[float]] = {}
+        # Exits in a row, each before the child had run for CRASH_LOOP_WINDOW: the backoff's
+        # exponent. A child that exits now and then (below the crash-loop limit) but never stays
+        # up long waits longer each time, up to BACKOFF_MAX.
+        self._streak: dict[str, int] = {}
+        self._started: dict[str, float] = {}
         # A child that ended and waits out its backoff: when it is due, and the code it ended with.
         self._due: dict[str, tuple[float, int]] = {}
         self.restarts = dict.fromkeys(self._names(), 0)
@@ -80,6 +84,7 @@ class Supervisor(Managed):
         return [*self.stack.processes, *(service.name for service in self.stack.services)]
 
     def start(self) -> Self:
+        self._started = dict.fromkeys(self.restarts, time.monotonic())
         # Every series from 0: a scrape sees the first restart as an increase.
         write_stack_restarts(self.stack.metrics_dir, self.restarts)
         self._thread.start()
@@ -99,7 +104,6 @@ class Supervisor(Managed):
             now = time.monotonic()
             for name, code in self.stack.exited().items():
                 if name not in self._due and not self._ended(name, code, now):
-                    self.failed.set()
                     return
             for name, (due, code) in list(self._due.items()):
                 if now >= due and not self._stopping.is_set():
@@ -115,13 +119,17 @@ class Supervisor(Managed):
         if len(exits) >= CRASH_LOOP_EXITS:
             self.failure = CrashLoop(name, code, len(exits), self.stack.log_path(name))
             return False
-        backoff = min(BACKOFF_INITIAL * 2 ** (len(exits) - 1), BACKOFF_MAX)
+        ran_long = now - self._started.get(name, now) >= CRASH_LOOP_WINDOW
+        streak = 1 if ran_long else self._streak.get(name, 0) + 1
+        self._streak[name] = streak
+        backoff = min(BACKOFF_INITIAL * 2 ** (streak - 1), BACKOFF_MAX)
         self._due[name] = (now + backoff, code)
         return True
 
     def _restart(self, name: str, code: int) -> None:
         self.restarts[name] = self.restarts.get(name, 0) + 1
         write_stack_restarts(self.stack.metrics_dir, self.restarts)
+        self._started[name] = time.monotonic()
         try:
             self.stack.restart(name)
         except Exception as exc:
