@@ -3,8 +3,9 @@ started again, as it was, on the same port and over the same data.
 
 Every child counts: the API, the workers, beat, and the embedded MongoDB-protocol server, Redis
 and SeaweedFS. A restart waits 0.5 s after the first exit, doubling with each further exit that
-came before the child had run for a minute, up to 10 s. Each is logged (``stack.process_restarted``) and counted
-(``imgbatch_stack_restarts_total{process}`` on ``GET /metrics``). A child that exits 5 times in
+came before the child had run for a minute, up to 10 s. Each restart is logged
+(``stack.process_restarted``) and counted (``imgbatch_stack_restarts_total{process}`` on
+``GET /metrics``). A child that exits 5 times in
 60 s cannot be helped by restarting it: the supervisor gives up, and the stack stops with one
 message naming the child, its exit code and the end of its log (:class:`CrashLoop`).
 
