@@ -91,7 +91,7 @@ class FaultStack(Stack):
                 for event in log_events(log)
             )
 
-        wait_until(ready, timeout=120, every=0.2, what=f"{name} to be ready")
+        wait_until(ready, timeout=300, every=0.2, what=f"{name} to be ready")
 
     def stored_writes(self, worker: str = "worker*") -> dict[str, int]:
         """How many times each output key was written, from the log of every worker whose name
