@@ -22,7 +22,7 @@ from imgbatch.core.settings import child_environment
 from tests.conftest import STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
-from tests.support.stacks import redis_db
+from tests.support.stacks import redis_db, sigterm_and_wait
 from tests.support.waiting import wait_until
 
 # Every test here starts `imgbatch run`, `imgbatch demo` or an embedded server itself.
@@ -57,13 +57,7 @@ def _imgbatch_run(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.communicate(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
+        sigterm_and_wait(process, timeout=90)
 
 
 def _sigterm(process: subprocess.Popen[str]) -> str:

@@ -1,8 +1,9 @@
 """No shared disk: the API and beat in one place, two worker "nodes" elsewhere, outputs on S3.
 
-Each node is a worker process with its own working directory, temporary directory and data
-directory, none of them the API's; the only things the three places share are MongoDB, Redis
-and the S3 server. One node is killed outright mid-batch and the other finishes the batch.
+Each node is a worker process with its own working directory, temporary directory, data
+directory and metrics directory, none of them the API's; the only things the three places share
+are MongoDB, Redis and the S3 server. One node is killed outright mid-batch and the other
+finishes the batch, at the default lease and reconcile settings.
 """
 
 from __future__ import annotations
@@ -14,18 +15,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from imgbatch.cli.embedded import EmbeddedSeaweedFS, free_port
-from imgbatch.core.settings import Settings
+from imgbatch.core.metrics import prepare_multiprocess_dir
+from imgbatch.core.settings import METRICS_DIR_ENV, Settings
 from tests.faults.conftest import (
     FAULT_ENV,
+    IMAGES_PER_PRODUCT,
     FaultStack,
     assert_one_completion_event,
+    assert_progress_resumes,
     assert_recovered,
+    assert_run_again,
+    held_by,
+    held_work,
     submit_batch,
     wait_for_progress,
     wait_until,
+    worker_pids,
 )
+from tests.support.logs import log_events
 from tests.support.origin import Origin
 from tests.support.receiver import Receiver
 
@@ -52,13 +63,41 @@ def multinode(
         for name in NODES:
             home = tmp_path / name
             (home / "tmp").mkdir(parents=True)
-            node_env = {"IMGBATCH_DATA_DIR": str(home / "data"), "TMPDIR": str(home / "tmp")}
+            prepare_multiprocess_dir(home / "metrics")
+            node_env = {
+                "IMGBATCH_DATA_DIR": str(home / "data"),
+                "TMPDIR": str(home / "tmp"),
+                METRICS_DIR_ENV: str(home / "metrics"),
+            }
             stack.start_worker(name, concurrency=2, env=node_env, cwd=home, own_group=True)
             homes[name] = home
         stack.wait_healthy()
+        for name in NODES:
+            stack.wait_ready(name)
         yield stack, homes
     finally:
         stack.stop()
+
+
+def _images_counted(metrics_dir: Path) -> float:
+    """Images a node counted in ``imgbatch_images``, summed over its own processes' files."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    return sum(
+        sample.value
+        for family in registry.collect()
+        if family.name == "imgbatch_images"
+        for sample in family.samples
+        if sample.name == "imgbatch_images_total"
+    )
+
+
+def _products_finished(log: Path, request_id: str) -> int:
+    return sum(
+        1
+        for event in log_events(log)
+        if event["event"] == "product.finished" and event.get("request_id") == request_id
+    )
 
 
 def test_two_nodes_without_a_shared_disk_and_one_killed_at_30_percent(
@@ -72,19 +111,31 @@ def test_two_nodes_without_a_shared_disk_and_one_killed_at_30_percent(
     for name in NODES:
         wait_until(lambda name=name: bool(stack.stored_writes(name)), what=f"{name} to store")
     victim, survivor = NODES
+    victim_pids = worker_pids(stack, victim)
+    held_work(stack, request_id, victim_pids)
     worker = stack.processes.pop(victim)
     os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool children at once
-    worker.wait(10)
     killed_at = time.monotonic()
+    held = held_by(stack, request_id, victim_pids)
+    worker.wait(10)
     assert stack.db()["requests"].find_one({"_id": request_id})["status"] == "in_progress"
     before = len(stack.stored_writes(survivor))
 
-    status = assert_recovered(stack, request_id)
-    assert_one_completion_event(receiver, request_id)
-    assert status["images_total"] == 300
-    assert status["images_failed"] == 0
+    # Nothing restarts the victim: the survivor takes its products over within the bound.
+    stall = assert_progress_resumes(stack, request_id, since=killed_at)
+    assert_recovered(stack, request_id, products=100)
+    assert_run_again(stack, request_id, held)
+    assert_one_completion_event(stack, receiver, request_id)
     assert len(stack.stored_writes(survivor)) > before  # the survivor finished the rest
     # Every output is in the bucket and nowhere on a disk: not the API's, not a node's.
     for home in (stack.data_dir, *homes.values()):
         assert not list(home.rglob("*.jpg")), home
-    print(f"one of two nodes SIGKILLed: finished in {time.monotonic() - killed_at:.1f}s")
+    # Metrics are the node's own: the survivor's directory holds files of its own processes
+    # only, and counts exactly the images it finished; the API's counts no image at all.
+    survivor_files = list((homes[survivor] / "metrics").glob("*.db"))
+    assert survivor_files
+    assert not [f for f in survivor_files if int(f.stem.rsplit("_", 1)[-1]) in victim_pids]
+    finished = _products_finished(stack.data_dir / "logs" / f"{survivor}.log", request_id)
+    assert _images_counted(homes[survivor] / "metrics") == finished * IMAGES_PER_PRODUCT
+    assert _images_counted(stack.metrics_dir) == 0
+    print(f"one of two nodes SIGKILLed: longest stall {stall}s")

@@ -3,7 +3,9 @@ stack (another API or worker with different settings)."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,3 +91,16 @@ def non_loopback_address() -> str:
         address = str(probe.getsockname()[0])
     assert not address.startswith("127."), "this machine needs a non-loopback interface"
     return address
+
+
+def sigterm_and_wait(process: subprocess.Popen[Any], timeout: float = 120.0) -> None:
+    """Stop an ``imgbatch`` command as an operator would, SIGKILL only if it hangs: a SIGKILL
+    first would leave the children of ``imgbatch run`` running."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()

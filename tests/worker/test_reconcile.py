@@ -14,6 +14,7 @@ import pytest
 
 from imgbatch.cli.embedded import EmbeddedMongo
 from imgbatch.cli.stack import Stack
+from imgbatch.core.settings import Settings
 from imgbatch.models.migrations import migrate
 from imgbatch.models.requests import RequestRecord, RequestStatus, now
 from imgbatch.worker.reconcile import reconcile
@@ -25,25 +26,27 @@ from tests.support.origin import Origin
 from tests.support.seeding import COLUMNS
 from tests.support.stacks import own_data, side_api
 
-LEASE = 2.0
+# The default lease: a live run keeps what it holds at the setting users run with.
+LEASE = Settings.model_fields["product_lease_seconds"].default
 
 
 def test_a_slow_product_keeps_its_lease_and_is_downloaded_once(
     stack: Stack, origin: Origin
 ) -> None:
-    # A side API, worker and beat, with the lease, the idle time and the reconcile interval
-    # scaled down to seconds, on a database and Redis database of their own.
+    # A side API, worker and beat at the default lease and reconcile interval, with the idle
+    # time scaled down to seconds, on a database and Redis database of their own.
     env = {
         **own_data(stack, 3),
-        "IMGBATCH_PRODUCT_LEASE_SECONDS": str(LEASE),
-        "IMGBATCH_REQUEST_IDLE_SECONDS": str(LEASE),
-        "IMGBATCH_RECONCILE_INTERVAL_SECONDS": "1",
+        "IMGBATCH_REQUEST_IDLE_SECONDS": "1",
+        # An origin that is slow, not broken: its answers are waited for.
+        "IMGBATCH_DOWNLOAD_READ_TIMEOUT": str(2 * LEASE),
+        "IMGBATCH_DOWNLOAD_DEADLINE": str(4 * LEASE),
     }
-    # Every image takes three leases to arrive: the request looks idle to the reconciler many
-    # times over while its worker is alive and waiting.
+    # Every image takes longer than a lease to arrive: the request looks idle to the reconciler
+    # many times over while its worker is alive and waiting.
     token = uuid.uuid4().hex
     paths = {
-        serial: [f"/slow/chelsea.jpg?delay={3 * LEASE}&t={token}-{serial}-{i}" for i in range(2)]
+        serial: [f"/slow/chelsea.jpg?delay={LEASE + 3}&t={token}-{serial}-{i}" for i in range(2)]
         for serial in (1, 2, 3)
     }
     rows = [(s, f"Slow {s}", ",".join(origin.url(p) for p in ps)) for s, ps in paths.items()]

@@ -20,6 +20,7 @@ import httpx
 from imgbatch.cli.embedded import free_port
 from imgbatch.cli.keys import create_key
 from imgbatch.cli.stack import Stack
+from imgbatch.cli.supervisor import CrashLoop, Supervisor
 from imgbatch.core.settings import Settings
 from imgbatch.domain.taskqueue import CeleryTaskSender
 
@@ -50,6 +51,14 @@ def image_origin(root: Path) -> Iterator[str]:
 
 
 def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None = None) -> int:
+    try:
+        return _run_demo(settings, out, sheet)
+    except CrashLoop as failure:
+        out(str(failure))
+        return 1
+
+
+def _run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None) -> int:
     sheet = sheet or SAMPLES / "products.csv"
     data_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -63,12 +72,15 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
             "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
         }
         out(f"starting the stack in {data_dir} (MongoDB-protocol server, Redis, API, worker, beat)")
-        with Stack(
-            settings.model_copy(update={"mongodb_url": None, "redis_url": None}),
-            data_dir=data_dir,
-            api_port=api_port,
-            extra_env=env,
-        ) as stack:
+        with (
+            Stack(
+                settings.model_copy(update={"mongodb_url": None, "redis_url": None}),
+                data_dir=data_dir,
+                api_port=api_port,
+                extra_env=env,
+            ) as stack,
+            Supervisor(stack) as supervisor,
+        ):
             out(f"stack up in {time.monotonic() - started:.1f}s; API at {stack.api_url}")
             _, key = asyncio.run(create_key(stack.settings_for_children(), "local (imgbatch demo)"))
             out(f"created a local API key: {key}")
@@ -92,7 +104,7 @@ def run_demo(settings: Settings, out: Callable[[str], None], sheet: Path | None 
                     f"uploaded {sheet.name}: request {request['request_id']}, "
                     f"{request['products']} products, {request['images']} images"
                 )
-                status = _wait(client, request["request_id"], out)
+                status = _wait(client, request["request_id"], out, supervisor)
                 # Seen by the poll that found it final: at most _POLL_SECONDS late, never early.
                 took = time.monotonic() - accepted_at
                 if status["status"] != "completed":
@@ -129,11 +141,24 @@ def _wait_for_workers(stack: Stack) -> float:
     raise TimeoutError(f"the workers did not answer a ping in {_TIMEOUT}s")
 
 
-def _wait(client: httpx.Client, request_id: str, out: Callable[[str], None]) -> dict[str, Any]:
+def _wait(
+    client: httpx.Client, request_id: str, out: Callable[[str], None], supervisor: Supervisor
+) -> dict[str, Any]:
     deadline = time.monotonic() + _TIMEOUT
     last = -1
     while time.monotonic() < deadline:
-        status: dict[str, Any] = client.get(f"/api/status/{request_id}", params={"limit": 1}).json()
+        supervisor.raise_failure()
+        try:
+            answer = client.get(f"/api/status/{request_id}", params={"limit": 1})
+        except httpx.TransportError:
+            # The API is being restarted by the supervisor: ask again.
+            time.sleep(0.3)
+            continue
+        if answer.status_code != 200:
+            # 503 while the database is restarted; anything else is a real answer next time.
+            time.sleep(0.3)
+            continue
+        status: dict[str, Any] = answer.json()
         if status["progress"] != last:
             last = status["progress"]
             out(

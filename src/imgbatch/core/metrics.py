@@ -18,8 +18,10 @@ are no ``livesum`` gauges, whose values a SIGKILLed process would leave behind.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -31,7 +33,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from imgbatch.core.errors import ImageErrorCode
@@ -105,8 +107,47 @@ for _status in ("completed", "failed", "cancelled"):
     REQUESTS.labels(_status)
 for _outcome in ("delivered", "retried", "failed"):
     WEBHOOK_DELIVERIES.labels(_outcome)
-for _kind in ("redispatched", "requeued", "notice_resent", "upload_swept"):
+for _kind in (
+    "redispatched",
+    "requeued",
+    "notice_resent",
+    "upload_swept",
+    "lease_taken_back",
+    "broker_lost",
+):
     RECONCILER_REPAIRS.labels(_kind)
+
+
+# --- the supervisor of `imgbatch run` ----------------------------------------------------------
+# The supervisor writes its counts to this file in the multiprocess directory and the scrape reads
+# them: its own process may have imported prometheus_client before that directory existed (inside
+# pytest, or `imgbatch demo`'s directory of its own), so it cannot count through an mmap value.
+STACK_RESTARTS_FILE = "stack-restarts.json"
+STACK_RESTARTS = "imgbatch_stack_restarts"
+
+
+def write_stack_restarts(directory: Path, restarts: Mapping[str, int]) -> None:
+    """Record how often the supervisor restarted each process (every supervised name, 0 too)."""
+    partial = directory / f".{STACK_RESTARTS_FILE}.{os.getpid()}"
+    partial.write_text(json.dumps(dict(restarts)))
+    # A scrape reads the whole old file or the whole new one, never half of one.
+    partial.replace(directory / STACK_RESTARTS_FILE)
+
+
+def _stack_restarts_family(directory: Path) -> Iterator[Metric]:
+    try:
+        restarts: dict[str, int] = json.loads((directory / STACK_RESTARTS_FILE).read_text())
+    except FileNotFoundError:
+        return  # no supervisor: compose, or a stack started by hand
+    family = CounterMetricFamily(
+        STACK_RESTARTS,
+        "Times the supervisor of `imgbatch run` restarted a process of the stack after it exited "
+        "unexpectedly, by process (api, worker, worker-webhooks, beat, mongodb, redis, seaweedfs).",
+        labels=["process"],
+    )
+    for process, count in sorted(restarts.items()):
+        family.add_metric([process], count)
+    yield family
 
 
 def prepare_multiprocess_dir(path: Path) -> None:
@@ -151,6 +192,7 @@ def processes_registry() -> CollectorRegistry:
     if directory is not None:
         # It globs and reads the *.db files on every collect(): cheap (a few ms for dozens).
         multiprocess.MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+        registry.register(_Families(_stack_restarts_family(directory)))
     else:
         registry.register(_Forward())
     return registry

@@ -247,18 +247,25 @@ class Settings(BaseSettings):
 
     # --- queueing ----------------------------------------------------------------------------
     product_lease_seconds: Seconds = Field(
-        120.0,
+        15.0,
         description="A run holds each product it claims this long and renews the hold every "
-        "third of it while it works; only a product whose hold ran out (its run died) is taken "
-        "from it, and that counts as an attempt.",
+        "third of it while it works (one write per run, not per image). A product is taken from "
+        "it only when its hold ran out or its process is seen dead on its host "
+        "(worker/leases.py), and that counts as an attempt. Short, so a run that died on another "
+        "host costs seconds: renewals do not wait on downloads.",
     )
     request_idle_seconds: Seconds = Field(
         300.0,
         description="A request whose counters have not moved for this long is reconciled: "
-        "recounted from its products, and its unfinished products are enqueued again.",
+        "recounted from its products, and its unfinished products are enqueued again. A last "
+        "resort: dead runs and a broker that lost its messages are seen directly, on every "
+        "reconcile.",
     )
     reconcile_interval_seconds: Seconds = Field(
-        30.0, description="How often beat runs the reconciler."
+        5.0,
+        description="How often beat runs the reconciler, which looks for dead runs and a broker "
+        "that lost its messages: with the lease, it bounds how long a killed process stalls "
+        "anything.",
     )
     max_attempts: int = Field(
         3,

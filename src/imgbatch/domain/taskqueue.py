@@ -62,13 +62,14 @@ PING_TIMEOUT = 1.0
 
 
 # A database or broker outage is not the work's fault: a task retries itself later instead of
-# failing what it was doing.
+# failing what it was doing. Backoff up to 10 s, so work resumes within seconds of the outage's
+# end; 60 retries ride out several minutes of outage (jitter halves the waits on average).
 RETRY_ON_OUTAGE: dict[str, Any] = {
     "autoretry_for": (PyMongoError, ConnectionError),
     "retry_backoff": 2,
-    "retry_backoff_max": 60,
+    "retry_backoff_max": 10,
     "retry_jitter": True,
-    "max_retries": 20,
+    "max_retries": 60,
 }
 
 

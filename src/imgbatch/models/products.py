@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -83,6 +83,23 @@ class ImageOutcome(BaseModel):
     warnings: list[ImageWarning] = []
 
 
+# A released lease: already expired, so the next claim takes the product (its holder is gone).
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LeaseHolder(BaseModel):
+    """The process a lease was claimed by: where it runs and which process it is, so that its
+    death on this host is seen at once instead of when its lease runs out."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # The host and its process namespace: pids mean something only inside one of them.
+    host: str
+    pid: int
+    # When that process started: a pid reused by another process does not pass for it.
+    started: float
+
+
 class ProductRecord(BaseModel):
     request_id: str
     serial_number: int
@@ -107,6 +124,9 @@ class ProductRecord(BaseModel):
     # the lease while it works, and only an expired lease may be reclaimed.
     claim: str | None = None
     lease_until: datetime | None = None
+    holder: LeaseHolder | None = None
+    # The claim whose product the reconciler sent to the queue again (once per claim).
+    requeued: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     # Set with the move to a final state: the run that made it, and the order of that count
@@ -300,7 +320,13 @@ class ProductRepository:
         return any([int(doc["serial_number"]) in wanted async for doc in cursor])
 
     async def claim(
-        self, request_id: str, serial_number: int, *, token: str, lease: timedelta
+        self,
+        request_id: str,
+        serial_number: int,
+        *,
+        token: str,
+        lease: timedelta,
+        holder: LeaseHolder | None = None,
     ) -> ProductRecord | None:
         """Take a product that is pending, or whose run's lease has expired; None if it is final
         or a live run holds it. Either way the claim counts one attempt."""
@@ -313,14 +339,20 @@ class ProductRepository:
             {"status": ProductStatus.PROCESSING, "lease_until": None},
         ):
             result = await self._collection.update_one(
-                {**exact, **condition}, _claim_update(token, at, lease)
+                {**exact, **condition}, _claim_update(token, at, lease, holder)
             )
             if result.modified_count:
                 return await self.get(request_id, serial_number)
         return None
 
     async def claim_many(
-        self, request_id: str, serial_numbers: Sequence[int], *, token: str, lease: timedelta
+        self,
+        request_id: str,
+        serial_numbers: Sequence[int],
+        *,
+        token: str,
+        lease: timedelta,
+        holder: LeaseHolder | None = None,
     ) -> list[ProductRecord]:
         """Claim a chunk's pending products in one round trip; returns the ones this call got.
 
@@ -333,7 +365,7 @@ class ProductRepository:
         """
         if not serial_numbers:
             return []
-        update = _claim_update(token, datetime.now(UTC), lease)
+        update = _claim_update(token, datetime.now(UTC), lease, holder)
         await self._collection.bulk_write(
             [
                 UpdateOne(
@@ -381,6 +413,33 @@ class ProductRepository:
         ]
         if updates:
             await self._collection.bulk_write(updates, ordered=False)
+
+    async def processing(self, request_id: str) -> list[ProductRecord]:
+        """The request's products some run holds now (few: at most what the workers hold)."""
+        cursor = self._collection.find(
+            {"request_id": request_id, "status": ProductStatus.PROCESSING}
+        )
+        return [ProductRecord.model_validate(doc) async for doc in cursor]
+
+    async def release(
+        self, request_id: str, serial_number: int, claim: str, *, requeued: bool = False
+    ) -> bool:
+        """End the lease of ``claim`` (its holder is gone), so the next claim takes the product;
+        with ``requeued``, also note that it was sent to the queue again for that claim. False
+        if the product moved on or another run claimed it meanwhile."""
+        update: dict[str, Any] = {"lease_until": RELEASED}
+        if requeued:
+            update["requeued"] = claim
+        result = await self._collection.update_one(
+            {
+                "request_id": request_id,
+                "serial_number": serial_number,
+                "status": ProductStatus.PROCESSING,
+                "claim": claim,
+            },
+            {"$set": update},
+        )
+        return result.modified_count == 1
 
     async def finish(
         self,
@@ -531,13 +590,16 @@ class ProductRepository:
         }
 
 
-def _claim_update(token: str, at: datetime, lease: timedelta) -> Document:
+def _claim_update(
+    token: str, at: datetime, lease: timedelta, holder: LeaseHolder | None
+) -> Document:
     return {
         "$set": {
             "status": ProductStatus.PROCESSING,
             "started_at": at,
             "claim": token,
             "lease_until": at + lease,
+            "holder": holder.model_dump() if holder else None,
         },
         "$inc": {"attempts": 1},
     }

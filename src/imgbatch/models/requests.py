@@ -275,6 +275,14 @@ class RequestRepository:
             stale += [RequestRecord.model_validate(doc) async for doc in cursor]
         return sorted(stale, key=lambda r: r.updated_at)[:limit]
 
+    async def in_progress(self, *, limit: int = 1000) -> list[tuple[str, Priority]]:
+        """(id, priority) of the requests being processed: whose products runs may hold."""
+        # An equality on the (status, updated_at) index's first field; only the two fields.
+        cursor = self._collection.find(
+            {"status": RequestStatus.IN_PROGRESS}, {"_id": 1, "priority": 1}
+        ).limit(limit)
+        return [(str(doc["_id"]), Priority(doc.get("priority", "normal"))) async for doc in cursor]
+
     async def cancel(self, request_id: str) -> RequestRecord | None:
         """Stop a pending or running request; None if it had already finished."""
         doc = await self._collection.find_one_and_update(

@@ -29,6 +29,7 @@ from imgbatch.domain.taskqueue import (
     broker_config,
 )
 from imgbatch.worker import exporter, observability
+from imgbatch.worker.broker import TRANSPORT
 from imgbatch.worker.runtime import WorkerRuntime
 
 
@@ -36,6 +37,14 @@ def create_celery(settings: Settings) -> Celery:
     app = Celery("imgbatch", include=["imgbatch.worker.tasks", "imgbatch.webhooks.tasks"])
     app.conf.update(
         broker_config(settings),
+        # kombu's Redis transport, fixed so that losing Redis never kills a worker (broker.py).
+        broker_transport=TRANSPORT,
+        # However long Redis is away, wait for it (Celery gives up after 100 attempts, ~45 min).
+        broker_connection_max_retries=None,
+        # A task running when Redis goes away finishes its work: its acknowledgement reaches
+        # Redis once it is back, or its message is delivered again and the rerun finds the work
+        # done. Stated, because Celery 6 turns the default around (cancel them all).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_queues=[Queue(name) for name in ALL_QUEUES],
         task_default_queue=IMAGES_QUEUE,
         task_acks_late=True,
@@ -43,7 +52,13 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "reconcile": {"task": RECONCILE_TASK, "schedule": settings.reconcile_interval_seconds},
+            "reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": settings.reconcile_interval_seconds,
+                # Every few seconds: one that waited past the next is superseded by it, so busy
+                # pool processes do not come back to a pile of them.
+                "options": {"expires": settings.reconcile_interval_seconds},
+            },
             "retention": {
                 "task": RETENTION_TASK,
                 "schedule": settings.retention_interval_seconds,

@@ -1,7 +1,9 @@
 """Processing products: their images (``worker.images``), many at once, then one transition.
 
-A run of a chunk task holds a lease on each product it claimed and renews it while it works;
-only an expired lease may be taken over (its run died), and only that counts as an attempt.
+A run of a chunk task holds a lease on each product it claimed and renews it while it works
+(one bulk write per run every third of a lease, however many images it holds); the lease names
+the process holding it (``worker.leases``). Only a product whose run is over may be taken over:
+its lease ran out, or its holder is seen dead on this host. Only that counts as an attempt.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from imgbatch.domain.image_events import announce_failed_images
 from imgbatch.domain.removal import release_media
 from imgbatch.models.products import ImageError, ImageOutcome, ProductRecord, ProductStatus
 from imgbatch.models.requests import RequestRecord, RequestStatus
+from imgbatch.worker import leases
 from imgbatch.worker.images import ImageJob, Known, hold_reused, known_sources, process_image
 from imgbatch.worker.outcomes import Tally, count_outcomes
 from imgbatch.worker.runtime import WorkerRuntime
@@ -62,23 +65,8 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     run = _Run(request, timedelta(seconds=rt.settings.product_lease_seconds), Tally(request.owner))
     renewing = asyncio.create_task(_keep_leases(rt, run))
     try:
-        if await rt.products.any_processing(request_id, serial_numbers):
-            await _one_at_a_time(rt, run, job, serial_numbers)
-        else:
-            claimed = await rt.products.claim_many(
-                request_id, serial_numbers, token=run.token, lease=run.lease
-            )
-            run.held.update(p.serial_number for p in claimed)
-            # What this owner's URLs answered last time, for conditional requests: for the chunk.
-            known = await known_sources(rt, job, [url for p in claimed for url in _todo(p)])
-            outcomes = await asyncio.gather(
-                *(_process_product(rt, run, job, product, known) for product in claimed),
-                return_exceptions=True,
-            )
-            # Every product ran to its end before we raise: nothing is left half-done.
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+        with leases.running(run.token):
+            await _run_chunk(rt, run, job, serial_numbers)
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -89,6 +77,32 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     # its last count landed, so it leaves its counts and key for the reconciler to settle.
     await _settle_counts(rt, run)
     await complete_when_counted(rt, request_id)
+
+
+async def _run_chunk(
+    rt: WorkerRuntime, run: _Run, job: ImageJob, serial_numbers: list[int]
+) -> None:
+    if await rt.products.any_processing(run.request.id, serial_numbers):
+        await _one_at_a_time(rt, run, job, serial_numbers)
+        return
+    claimed = await rt.products.claim_many(
+        run.request.id,
+        serial_numbers,
+        token=run.token,
+        lease=run.lease,
+        holder=leases.this_process(),
+    )
+    run.held.update(p.serial_number for p in claimed)
+    # What this owner's URLs answered last time, for conditional requests: for the chunk.
+    known = await known_sources(rt, job, [url for p in claimed for url in _todo(p)])
+    outcomes = await asyncio.gather(
+        *(_process_product(rt, run, job, product, known) for product in claimed),
+        return_exceptions=True,
+    )
+    # Every product ran to its end before we raise: nothing is left half-done.
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _keep_leases(rt: WorkerRuntime, run: _Run) -> None:
@@ -120,7 +134,7 @@ async def _one_at_a_time(
             await _process_alone(rt, run, job, product)
         elif await _held_by_a_run(rt, run.request.id, serial_number):
             held_elsewhere.append(serial_number)
-    # Watched together, so a dead run's products are free within one lease; then claimed one
+    # Watched together, so a dead run's products are free at once; then claimed one
     # at a time, each just before it runs: claiming them all at once would count an attempt
     # on every one of them if the first took this run down too.
     abandoned = await asyncio.gather(
@@ -134,7 +148,11 @@ async def _one_at_a_time(
 
 async def _claim(rt: WorkerRuntime, run: _Run, serial_number: int) -> ProductRecord | None:
     product = await rt.products.claim(
-        run.request.id, serial_number, token=run.token, lease=run.lease
+        run.request.id,
+        serial_number,
+        token=run.token,
+        lease=run.lease,
+        holder=leases.this_process(),
     )
     if product is not None:
         run.held.add(serial_number)
@@ -147,22 +165,26 @@ async def _held_by_a_run(rt: WorkerRuntime, request_id: str, serial_number: int)
 
 
 async def _wait_until_abandoned(rt: WorkerRuntime, run: _Run, serial_number: int) -> bool:
-    """Whether the run holding a product let its lease run out (it died); False once that run
-    turns out to be alive (it renewed the lease) or the product moved on."""
-    watched = await rt.products.get(run.request.id, serial_number)
+    """Whether the run holding a product is over (its holder died, or let its lease run out);
+    False once that run turns out to be alive (it renewed the lease) or the product moved on."""
     # The holder renews at least every third of a lease; looking once a second as well notices
-    # a product finished by it without waiting that long.
+    # a product finished by it (or its holder's death) without waiting that long.
     poll = min(run.lease.total_seconds() / 3, 1.0)
-    while watched is not None and watched.status == ProductStatus.PROCESSING:
-        until = watched.lease_until
-        if until is None or until <= datetime.now(UTC):
+    seen: datetime | None = None
+    while True:
+        product = await rt.products.get(run.request.id, serial_number)
+        if product is None or product.status != ProductStatus.PROCESSING:
+            return False
+        if leases.abandoned(product):
+            if product.claim is not None:
+                # A dead holder's lease may not have run out yet: end it, so the claim takes it.
+                await rt.products.release(run.request.id, serial_number, product.claim)
             return True
-        await asyncio.sleep(min(poll, (until - datetime.now(UTC)).total_seconds() + 0.05))
-        current = await rt.products.get(run.request.id, serial_number)
-        if current is None or current.lease_until != until:
-            return False  # its holder renewed it, or it moved on: not ours to take
-        watched = current
-    return False
+        if seen is not None and product.lease_until != seen:
+            return False  # its holder renewed it: not ours to take
+        seen = product.lease_until
+        assert seen is not None  # abandoned() is true for a lease without an end
+        await asyncio.sleep(min(poll, (seen - datetime.now(UTC)).total_seconds() + 0.05))
 
 
 async def _settle_counts(rt: WorkerRuntime, run: _Run) -> None:

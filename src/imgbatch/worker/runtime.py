@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 import httpx
+from redis.asyncio import Redis
 
 from imgbatch.core.settings import Settings
 from imgbatch.domain.runtime import Runtime, runtime
@@ -21,6 +22,7 @@ class WorkerRuntime(Runtime):
     _http: httpx.AsyncClient | None = field(default=None, init=False)
     _decode_slot: asyncio.Semaphore | None = field(default=None, init=False)
     _download_budget: DownloadBudget | None = field(default=None, init=False)
+    _redis: Redis | None = field(default=None, init=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Self:
@@ -37,6 +39,13 @@ class WorkerRuntime(Runtime):
         if self._http is None:
             self._http = download_client(self.download_policy)
         return self._http
+
+    @property
+    def redis(self) -> Redis:
+        """The broker's Redis, for the reconciler's look at whether it lost its messages."""
+        if self._redis is None:
+            self._redis = Redis.from_url(self.settings.require_redis_url())
+        return self._redis
 
     @property
     def decode_slot(self) -> asyncio.Semaphore:
