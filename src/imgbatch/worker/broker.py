@@ -4,11 +4,13 @@ kombu 5.7.0 and Celery 5.7.0 are the newest releases (uv.lock); neither fixes th
 loses Redis, Celery collects the lost connection: kombu closes its channels one by one, and
 closing a channel restores the messages it held, which needs Redis. Redis being down, the first
 restore raises, and the channels after it stay open. kombu then drops the transport's link to
-its connection (``Transport.client = None``). Later, Celery closes the channels left open, and a
-task that finishes in the pool acknowledges its message on its old channel. Each builds a Redis
-client from ``Transport.client`` and raises ``AttributeError: 'NoneType' object has no attribute
-'hostname'``. That is not one of Celery's connection errors, so the worker logs "Unrecoverable
-error" and exits (tests/worker/test_broker.py reproduces it).
+its connection (``Transport.client = None``). Celery goes on to close the connection, and with it
+a channel left open; a task that finishes in the pool later acknowledges its message on its old
+channel. Each builds a Redis client from ``Transport.client`` and raises ``AttributeError:
+'NoneType' object has no attribute 'hostname'`` (seen in the Redis fault test's worker log,
+raised from ``on_connection_error_after_connected``). That is not one of the connection errors
+Celery ignores there, so the worker logs "Unrecoverable error" and exits
+(tests/worker/test_broker.py reproduces it).
 
 Two changes make the loss recoverable:
 
