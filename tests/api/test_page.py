@@ -20,8 +20,10 @@ from imgbatch.core.settings import Settings
 from tests.conftest import KeyedApi
 from tests.support.browser import chromium
 from tests.support.client import sheet, upload, wait_for_status
+from tests.support.keys import new_key
 from tests.support.origin import Origin
 from tests.support.relay import Relay
+from tests.support.stacks import side_api
 from tests.support.waiting import wait_until
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / ".data" / "screenshots"
@@ -329,12 +331,26 @@ def test_delete_asks_first_then_removes_the_request(
         assert api.get(f"/api/status/{request_id}").status_code == 404
 
 
+@pytest.fixture(scope="module")
+def default_streams_api(stack: Stack) -> Iterator[KeyedApi]:
+    """An API with keys on and the default stream settings: keyed_api's streams end after 5 s,
+    and streams held to fill a key's cap must stay open for as long as the test needs."""
+    with side_api(stack, "api-page-streams", {"IMGBATCH_AUTH_DISABLED": "false"}) as url:
+        yield KeyedApi(url, new_key(stack, "page-streams")[1])
+
+
 def test_a_page_told_to_wait_for_a_stream_waits_and_then_follows_the_batch(
-    page: Page, keyed_api: KeyedApi, origin: Origin
+    browser: Browser, default_streams_api: KeyedApi, origin: Origin
 ) -> None:
     """The key already holds as many event streams as it may (the default cap): the page's
     stream gets a 429 with Retry-After. It waits as told and tries again, rather than showing
     an error and never moving again."""
+    keyed_api = default_streams_api
+    with _browsing(browser, keyed_api.url, keyed_api.key) as page:
+        _told_to_wait(page, keyed_api, origin)
+
+
+def _told_to_wait(page: Page, keyed_api: KeyedApi, origin: Origin) -> None:
     gate = uuid.uuid4().hex
     with keyed_api.client() as api:
         accepted = upload(
@@ -353,8 +369,11 @@ def test_a_page_told_to_wait_for_a_stream_waits_and_then_follows_the_batch(
         for _ in range(cap):
             stream = held.enter_context(client.stream("GET", f"/api/requests/{request_id}/events"))
             assert stream.status_code == 200
-        _sign_in_and_open(page, keyed_api.key, request_id)
-        wait_until(lambda: 429 in events, what="the page's stream to be refused")
+        # Waited on through Playwright: its events are only dispatched inside its own calls.
+        with page.expect_response(
+            lambda r: r.url.endswith(f"{request_id}/events") and r.status == 429, timeout=60_000
+        ):
+            _sign_in_and_open(page, keyed_api.key, request_id)
     finally:
         held.close()
         origin.open_gate(gate)
