@@ -112,7 +112,14 @@ def test_reconnecting_to_another_api_process_resumes_with_last_event_id(
     ]
     with keyed_api.client() as first:
         request_id = upload(first, sheet(rows)).json()["request_id"]
-        before = read_stream(first, request_id, until="product")
+        # keyed_api's streams end after 5 s: on a busy machine the first product can take
+        # longer, so resume (as a client does) until it arrives; two minutes at most.
+        before: list[Event] = []
+        for _ in range(24):
+            cursor = before[-1].id if before else None
+            before += read_stream(first, request_id, last_event_id=cursor, until="product")
+            if _products(before):
+                break
     assert _products(before).keys() == {1}
     origin.open_gate(gate)
     with (

@@ -96,6 +96,13 @@ class RunningStack:
         assert found, body
         return float(found.group(1))
 
+    def supervised(self) -> bool:
+        try:
+            body = httpx.get(f"{self.api_url}/metrics", timeout=10).text
+        except httpx.HTTPError:
+            return False
+        return "imgbatch_stack_restarts_total{" in body
+
     def healthy(self) -> bool:
         try:
             return httpx.get(f"{self.api_url}/api/health", timeout=5).status_code == 200
@@ -116,6 +123,8 @@ def imgbatch_run(data_dir: Path, env: dict[str, str]) -> Iterator[RunningStack]:
                 every=0.2,
                 what="imgbatch run to be up",
             )
+            # The supervisor starts once the stack is up: its counters appear a moment later.
+            wait_until(stack.supervised, timeout=60, every=0.2, what="the supervisor's counters")
             yield stack
         finally:
             sigterm_and_wait(process)

@@ -63,6 +63,8 @@ class Relay(Managed):
         self.heads: list[RequestHead] = []
         # The last `id:` the server sent on any event stream, before the client saw it.
         self.last_event_id: str | None = None
+        # Every such id, in the order the server sent them.
+        self.event_ids: list[str] = []
         self._stopped = threading.Event()
         threading.Thread(target=self._accept, name=f"relay:{self.port}", daemon=True).start()
 
@@ -160,6 +162,7 @@ class Relay(Managed):
                     ids = _EVENT_ID.findall(complete)
                     if ids:
                         with self._lock:
+                            self.event_ids += [i.decode() for i in ids]
                             self.last_event_id = ids[-1].decode()
         _close(connection)
 

@@ -362,7 +362,9 @@ class Stack(Managed):
             raise
         return self
 
-    def wait_healthy(self, timeout: float = 60.0, *, api_url: str | None = None) -> None:
+    # Two minutes: on a busy two-core machine the API starts beside the embedded servers and
+    # the workers, and a minute was seen to run out (the stack then stopped before it was up).
+    def wait_healthy(self, timeout: float = 120.0, *, api_url: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
