@@ -8,6 +8,8 @@
   neither the rate limit nor a request in flight. A new request takes one of its owner's
   in-flight slots before anything is read or stored, and gives it back if it fails.
 - The 202 answer, shaped from what ``domain.intake`` accepted.
+- The form fields and the header both endpoints take (:func:`intake_form`), so a field added
+  to one is added to both.
 """
 
 from __future__ import annotations
@@ -17,21 +19,31 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
-from fastapi import Request
+from fastapi import Depends, Form, Header, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from imgbatch.api.deps import AppState
+from imgbatch.api.auth import OwnerDep
+from imgbatch.api.deps import (
+    AppState,
+    IdempotencyDep,
+    ProfilesDep,
+    ServicesDep,
+    StateDep,
+    choose_profile,
+)
 from imgbatch.api.ratelimits import limit_uploads
 from imgbatch.api.schemas import UploadAccepted
 from imgbatch.core.errors import Conflict, UnprocessableEntity
 from imgbatch.core.logs import bind_context
 from imgbatch.core.settings import Settings
 from imgbatch.domain import inflight
-from imgbatch.domain.intake import Accepted
+from imgbatch.domain.intake import Accepted, Submission
+from imgbatch.domain.metadata import parse_metadata
 from imgbatch.domain.services import Services
 from imgbatch.domain.urls import download_url, status_url
 from imgbatch.models.idempotency import IdempotencyRepository
@@ -42,6 +54,58 @@ logger = logging.getLogger(__name__)
 # Makes a request under a new id (domain.intake); the id is bound to the logs and holds the
 # in-flight slot.
 Accept = Callable[[str], Awaitable[Accepted]]
+
+
+@dataclass(frozen=True)
+class IntakeForm:
+    """One call of an endpoint that creates a request: who asks, what the shared form fields
+    ask for, and what :meth:`once` needs to answer it at most once."""
+
+    request: Request
+    state: AppState
+    services: Services
+    keys: IdempotencyRepository
+    submission: Submission
+    idempotency_key: str | None
+
+    async def once(self, accept: Accept, *, namespace: str = "") -> UploadAccepted:
+        """``accept`` under the caller's ``Idempotency-Key`` (prefixed by ``namespace``)."""
+        key = f"{namespace}{self.idempotency_key}" if self.idempotency_key else None
+        return await once(
+            self.request,
+            self.state,
+            self.services,
+            self.keys,
+            self.submission.owner,
+            key,
+            accept,
+        )
+
+
+async def intake_form(
+    request: Request,
+    owner: OwnerDep,
+    state: StateDep,
+    services: ServicesDep,
+    keys: IdempotencyDep,
+    profiles: ProfilesDep,
+    webhook_url: Annotated[str | None, Form()] = None,
+    profile: Annotated[str | None, Form(max_length=64)] = None,
+    metadata: Annotated[str | None, Form()] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> IntakeForm:
+    submission = Submission(
+        owner=owner,
+        profile=choose_profile(profiles, profile),
+        webhook_url=webhook_url,
+        metadata=parse_metadata(metadata),
+    )
+    return IntakeForm(request, state, services, keys, submission, idempotency_key)
+
+
+IntakeFormDep = Annotated[IntakeForm, Depends(intake_form)]
 
 
 async def once(

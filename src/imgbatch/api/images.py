@@ -11,30 +11,18 @@ caps as any image's (``imaging.limits``). ``domain.intake`` makes the request.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Form, Header, Request, UploadFile, status
+from fastapi import APIRouter, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from imgbatch.api.accepting import once
-from imgbatch.api.auth import OwnerDep, Unauthorized
-from imgbatch.api.deps import (
-    IdempotencyDep,
-    OwnedRequestDep,
-    ProductsDep,
-    ProfilesDep,
-    ServicesDep,
-    SettingsDep,
-    StateDep,
-    choose_profile,
-)
+from imgbatch.api.accepting import IntakeFormDep
+from imgbatch.api.auth import Unauthorized
+from imgbatch.api.deps import OwnedRequestDep, ProductsDep, SettingsDep
 from imgbatch.api.openapi import OWNED_REQUEST, WITH_BODY, errors
 from imgbatch.api.ratelimits import TooManyRequests
 from imgbatch.api.schemas import SingleImageView, UploadAccepted
 from imgbatch.core.errors import Conflict, NotFound, PayloadTooLarge, UnprocessableEntity
 from imgbatch.domain.images import single_image_json
-from imgbatch.domain.intake import Submission, intake
-from imgbatch.domain.metadata import parse_metadata
+from imgbatch.domain.intake import intake
 from imgbatch.models.requests import RequestKind
 
 router = APIRouter(tags=["images"])
@@ -49,44 +37,20 @@ PATH = "/api/images"
     responses=errors(*WITH_BODY, Unauthorized, Conflict, UnprocessableEntity, TooManyRequests),
 )
 async def submit_image(
-    request: Request,
-    file: UploadFile,
-    owner: OwnerDep,
-    state: StateDep,
-    settings: SettingsDep,
-    services: ServicesDep,
-    keys: IdempotencyDep,
-    profiles: ProfilesDep,
-    webhook_url: Annotated[str | None, Form()] = None,
-    profile: Annotated[str | None, Form(max_length=64)] = None,
-    metadata: Annotated[str | None, Form()] = None,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-    ] = None,
+    file: UploadFile, form: IntakeFormDep, settings: SettingsDep
 ) -> UploadAccepted:
-    submission = Submission(
-        owner=owner,
-        profile=choose_profile(profiles, profile),
-        webhook_url=webhook_url,
-        metadata=parse_metadata(metadata),
-    )
     data = await file.read(settings.max_image_bytes + 1)
     if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(
             f"the image is larger than the limit of {settings.max_image_bytes} bytes"
         )
     await intake.check_image(settings, data)
-    return await once(
-        request,
-        state,
-        services,
-        keys,
-        owner,
-        # Its own namespace: a sheet and an image under one key are two different uploads.
-        f"image:{idempotency_key}" if idempotency_key else None,
+    return await form.once(
         lambda request_id: intake.accept_image(
-            services, request_id, submission, data=data, file_name=file.filename
+            form.services, request_id, form.submission, data=data, file_name=file.filename
         ),
+        # Its own namespace: a sheet and an image under one key are two different uploads.
+        namespace="image:",
     )
 
 

@@ -21,6 +21,7 @@ from types import FrameType
 from imgbatch.cli.stack import STACK_FILE
 from imgbatch.core.logs import redact_url
 from imgbatch.core.settings import METRICS_DIR_ENV, Settings, child_environment
+from imgbatch.domain.taskqueue import celery_args
 
 FLOWER_HOST = "127.0.0.1"
 
@@ -59,14 +60,7 @@ def run_flower(settings: Settings, say: Callable[[str], None]) -> int:
     process = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "imgbatch.worker.app:celery_app",
-            "--quiet",
-            "flower",
-            f"--address={FLOWER_HOST}",
-            f"--port={settings.flower_port}",
+            *celery_args("flower", f"--address={FLOWER_HOST}", f"--port={settings.flower_port}"),
         ],
         env=env,
         stdin=subprocess.DEVNULL,

@@ -39,7 +39,13 @@ from imgbatch.cli.embedded import (
 )
 from imgbatch.core.metrics import prepare_multiprocess_dir
 from imgbatch.core.settings import METRICS_DIR_ENV, Settings, child_environment
-from imgbatch.domain.taskqueue import ALL_QUEUES, PROCESSING_QUEUES, WEBHOOKS_QUEUE
+from imgbatch.domain.taskqueue import (
+    ALL_QUEUES,
+    PROCESSING_QUEUES,
+    WEBHOOKS_QUEUE,
+    celery_args,
+    worker_args,
+)
 from imgbatch.storage.buckets import ensure_bucket
 
 _STOP_TIMEOUT = 30.0
@@ -279,25 +285,14 @@ class Stack(Managed):
         return self.spawn(
             name,
             [
-                "-m",
-                "celery",
-                "-A",
-                "imgbatch.worker.app:celery_app",
-                # No ASCII banner: it goes to stdout unlogged, and every line should be an event.
-                "--quiet",
-                "worker",
+                *worker_args(
+                    queues,
+                    pool,
+                    concurrency or self.settings.worker_concurrency,
+                    self.settings.log_level,
+                ),
                 "--hostname",
                 f"{name}-{free_port()}@%h",
-                "--queues",
-                ",".join(queues),
-                "--pool",
-                pool,
-                "--concurrency",
-                str(concurrency or self.settings.worker_concurrency),
-                "--loglevel",
-                self.settings.log_level,
-                "--without-gossip",
-                "--without-mingle",
             ],
             env,
             cwd=cwd,
@@ -330,18 +325,13 @@ class Stack(Managed):
     ) -> subprocess.Popen[bytes]:
         return self.spawn(
             name,
-            [
-                "-m",
-                "celery",
-                "-A",
-                "imgbatch.worker.app:celery_app",
-                "--quiet",
+            celery_args(
                 "beat",
                 "--schedule",
                 str(self.data_dir / f"celery{name}-schedule"),
                 "--loglevel",
                 self.settings.log_level,
-            ],
+            ),
             env,
             own_group=own_group,
         )

@@ -27,6 +27,36 @@ ALL_QUEUES = (DISPATCH_QUEUE, IMAGES_QUEUE, WEBHOOKS_QUEUE, MAINTENANCE_QUEUE)
 # A hanging webhook receiver must never hold a process that images need: separate workers.
 PROCESSING_QUEUES = (DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE)
 
+# The task processes' Celery app, for the command lines that start them (the embedded stack,
+# `python -m imgbatch.worker`, Flower): spelled once, so a deployment cannot start another.
+CELERY_APP = "imgbatch.worker.app:celery_app"
+
+
+def celery_args(command: str, *args: str) -> list[str]:
+    """The arguments after the interpreter that start ``celery <command>`` on our app."""
+    # --quiet: no ASCII banner; it goes to stdout unlogged, and every line should be an event.
+    return ["-m", "celery", "-A", CELERY_APP, "--quiet", command, *args]
+
+
+def worker_args(queues: Sequence[str], pool: str, concurrency: int, log_level: str) -> list[str]:
+    """``celery worker`` on ``queues``, as every deployment starts it."""
+    return celery_args(
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        log_level,
+        # No peer chatter between workers: nothing here uses it, and it costs every worker a
+        # message per event of every other one.
+        "--without-gossip",
+        "--without-mingle",
+    )
+
+
 DISPATCH_TASK = "imgbatch.dispatch_request"
 PRODUCTS_TASK = "imgbatch.process_products"
 REQUEST_FINISHED_TASK = "imgbatch.request_finished"

@@ -20,9 +20,7 @@ import os
 import sys
 
 from imgbatch.core.settings import Settings, get_settings, metrics_multiprocess_dir
-from imgbatch.domain.taskqueue import PROCESSING_QUEUES, WEBHOOKS_QUEUE
-
-APP = "imgbatch.worker.app:celery_app"
+from imgbatch.domain.taskqueue import PROCESSING_QUEUES, WEBHOOKS_QUEUE, worker_args
 
 
 def celery_command(kind: str, settings: Settings, extra: list[str]) -> list[str]:
@@ -35,23 +33,7 @@ def celery_command(kind: str, settings: Settings, extra: list[str]) -> list[str]
         concurrency = settings.webhook_worker_concurrency
     return [
         sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        APP,
-        "worker",
-        "--queues",
-        ",".join(queues),
-        "--pool",
-        pool,
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        settings.log_level,
-        # No peer chatter between workers: nothing here uses it, and it costs every worker a
-        # message per event of every other one.
-        "--without-gossip",
-        "--without-mingle",
+        *worker_args(queues, pool, concurrency, settings.log_level),
         *extra,
     ]
 
