@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from imgbatch.imaging import (
 from imgbatch.imaging.metadata import fit_within
 from imgbatch.imaging.profiles import default_profile, storefront_profile
 from imgbatch.imaging.render import downscale
+from imgbatch.models.media import StoredVariant
+from imgbatch.worker.images import _render_sync
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "corpus"
 MAX_PIXELS = 50_000_000
@@ -41,13 +44,14 @@ def opened(data: bytes) -> Image.Image:
 
 
 def every_format() -> Profile:
+    # Sizes differ: variants of one pixel size would be one object, in the first one's format.
     return Profile(
         "all",
         (
             Variant("full", OutputFormat.JPEG, 70),
             Variant("w", OutputFormat.WEBP, 75, 200),
-            Variant("a", OutputFormat.AVIF, 55, 200),
-            Variant("p", OutputFormat.PNG, 100, 200),
+            Variant("a", OutputFormat.AVIF, 55, 190),
+            Variant("p", OutputFormat.PNG, 100, 180),
         ),
     )
 
@@ -125,16 +129,75 @@ def test_small_sources_are_never_upscaled_and_equal_variants_share_one_object() 
         rendition = render_profile(decoded, STOREFRONT.variants)
     finally:
         decoded.close()
+    original = rendition.outputs["original"]
     medium, large = rendition.outputs["medium"], rendition.outputs["large"]
     assert (large.width, large.height) == (medium.width, medium.height) == (512, 512)
-    assert large is medium
-    assert rendition.owner["large"] == "medium"
+    # Both are the full-size original: one object, whatever their formats were to be.
+    assert large is medium is original
+    assert rendition.owner["large"] == rendition.owner["medium"] == "original"
     assert [op for op in rendition.operations if op.startswith("encode:")] == [
         "encode:original:jpeg",
-        "encode:medium:webp",
         "encode:thumbnail:webp",
     ]
     assert opened(rendition.outputs["thumbnail"].data).size == (150, 150)
+
+
+def _stored_storefront(name: str) -> dict[str, StoredVariant]:
+    """What the worker records and lists for a storefront render of corpus photo ``name``."""
+    data = corpus(name)
+    _, rendered = _render_sync(
+        data,
+        STOREFRONT,
+        "o/owner/sha/digest",
+        hashlib.sha256(data).hexdigest(),
+        max_pixels=MAX_PIXELS,
+        max_jpeg_scans=100,
+        decode_seconds=30.0,
+        jpeg_optimize=False,
+        report_gps=False,
+    )
+    return rendered.variants
+
+
+def test_a_variant_the_size_of_the_original_is_the_original_in_every_listing() -> None:
+    # hubble_deep_field.jpg is 1000x872: `large` (1200) would be a full-size WebP.
+    decoded = open_image(corpus("hubble_deep_field.jpg"), max_pixels=MAX_PIXELS)
+    try:
+        rendition = render_profile(decoded, STOREFRONT.variants)
+    finally:
+        decoded.close()
+    assert rendition.owner["large"] == "original"
+    assert opened(rendition.outputs["large"].data).format == "JPEG"
+    large, original = (
+        opened(rendition.outputs["large"].data),
+        opened(rendition.outputs["original"].data),
+    )
+    assert large.size == original.size == (1000, 872)
+    assert large.tobytes() == original.tobytes()
+    # Only one full-size encode was made; medium is still its own WebP.
+    encodes = [op for op in rendition.operations if op.startswith("encode:")]
+    assert encodes == ["encode:original:jpeg", "encode:medium:webp", "encode:thumbnail:webp"]
+    assert opened(rendition.outputs["medium"].data).format == "WEBP"
+
+    stored = _stored_storefront("hubble_deep_field.jpg")
+    original_entry = stored["original"]
+    assert original_entry.key.endswith("/original.jpg")
+    assert stored["large"] == original_entry  # key, format, width, height, bytes
+    assert (stored["large"].format, stored["large"].width, stored["large"].height) == (
+        "jpeg",
+        1000,
+        872,
+    )
+    assert stored["medium"].key.endswith("/medium.webp")
+    assert stored["medium"].format == "webp"
+
+
+def test_a_source_larger_than_large_still_gets_its_own_webp_large() -> None:
+    stored = _stored_storefront("coffee_4mp.jpg")  # 2400x1600
+    large = stored["large"]
+    assert large.key.endswith("/large.webp")
+    assert (large.format, large.width, large.height) == ("webp", 1200, 800)
+    assert large.key != stored["original"].key
 
 
 def test_portrait_photos_keep_their_aspect_and_come_out_upright() -> None:

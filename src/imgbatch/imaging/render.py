@@ -13,8 +13,11 @@ Measured choices (docs/profiles-and-outputs.md, "Profiles", has the numbers):
 - **WebP at quality 75, method 0.** Pillow's default method 4 costs 4x the CPU for ~15 % fewer
   bytes. **AVIF at speed 10, one thread**: speed 8 triples the CPU for 5 % fewer bytes, and a
   worker already runs one image per core.
-- **Identical variants are encoded once.** A 500 px source makes ``medium`` and ``large`` the
-  same 500 px WebP: one encode, one stored object, two names.
+- **A pixel size is encoded once, whatever the formats.** A variant whose output would have
+  exactly the size of an earlier variant's (in the profile's order) is that variant: same
+  object, same format. Boxes never upscale, so for a storefront source of at most 1200 px
+  ``large`` (and ``medium`` at most 600 px) is the full-size ``original`` JPEG, and a WebP at
+  full size, the costliest encode of the profile (~20 ms per megapixel), is never made.
 - **Transparency is flattened on white for every format**, as for the JPEG primary: one RGB
   chain serves all variants, and every size of a product shot looks the same on a page.
 - **Metadata stays out.** No writer is given EXIF or XMP; the ICC profile is passed explicitly
@@ -56,8 +59,9 @@ class Encoded:
 class Rendition:
     """Every variant of one image, plus what describes it."""
 
-    #: By variant name, in the profile's order. Variants that came out identical hold the same
-    #: :class:`Encoded` object; ``owner`` says which variant's name it is stored under.
+    #: By variant name, in the profile's order. Variants of the same pixel size hold the same
+    #: :class:`Encoded` object (the first one's, whatever their formats); ``owner`` says which
+    #: variant's name it is stored under.
     outputs: dict[str, Encoded]
     owner: dict[str, str]
     dominant_color: str
@@ -134,11 +138,12 @@ def _encode_variant(
 def render_profile(
     decoded: Decoded, variants: Sequence[Variant], *, jpeg_optimize: bool = False
 ) -> Rendition:
-    """Every variant, sizes made largest to smallest, each identical output encoded once."""
+    """Every variant, sizes made largest to smallest, each pixel size encoded once."""
     sizes = {variant.name: target_size(decoded.size, variant) for variant in variants}
     ordered = sorted(set(sizes.values()), key=lambda s: s[0] * s[1], reverse=True)
     operations = list(decoded.operations)
-    encoded: dict[tuple[OutputFormat, int, tuple[int, int]], tuple[str, Encoded]] = {}
+    # By pixel size alone: the first variant of a size (in the profile's order) owns its object.
+    encoded: dict[tuple[int, int], tuple[str, Encoded]] = {}
     current = decoded.image
     for size in ordered:
         at_size = [v for v in variants if sizes[v.name] == size]
@@ -147,14 +152,9 @@ def render_profile(
             previous.close()  # each step only needs the one before it
         if current is not decoded.image:
             operations.append(f"resize:{at_size[0].name}")
-        for variant in at_size:
-            # PNG is lossless: its quality setting changes nothing.
-            quality = 0 if variant.format == OutputFormat.PNG else variant.quality
-            key = (variant.format, quality, size)
-            if key in encoded:
-                continue
-            encoded[key] = (variant.name, _encode_variant(current, variant, decoded, jpeg_optimize))
-            operations.append(f"encode:{variant.name}:{variant.format.value}")
+        owner = at_size[0]
+        encoded[size] = (owner.name, _encode_variant(current, owner, decoded, jpeg_optimize))
+        operations.append(f"encode:{owner.name}:{owner.format.value}")
     if current is not decoded.image:
         current.close()
     small = summary_image(decoded.image)
@@ -163,15 +163,12 @@ def render_profile(
     finally:
         small.close()
     outputs: dict[str, Encoded] = {}
-    owner: dict[str, str] = {}
+    owner_of: dict[str, str] = {}
     for variant in variants:
-        quality = 0 if variant.format == OutputFormat.PNG else variant.quality
-        owner[variant.name], outputs[variant.name] = encoded[
-            (variant.format, quality, sizes[variant.name])
-        ]
+        owner_of[variant.name], outputs[variant.name] = encoded[sizes[variant.name]]
     return Rendition(
         outputs=outputs,
-        owner=owner,
+        owner=owner_of,
         dominant_color=colour,
         placeholder=hash_,
         operations=tuple(operations),
