@@ -23,7 +23,7 @@ from imgbatch.imaging import (
 )
 from imgbatch.imaging.metadata import fit_within
 from imgbatch.imaging.profiles import default_profile, storefront_profile
-from imgbatch.imaging.render import downscale
+from imgbatch.imaging.render import Rendition, downscale
 from imgbatch.models.media import StoredVariant
 from imgbatch.worker.images import _render_sync
 
@@ -41,6 +41,14 @@ def opened(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def rendered(name: str, profile: Profile = STOREFRONT) -> Rendition:
+    decoded = open_image(corpus(name), max_pixels=MAX_PIXELS)
+    try:
+        return render_profile(decoded, profile.variants)
+    finally:
+        decoded.close()
 
 
 def every_format() -> Profile:
@@ -124,11 +132,7 @@ def test_storefront_sizes_and_formats_decode_as_promised() -> None:
 
 
 def test_small_sources_are_never_upscaled_and_equal_variants_share_one_object() -> None:
-    decoded = open_image(corpus("astronaut.jpg"), max_pixels=MAX_PIXELS)  # 512x512
-    try:
-        rendition = render_profile(decoded, STOREFRONT.variants)
-    finally:
-        decoded.close()
+    rendition = rendered("astronaut.jpg")  # 512x512
     original = rendition.outputs["original"]
     medium, large = rendition.outputs["medium"], rendition.outputs["large"]
     assert (large.width, large.height) == (medium.width, medium.height) == (512, 512)
@@ -161,11 +165,7 @@ def _stored_storefront(name: str) -> dict[str, StoredVariant]:
 
 def test_a_variant_the_size_of_the_original_is_the_original_in_every_listing() -> None:
     # hubble_deep_field.jpg is 1000x872: `large` (1200) would be a full-size WebP.
-    decoded = open_image(corpus("hubble_deep_field.jpg"), max_pixels=MAX_PIXELS)
-    try:
-        rendition = render_profile(decoded, STOREFRONT.variants)
-    finally:
-        decoded.close()
+    rendition = rendered("hubble_deep_field.jpg")
     assert rendition.owner["large"] == "original"
     assert opened(rendition.outputs["large"].data).format == "JPEG"
     large, original = (
@@ -198,6 +198,24 @@ def test_a_source_larger_than_large_still_gets_its_own_webp_large() -> None:
     assert large.key.endswith("/large.webp")
     assert (large.format, large.width, large.height) == ("webp", 1200, 800)
     assert large.key != stored["original"].key
+
+
+def test_variants_of_one_size_are_one_object_in_the_first_ones_format() -> None:
+    # An operator profile with an AVIF and a WebP of the same box: one encode, the first's.
+    profile = Profile(
+        "picture",
+        (
+            Variant("tile", OutputFormat.AVIF, 55, 200),
+            Variant("tile_webp", OutputFormat.WEBP, 75, 200),
+            Variant("icon", OutputFormat.PNG, 100, 64),
+        ),
+    )
+    rendition = rendered("coffee.jpg", profile)  # 600x400
+    assert rendition.owner == {"tile": "tile", "tile_webp": "tile", "icon": "icon"}
+    assert rendition.outputs["tile_webp"] is rendition.outputs["tile"]
+    assert opened(rendition.outputs["tile_webp"].data).format == "AVIF"
+    assert rendition.outputs["tile_webp"].format == OutputFormat.AVIF
+    assert opened(rendition.outputs["icon"].data).format == "PNG"
 
 
 def test_portrait_photos_keep_their_aspect_and_come_out_upright() -> None:
