@@ -200,22 +200,47 @@ def test_a_source_larger_than_large_still_gets_its_own_webp_large() -> None:
     assert large.key != stored["original"].key
 
 
-def test_variants_of_one_size_are_one_object_in_the_first_ones_format() -> None:
-    # An operator profile with an AVIF and a WebP of the same box: one encode, the first's.
-    profile = Profile(
+def _picture(*full: Variant) -> Profile:
+    # An operator profile with an AVIF and a WebP of the same box, for <picture>.
+    return Profile(
         "picture",
         (
+            *full,
             Variant("tile", OutputFormat.AVIF, 55, 200),
             Variant("tile_webp", OutputFormat.WEBP, 75, 200),
-            Variant("icon", OutputFormat.PNG, 100, 64),
         ),
     )
-    rendition = rendered("coffee.jpg", profile)  # 600x400
-    assert rendition.owner == {"tile": "tile", "tile_webp": "tile", "icon": "icon"}
-    assert rendition.outputs["tile_webp"] is rendition.outputs["tile"]
-    assert opened(rendition.outputs["tile_webp"].data).format == "AVIF"
-    assert rendition.outputs["tile_webp"].format == OutputFormat.AVIF
-    assert opened(rendition.outputs["icon"].data).format == "PNG"
+
+
+def test_formats_of_one_box_stay_their_own_where_the_box_shrinks_the_source() -> None:
+    rendition = rendered("coffee.jpg", _picture())  # 600x400: both tiles are 200x133
+    assert rendition.owner == {"tile": "tile", "tile_webp": "tile_webp"}
+    assert opened(rendition.outputs["tile"].data).format == "AVIF"
+    assert opened(rendition.outputs["tile_webp"].data).format == "WEBP"
+
+
+def test_an_unreached_box_is_the_full_size_output_only_if_the_profile_makes_one() -> None:
+    tiny = Profile("tiny", (Variant("tile", OutputFormat.WEBP, 75, 2000),))
+    alone = rendered("coffee.jpg", tiny)
+    assert opened(alone.outputs["tile"].data).format == "WEBP"  # nothing else to be
+    both = rendered(
+        "coffee.jpg",
+        Profile(
+            "both",
+            (
+                Variant("original", OutputFormat.JPEG, 80),
+                Variant("original_webp", OutputFormat.WEBP, 75),  # full size on purpose
+                Variant("tile", OutputFormat.AVIF, 55, 2000),
+            ),
+        ),
+    )
+    assert both.owner == {
+        "original": "original",
+        "original_webp": "original_webp",
+        "tile": "original",
+    }
+    assert opened(both.outputs["original_webp"].data).format == "WEBP"
+    assert opened(both.outputs["tile"].data).format == "JPEG"
 
 
 def test_portrait_photos_keep_their_aspect_and_come_out_upright() -> None:

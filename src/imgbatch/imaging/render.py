@@ -16,11 +16,11 @@ Measured choices (docs/profiles-and-outputs.md, "Profiles", has the numbers):
 - **WebP at quality 75, method 0.** Pillow's default method 4 costs 4x the CPU for ~15 % fewer
   bytes. **AVIF at speed 10, one thread**: speed 8 triples the CPU for 5 % fewer bytes, and a
   worker already runs one image per core.
-- **A pixel size is encoded once, whatever the formats.** A variant whose output would have
-  exactly the size of an earlier variant's (in the profile's order) is that variant: same
-  object, same format. Boxes never upscale, so for a storefront source of at most 1200 px
-  ``large`` (and ``medium`` at most 600 px) is the full-size ``original`` JPEG, and a WebP at
-  full size, the costliest encode of the profile (~20 ms per megapixel), is never made.
+- **No second full-size encode.** A variant whose box the source does not reach is, when the
+  profile makes a full-size output on purpose (``original``), that output in its format: for a
+  storefront source of at most 1200 px ``large`` (and ``medium`` at most 600 px) is the
+  ``original`` JPEG, and a WebP at full size, the costliest encode of the profile (~20 ms per
+  megapixel), is never made. Variants of the same format, quality and size are one object.
 - **Transparency is flattened on white for every format**, as for the JPEG primary: one RGB
   chain serves all variants, and every size of a product shot looks the same on a page.
 - **Metadata stays out.** No writer is given EXIF or XMP; the ICC profile is passed explicitly
@@ -141,15 +141,44 @@ def _encode_variant(
     return Encoded(data, variant.format, image.width, image.height)
 
 
+_OutputKey = tuple[OutputFormat, int, tuple[int, int]]
+
+
+def _output_key(variant: Variant, size: tuple[int, int]) -> _OutputKey:
+    # PNG is lossless: its quality setting changes nothing.
+    quality = 0 if variant.format == OutputFormat.PNG else variant.quality
+    return variant.format, quality, size
+
+
+def _made_by(
+    full: tuple[int, int], variants: Sequence[Variant], sizes: dict[str, tuple[int, int]]
+) -> dict[str, Variant]:
+    """The variant whose encode each variant is.
+
+    Itself, except for a variant whose box the source does not reach: it would be a second
+    full-size encode of the source, the costliest of the profile, so when the profile already
+    makes a full-size output on purpose (a variant without a box, such as ``original``), it is
+    that output, in that output's format. Variants of one box in several formats (an AVIF and a
+    WebP for ``<picture>``) stay in their own formats wherever they shrink the source.
+    """
+    unboxed = next((v for v in variants if v.max_edge is None), None)
+    return {
+        v.name: unboxed
+        if unboxed is not None and v.max_edge is not None and sizes[v.name] == full
+        else v
+        for v in variants
+    }
+
+
 def render_profile(
     decoded: Decoded, variants: Sequence[Variant], *, jpeg_optimize: bool = False
 ) -> Rendition:
-    """Every variant, sizes made largest to smallest, each pixel size encoded once."""
+    """Every variant, sizes made largest to smallest, each distinct output encoded once."""
     sizes = {variant.name: target_size(decoded.size, variant) for variant in variants}
+    made_by = _made_by(decoded.size, variants, sizes)
     ordered = sorted(set(sizes.values()), key=lambda s: s[0] * s[1], reverse=True)
     operations = list(decoded.operations)
-    # By pixel size alone: the first variant of a size (in the profile's order) owns its object.
-    encoded: dict[tuple[int, int], tuple[str, Encoded]] = {}
+    encoded: dict[_OutputKey, tuple[str, Encoded]] = {}
     current = decoded.image
     for size in ordered:
         at_size = [v for v in variants if sizes[v.name] == size]
@@ -158,9 +187,13 @@ def render_profile(
             previous.close()  # each step only needs the one before it
         if current is not decoded.image:
             operations.append(f"resize:{at_size[0].name}")
-        owner = at_size[0]
-        encoded[size] = (owner.name, _encode_variant(current, owner, decoded, jpeg_optimize))
-        operations.append(f"encode:{owner.name}:{owner.format.value}")
+        for variant in at_size:
+            maker = made_by[variant.name]
+            key = _output_key(maker, size)
+            if key in encoded:
+                continue
+            encoded[key] = (maker.name, _encode_variant(current, maker, decoded, jpeg_optimize))
+            operations.append(f"encode:{maker.name}:{maker.format.value}")
     if current is not decoded.image:
         current.close()
     small = summary_image(decoded.image)
@@ -171,7 +204,8 @@ def render_profile(
     outputs: dict[str, Encoded] = {}
     owner_of: dict[str, str] = {}
     for variant in variants:
-        owner_of[variant.name], outputs[variant.name] = encoded[sizes[variant.name]]
+        key = _output_key(made_by[variant.name], sizes[variant.name])
+        owner_of[variant.name], outputs[variant.name] = encoded[key]
     return Rendition(
         outputs=outputs,
         owner=owner_of,
