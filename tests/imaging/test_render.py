@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ from imgbatch.imaging import (
 )
 from imgbatch.imaging.metadata import fit_within
 from imgbatch.imaging.profiles import default_profile, storefront_profile
-from imgbatch.imaging.render import downscale
+from imgbatch.imaging.render import Rendition, downscale
+from imgbatch.models.media import StoredVariant
+from imgbatch.worker.images import _render_sync
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "corpus"
 MAX_PIXELS = 50_000_000
@@ -40,14 +43,23 @@ def opened(data: bytes) -> Image.Image:
     return image
 
 
+def rendered(name: str, profile: Profile = STOREFRONT) -> Rendition:
+    decoded = open_image(corpus(name), max_pixels=MAX_PIXELS)
+    try:
+        return render_profile(decoded, profile.variants)
+    finally:
+        decoded.close()
+
+
 def every_format() -> Profile:
+    # Sizes differ: variants of one pixel size would be one object, in the first one's format.
     return Profile(
         "all",
         (
             Variant("full", OutputFormat.JPEG, 70),
             Variant("w", OutputFormat.WEBP, 75, 200),
-            Variant("a", OutputFormat.AVIF, 55, 200),
-            Variant("p", OutputFormat.PNG, 100, 200),
+            Variant("a", OutputFormat.AVIF, 55, 190),
+            Variant("p", OutputFormat.PNG, 100, 180),
         ),
     )
 
@@ -120,21 +132,115 @@ def test_storefront_sizes_and_formats_decode_as_promised() -> None:
 
 
 def test_small_sources_are_never_upscaled_and_equal_variants_share_one_object() -> None:
-    decoded = open_image(corpus("astronaut.jpg"), max_pixels=MAX_PIXELS)  # 512x512
-    try:
-        rendition = render_profile(decoded, STOREFRONT.variants)
-    finally:
-        decoded.close()
+    rendition = rendered("astronaut.jpg")  # 512x512
+    original = rendition.outputs["original"]
     medium, large = rendition.outputs["medium"], rendition.outputs["large"]
     assert (large.width, large.height) == (medium.width, medium.height) == (512, 512)
-    assert large is medium
-    assert rendition.owner["large"] == "medium"
+    # Both are the full-size original: one object, whatever their formats were to be.
+    assert large is medium is original
+    assert rendition.owner["large"] == rendition.owner["medium"] == "original"
     assert [op for op in rendition.operations if op.startswith("encode:")] == [
         "encode:original:jpeg",
-        "encode:medium:webp",
         "encode:thumbnail:webp",
     ]
     assert opened(rendition.outputs["thumbnail"].data).size == (150, 150)
+
+
+def _stored_storefront(name: str) -> dict[str, StoredVariant]:
+    """What the worker records and lists for a storefront render of corpus photo ``name``."""
+    data = corpus(name)
+    _, rendered = _render_sync(
+        data,
+        STOREFRONT,
+        "o/owner/sha/digest",
+        hashlib.sha256(data).hexdigest(),
+        max_pixels=MAX_PIXELS,
+        max_jpeg_scans=100,
+        decode_seconds=30.0,
+        jpeg_optimize=False,
+        report_gps=False,
+    )
+    return rendered.variants
+
+
+def test_a_variant_the_size_of_the_original_is_the_original_in_every_listing() -> None:
+    # hubble_deep_field.jpg is 1000x872: `large` (1200) would be a full-size WebP.
+    rendition = rendered("hubble_deep_field.jpg")
+    assert rendition.owner["large"] == "original"
+    assert opened(rendition.outputs["large"].data).format == "JPEG"
+    large, original = (
+        opened(rendition.outputs["large"].data),
+        opened(rendition.outputs["original"].data),
+    )
+    assert large.size == original.size == (1000, 872)
+    assert large.tobytes() == original.tobytes()
+    # Only one full-size encode was made; medium is still its own WebP.
+    encodes = [op for op in rendition.operations if op.startswith("encode:")]
+    assert encodes == ["encode:original:jpeg", "encode:medium:webp", "encode:thumbnail:webp"]
+    assert opened(rendition.outputs["medium"].data).format == "WEBP"
+
+    stored = _stored_storefront("hubble_deep_field.jpg")
+    original_entry = stored["original"]
+    assert original_entry.key.endswith("/original.jpg")
+    assert stored["large"] == original_entry  # key, format, width, height, bytes
+    assert (stored["large"].format, stored["large"].width, stored["large"].height) == (
+        "jpeg",
+        1000,
+        872,
+    )
+    assert stored["medium"].key.endswith("/medium.webp")
+    assert stored["medium"].format == "webp"
+
+
+def test_a_source_larger_than_large_still_gets_its_own_webp_large() -> None:
+    stored = _stored_storefront("coffee_4mp.jpg")  # 2400x1600
+    large = stored["large"]
+    assert large.key.endswith("/large.webp")
+    assert (large.format, large.width, large.height) == ("webp", 1200, 800)
+    assert large.key != stored["original"].key
+
+
+def _picture(*full: Variant) -> Profile:
+    # An operator profile with an AVIF and a WebP of the same box, for <picture>.
+    return Profile(
+        "picture",
+        (
+            *full,
+            Variant("tile", OutputFormat.AVIF, 55, 200),
+            Variant("tile_webp", OutputFormat.WEBP, 75, 200),
+        ),
+    )
+
+
+def test_formats_of_one_box_stay_their_own_where_the_box_shrinks_the_source() -> None:
+    rendition = rendered("coffee.jpg", _picture())  # 600x400: both tiles are 200x133
+    assert rendition.owner == {"tile": "tile", "tile_webp": "tile_webp"}
+    assert opened(rendition.outputs["tile"].data).format == "AVIF"
+    assert opened(rendition.outputs["tile_webp"].data).format == "WEBP"
+
+
+def test_an_unreached_box_is_the_full_size_output_only_if_the_profile_makes_one() -> None:
+    tiny = Profile("tiny", (Variant("tile", OutputFormat.WEBP, 75, 2000),))
+    alone = rendered("coffee.jpg", tiny)
+    assert opened(alone.outputs["tile"].data).format == "WEBP"  # nothing else to be
+    both = rendered(
+        "coffee.jpg",
+        Profile(
+            "both",
+            (
+                Variant("original", OutputFormat.JPEG, 80),
+                Variant("original_webp", OutputFormat.WEBP, 75),  # full size on purpose
+                Variant("tile", OutputFormat.AVIF, 55, 2000),
+            ),
+        ),
+    )
+    assert both.owner == {
+        "original": "original",
+        "original_webp": "original_webp",
+        "tile": "original",
+    }
+    assert opened(both.outputs["original_webp"].data).format == "WEBP"
+    assert opened(both.outputs["tile"].data).format == "JPEG"
 
 
 def test_portrait_photos_keep_their_aspect_and_come_out_upright() -> None:

@@ -123,8 +123,11 @@ def test_storefront_variants_records_and_csv_columns(api: httpx.Client, origin: 
     _, thumbnail = _decoded(cat[0]["variants"]["thumbnail"]["url"])
     assert thumbnail.size == (100, 150)  # upright, aspect kept
     assert not thumbnail.getexif()
-    # Never upscaled: a 512 px source gives one 512 px WebP for both medium and large.
+    # Never upscaled, never a second full-size encode: a 512 px source's medium and large
+    # are its full-size original JPEG.
     assert tiny[0]["variants"]["medium"]["url"] == tiny[0]["variants"]["large"]["url"]
+    assert tiny[0]["variants"]["large"]["url"] == tiny[0]["variants"]["original"]["url"]
+    assert tiny[0]["variants"]["large"]["format"] == "jpeg"
     assert tiny[0]["variants"]["large"]["width"] == 512
 
     rows_out = result_rows(api, request_id)

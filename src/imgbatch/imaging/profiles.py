@@ -52,8 +52,9 @@ _PROFILE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # Variant names end up in storage keys and in CSV headers: keep them plain.
 _VARIANT_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Bumped whenever rendering changes what a variant's bytes are for the same definition, so
-# content-addressed outputs made by older code are not taken for new ones.
-RENDER_VERSION: Final = 1
+# content-addressed outputs made by older code are not taken for new ones. 2: a box the source
+# does not reach gives the full-size output; BICUBIC after reduce().
+RENDER_VERSION: Final = 2
 
 
 class ProfileError(ValueError):

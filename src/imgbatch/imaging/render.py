@@ -5,16 +5,22 @@ Measured choices (docs/profiles-and-outputs.md, "Profiles", has the numbers):
 - **One decode, then a chain.** Sizes are made largest to smallest, each from the one before, so
   a 150 px thumbnail of a 12 MP photo resamples a 600 px image, not 12 MP of pixels.
 - **Integer reduction first.** ``resize(..., reducing_gap=1.0)`` runs ``reduce(k)`` (a box
-  filter in C, what JPEG's DCT scaling does) for the integer part of the scale and LANCZOS only
+  filter in C, what JPEG's DCT scaling does) for the integer part of the scale and BICUBIC only
   for the rest: 2400 -> 1200 px is one ``reduce(2)``, 6-8 ms for all three storefront sizes of a
   4 MP photo instead of 60-80 ms. ``draft()`` cannot help here: the full-size primary needs the
-  full decode, and a second, DCT-scaled decode costs more than reducing the first. For a source
-  of at most 600x600 (the thumbnail step) a gap of 2.0 buys back ~1 dB for ~1 ms.
+  full decode, and a second, DCT-scaled decode costs more than reducing the first. The rest of
+  the scale is the costly part where it is not an integer (3000 -> 1500 -> 1200 px: 26 ms of
+  LANCZOS, 20 of BICUBIC), and BICUBIC keeps every storefront size above its SSIM floor
+  (``bench/profiles.py``); HAMMING and BILINEAR do not. For a source of at most 600x600 (the
+  thumbnail step) LANCZOS with a gap of 2.0 buys back ~1 dB for ~1 ms.
 - **WebP at quality 75, method 0.** Pillow's default method 4 costs 4x the CPU for ~15 % fewer
   bytes. **AVIF at speed 10, one thread**: speed 8 triples the CPU for 5 % fewer bytes, and a
   worker already runs one image per core.
-- **Identical variants are encoded once.** A 500 px source makes ``medium`` and ``large`` the
-  same 500 px WebP: one encode, one stored object, two names.
+- **No second full-size encode.** A variant whose box the source does not reach is, when the
+  profile makes a full-size output on purpose (``original``), that output in its format: for a
+  storefront source of at most 1200 px ``large`` (and ``medium`` at most 600 px) is the
+  ``original`` JPEG, and a WebP at full size, the costliest encode of the profile (~20 ms per
+  megapixel), is never made. Variants of the same format, quality and size are one object.
 - **Transparency is flattened on white for every format**, as for the JPEG primary: one RGB
   chain serves all variants, and every size of a product shot looks the same on a page.
 - **Metadata stays out.** No writer is given EXIF or XMP; the ICC profile is passed explicitly
@@ -41,6 +47,7 @@ from imgbatch.imaging.quality import Measures, measure
 WEBP_METHOD: Final = 0
 AVIF_SPEED: Final = 10
 _LANCZOS: Final = Image.Resampling.LANCZOS
+_BICUBIC: Final = Image.Resampling.BICUBIC
 _SMALL_SOURCE: Final = 600 * 600
 
 
@@ -56,8 +63,9 @@ class Encoded:
 class Rendition:
     """Every variant of one image, plus what describes it."""
 
-    #: By variant name, in the profile's order. Variants that came out identical hold the same
-    #: :class:`Encoded` object; ``owner`` says which variant's name it is stored under.
+    #: By variant name, in the profile's order. Variants of the same pixel size hold the same
+    #: :class:`Encoded` object (the first one's, whatever their formats); ``owner`` says which
+    #: variant's name it is stored under.
     outputs: dict[str, Encoded]
     owner: dict[str, str]
     dominant_color: str
@@ -71,11 +79,13 @@ def target_size(size: tuple[int, int], variant: Variant) -> tuple[int, int]:
 
 
 def downscale(source: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``reduce`` by the integer part of the scale, then LANCZOS the rest (see module doc)."""
+    """``reduce`` by the integer part of the scale, then BICUBIC the rest; LANCZOS from small
+    sources (see module doc)."""
     if source.size == size:
         return source
-    gap = 2.0 if source.width * source.height <= _SMALL_SOURCE else 1.0
-    return source.resize(size, _LANCZOS, reducing_gap=gap)
+    if source.width * source.height <= _SMALL_SOURCE:
+        return source.resize(size, _LANCZOS, reducing_gap=2.0)
+    return source.resize(size, _BICUBIC, reducing_gap=1.0)
 
 
 def encode(
@@ -131,14 +141,44 @@ def _encode_variant(
     return Encoded(data, variant.format, image.width, image.height)
 
 
+_OutputKey = tuple[OutputFormat, int, tuple[int, int]]
+
+
+def _output_key(variant: Variant, size: tuple[int, int]) -> _OutputKey:
+    # PNG is lossless: its quality setting changes nothing.
+    quality = 0 if variant.format == OutputFormat.PNG else variant.quality
+    return variant.format, quality, size
+
+
+def _made_by(
+    full: tuple[int, int], variants: Sequence[Variant], sizes: dict[str, tuple[int, int]]
+) -> dict[str, Variant]:
+    """The variant whose encode each variant is.
+
+    Itself, except for a variant whose box the source does not reach: it would be a second
+    full-size encode of the source, the costliest of the profile, so when the profile already
+    makes a full-size output on purpose (a variant without a box, such as ``original``), it is
+    that output, in that output's format. Variants of one box in several formats (an AVIF and a
+    WebP for ``<picture>``) stay in their own formats wherever they shrink the source.
+    """
+    unboxed = next((v for v in variants if v.max_edge is None), None)
+    return {
+        v.name: unboxed
+        if unboxed is not None and v.max_edge is not None and sizes[v.name] == full
+        else v
+        for v in variants
+    }
+
+
 def render_profile(
     decoded: Decoded, variants: Sequence[Variant], *, jpeg_optimize: bool = False
 ) -> Rendition:
-    """Every variant, sizes made largest to smallest, each identical output encoded once."""
+    """Every variant, sizes made largest to smallest, each distinct output encoded once."""
     sizes = {variant.name: target_size(decoded.size, variant) for variant in variants}
+    made_by = _made_by(decoded.size, variants, sizes)
     ordered = sorted(set(sizes.values()), key=lambda s: s[0] * s[1], reverse=True)
     operations = list(decoded.operations)
-    encoded: dict[tuple[OutputFormat, int, tuple[int, int]], tuple[str, Encoded]] = {}
+    encoded: dict[_OutputKey, tuple[str, Encoded]] = {}
     current = decoded.image
     for size in ordered:
         at_size = [v for v in variants if sizes[v.name] == size]
@@ -148,13 +188,12 @@ def render_profile(
         if current is not decoded.image:
             operations.append(f"resize:{at_size[0].name}")
         for variant in at_size:
-            # PNG is lossless: its quality setting changes nothing.
-            quality = 0 if variant.format == OutputFormat.PNG else variant.quality
-            key = (variant.format, quality, size)
+            maker = made_by[variant.name]
+            key = _output_key(maker, size)
             if key in encoded:
                 continue
-            encoded[key] = (variant.name, _encode_variant(current, variant, decoded, jpeg_optimize))
-            operations.append(f"encode:{variant.name}:{variant.format.value}")
+            encoded[key] = (maker.name, _encode_variant(current, maker, decoded, jpeg_optimize))
+            operations.append(f"encode:{maker.name}:{maker.format.value}")
     if current is not decoded.image:
         current.close()
     small = summary_image(decoded.image)
@@ -163,15 +202,13 @@ def render_profile(
     finally:
         small.close()
     outputs: dict[str, Encoded] = {}
-    owner: dict[str, str] = {}
+    owner_of: dict[str, str] = {}
     for variant in variants:
-        quality = 0 if variant.format == OutputFormat.PNG else variant.quality
-        owner[variant.name], outputs[variant.name] = encoded[
-            (variant.format, quality, sizes[variant.name])
-        ]
+        key = _output_key(made_by[variant.name], sizes[variant.name])
+        owner_of[variant.name], outputs[variant.name] = encoded[key]
     return Rendition(
         outputs=outputs,
-        owner=owner,
+        owner=owner_of,
         dominant_color=colour,
         placeholder=hash_,
         operations=tuple(operations),
