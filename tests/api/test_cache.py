@@ -299,3 +299,43 @@ def test_the_least_recently_used_go_first_beyond_the_weight_bound() -> None:
     assert cache.weight == 100
     cache.put(("huge", 0), b"h" * 5000)  # heavier than the bound: not kept at all
     assert cache.get(("huge", 0)) is None and cache.weight == 100
+
+
+def test_an_entry_near_its_end_is_read_again_ahead_and_never_served_past_ttl() -> None:
+    # The API key cache: never served stale (a revoked key is refused within ttl), yet a key in
+    # steady use is never waited for, because the last half of its time starts a reload.
+    clock = Clock()
+    cache: TTLCache[str] = TTLCache(ttl=1, refresh_ahead=0.5, clock=clock)
+    loads: list[str] = []
+    release = asyncio.Event()
+
+    async def load() -> str:
+        loads.append(f"read {len(loads) + 1}")
+        if len(loads) > 1:
+            await release.wait()
+        return loads[-1]
+
+    async def scenario() -> None:
+        assert await cache.get_or_load("k", load) == "read 1"
+        clock.advance(0.4)  # more than half its time left: no reload
+        assert await cache.get_or_load("k", load) == "read 1"
+        assert loads == ["read 1"]
+        clock.advance(0.2)
+        # Nobody waits on the reload: every caller gets the entry, which is still fresh.
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(cache.get_or_load("k", load) for _ in range(20))), timeout=10
+        )
+        assert answers == ["read 1"] * 20
+        await settle(lambda: len(loads) == 2)  # one reload, not twenty
+        clock.advance(0.5)  # 1.1 s after the first read began: never served past its ttl
+        assert cache.get("k") is None
+        waiting = asyncio.create_task(cache.get_or_load("k", load))
+        await settle(lambda: cache.loading("k"))
+        release.set()
+        # The reload began 0.6 s in: it is fresh until 1.6 s.
+        assert await waiting == "read 2"
+        assert cache.get("k") == "read 2"
+        clock.advance(0.6)
+        assert cache.get("k") is None
+
+    asyncio.run(scenario())

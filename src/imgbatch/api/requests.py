@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,7 +12,6 @@ from fastapi.responses import StreamingResponse
 
 from imgbatch.api.auth import OwnerDep, Unauthorized
 from imgbatch.api.deps import (
-    DeliveriesDep,
     OwnedRequestDep,
     ProductsDep,
     RequestsDep,
@@ -25,8 +25,6 @@ from imgbatch.api.paging import Offset
 from imgbatch.api.resultfiles import chunked as _chunked
 from imgbatch.api.resultfiles import serve_result_file
 from imgbatch.api.schemas import (
-    ImageErrorView,
-    ProductView,
     RequestListView,
     RequestSummaryView,
     StatusView,
@@ -34,24 +32,20 @@ from imgbatch.api.schemas import (
 )
 from imgbatch.core.errors import Conflict, RangeNotSatisfiable, UnprocessableEntity
 from imgbatch.core.settings import Settings
-from imgbatch.domain.images import image_views
 from imgbatch.domain.metadata import metadata_object
-from imgbatch.domain.results import failed_rows, result_lines, result_rows, shopify_rows
-from imgbatch.domain.urls import output_urls
-from imgbatch.models.products import ProductRecord, ProductRepository
-from imgbatch.models.requests import RequestRecord, RequestRepository, RequestStatus
-from imgbatch.models.webhooks import WebhookDeliveryRepository
+from imgbatch.domain.results import (
+    failed_rows,
+    generation_folder,
+    result_lines,
+    result_rows,
+    shopify_rows,
+)
+from imgbatch.domain.services import Services
+from imgbatch.domain.status import ProductsView, no_gps, product_view, stored_products
+from imgbatch.models.products import ProductRecord
+from imgbatch.models.requests import RequestRecord, RequestStatus
 
 router = APIRouter(tags=["requests"])
-
-# Coordinates are left out of every exif object unless IMGBATCH_REPORT_GPS is on.
-_NO_GPS = {"products": {"__all__": {"images": {"__all__": {"exif": {"latitude", "longitude"}}}}}}
-
-
-def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]:
-    if not product.status.is_final:
-        return [None] * len(product.input_image_urls)
-    return output_urls(settings, product.output_keys)
 
 
 @router.get(
@@ -62,10 +56,6 @@ def _output_urls(settings: Settings, product: ProductRecord) -> list[str | None]
 async def request_status(
     request_id: str,
     owner: OwnerDep,
-    settings: SettingsDep,
-    requests: RequestsDep,
-    products: ProductsDep,
-    deliveries: DeliveriesDep,
     state: StateDep,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -74,11 +64,12 @@ async def request_status(
     # as good as a fresh one and saves a database read per poll. The rendered JSON is what is
     # cached: serialising a 100-product page on every poll was most of the API's CPU. A status
     # change (cancel, retry, completion) drops it in every API process at once (AppState.forget).
+    # The state is the route's one dependency besides the owner: a cached answer is most of
+    # the polls, and each dependency FastAPI resolves is work on every one of them.
+    settings = state.settings
     body = await state.status_cache.get_or_load(
         (request_id, owner, offset, limit),
-        lambda: _status_json(
-            request_id, owner, settings, requests, products, deliveries, offset, limit
-        ),
+        lambda: _status_json(state.services, request_id, owner, offset, limit),
     )
     return Response(
         body,
@@ -88,39 +79,54 @@ async def request_status(
 
 
 async def _status_json(
-    request_id: str,
-    owner: str,
-    settings: Settings,
-    requests: RequestRepository,
-    products: ProductRepository,
-    deliveries: WebhookDeliveryRepository,
-    offset: int,
-    limit: int,
+    svc: Services, request_id: str, owner: str, offset: int, limit: int
 ) -> bytes:
-    record = await get_owned_request(requests, request_id, owner)
-    page = await products.page(request_id, offset=offset, limit=limit)
-    delivery = await deliveries.for_request_target(record.id) if record.webhook_url else None
-    view = StatusView(
+    settings = svc.settings
+    record = await get_owned_request(svc.requests, request_id, owner)
+    stored = None
+    if record.status == RequestStatus.COMPLETED:
+        # Its products are fixed until a retry: the page's array as the completion stored it.
+        folder = generation_folder(settings, record)
+        stored = await stored_products(svc.store, folder, record, offset, limit)
+    page = (
+        []
+        if stored is not None
+        else await svc.products.page(request_id, offset=offset, limit=limit)
+    )
+    delivery = await svc.deliveries.for_request_target(record.id) if record.webhook_url else None
+    head = StatusView(
         **_summary(record).model_dump(),
         webhook=request_webhook_view(record, delivery),
         offset=offset,
         limit=limit,
-        products=[
-            ProductView(
-                serial_number=p.serial_number,
-                product_name=p.product_name,
-                status=p.status,
-                input_image_urls=p.input_image_urls,
-                output_image_urls=_output_urls(settings, p),
-                errors=[
-                    ImageErrorView(url=e.url, code=e.code, message=e.message) for e in p.errors
-                ],
-                images=image_views(settings, p),
-            )
-            for p in page
-        ],
+        products=[],
     )
-    return view.model_dump_json(exclude=None if settings.report_gps else _NO_GPS).encode()
+    if stored is not None:
+        return _with_products(head, stored)
+    if not page:
+        return head.model_dump_json().encode()
+    # Rendering a page of products is tens of ms of CPU on a busy machine; in a thread, the
+    # event loop gets the GIL back every few ms and keeps answering the polls the cache can
+    # (in the loop, every poll that came in meanwhile waited for the whole page).
+    return await asyncio.to_thread(_render_page, settings, head, page)
+
+
+def _render_page(settings: Settings, head: StatusView, page: list[ProductRecord]) -> bytes:
+    exclude = no_gps(settings)
+    products = ProductsView(products=[product_view(settings, p) for p in page])
+    array = products.model_dump_json(
+        exclude=None if exclude is None else {"products": {"__all__": exclude}}
+    ).encode()
+    return _with_products(head, array.removeprefix(b'{"products":').removesuffix(b"}"))
+
+
+def _with_products(head: StatusView, products: bytes) -> bytes:
+    """The page with its ``products`` array: the view's last field, so its empty array and the
+    closing brace end the body rendered without them."""
+    return head.model_dump_json().encode().removesuffix(_EMPTY_PRODUCTS) + products + b"}"
+
+
+_EMPTY_PRODUCTS = b"[]}"
 
 
 def _summary(record: RequestRecord) -> RequestSummaryView:

@@ -1,4 +1,8 @@
-"""Response bodies of the public API. Field names are a contract: add, never rename."""
+"""Response bodies of the public API. Field names are a contract: add, never rename.
+
+A status page's products (``ProductView``) are defined in domain.status: the completion task
+renders them once for the stored pages.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pydantic import BaseModel
 
 from imgbatch.domain.images import ImageView
 from imgbatch.domain.metadata import Metadata
+from imgbatch.domain.status import ProductView
 from imgbatch.models.requests import RequestRecord
 from imgbatch.models.webhooks import DeliveryRecord
 
@@ -21,23 +26,6 @@ class UploadAccepted(BaseModel):
     images: int
     # Signs the deliveries to webhook_url (Standard Webhooks); returned here only, never again.
     webhook_secret: str | None = None
-
-
-class ImageErrorView(BaseModel):
-    url: str
-    code: str
-    message: str
-
-
-class ProductView(BaseModel):
-    serial_number: int
-    product_name: str
-    status: str
-    input_image_urls: list[str]
-    output_image_urls: list[str | None]
-    errors: list[ImageErrorView]
-    # Per input image, aligned with input_image_urls: every variant, source, EXIF, colour, ...
-    images: list[ImageView] = []
 
 
 class WebhookAttemptView(BaseModel):

@@ -55,7 +55,9 @@ class AppState:
             weigh=len,
             max_weight=STATUS_CACHE_BYTES,
         )
-        self.key_cache = TTLCache(ttl=self.settings.key_cache_seconds)
+        # Read again in the background once half its time is gone (see TTLCache).
+        ttl = self.settings.key_cache_seconds
+        self.key_cache = TTLCache(ttl=ttl, refresh_ahead=ttl / 2)
         self.tokens = TokenVerifier.from_settings(self.settings)
         self.streams = StreamLimits(self.settings)
 

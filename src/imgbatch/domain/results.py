@@ -29,6 +29,7 @@ from imgbatch.core.settings import Settings
 from imgbatch.domain.images import image_json, image_views, variant_urls
 from imgbatch.domain.metadata import metadata_object
 from imgbatch.domain.services import Services
+from imgbatch.domain.status import PAGE_ROWS, page_key, product_json
 from imgbatch.domain.urls import output_urls
 from imgbatch.imaging.profiles import Profile, default_profile
 from imgbatch.models.products import ProductRecord, ProductRepository
@@ -87,7 +88,13 @@ def generation(settings: Settings, record: RequestRecord) -> str:
 
 
 def result_key(settings: Settings, record: RequestRecord, kind: Kind) -> str:
-    return f"{results_folder(record.id)}{generation(settings, record)}/{RESULT_FILES[kind].name}"
+    return f"{generation_folder(settings, record)}{RESULT_FILES[kind].name}"
+
+
+def generation_folder(settings: Settings, record: RequestRecord) -> str:
+    """Where the files of the request's current generation are: the result files, and its
+    status pages (domain.status)."""
+    return f"{results_folder(record.id)}{generation(settings, record)}/"
 
 
 def results_folder(request_id: str) -> str:
@@ -246,9 +253,10 @@ def _input_cells(record: RequestRecord, product: ProductRecord) -> list[str]:
 
 
 async def write_result_files(svc: Services, request_id: str) -> bool:
-    """Render a completed request's three files in one pass over its products and store them;
-    False if the request is not completed. Repeatable: a redelivered task writes the same
-    bytes again under the same keys."""
+    """Render a completed request's three files, and the products of its status pages
+    (domain.status), in one pass over its products and store them; False if the request is not
+    completed. Repeatable: a redelivered task writes the same bytes again under the same
+    keys."""
     record = await svc.requests.get(request_id)
     if record is None or record.status != RequestStatus.COMPLETED:
         return False
@@ -258,6 +266,7 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
     kinds: list[Kind] = [kind for kind in RESULT_FILES if shopify or kind != "shopify"]
     with tempfile.TemporaryDirectory(prefix="imgbatch-results-") as tmp:
         paths = {kind: Path(tmp) / RESULT_FILES[kind].name for kind in kinds}
+        pages: list[Path] = []
         files = {kind: path.open("w", encoding="utf-8", newline="") for kind, path in paths.items()}
         try:
             line = _csv_line()
@@ -272,7 +281,11 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
                 pending["shopify"] = [shopify_line(record.shopify_header or [])]
             rows = 0
             metadata = metadata_object(record.metadata_json)
+            page: list[str] = []
             async for product in svc.products.iterate(record.id):
+                page.append(product_json(settings, product))
+                if len(page) == PAGE_ROWS:
+                    pages.append(_write_page(Path(tmp), len(pages), page))
                 pending["csv"].append(line(_result_cells(settings, record, product, secondary)))
                 if product.errors:
                     pending["failed"].append(line(_input_cells(record, product)))
@@ -284,11 +297,22 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
                 if rows % _FLUSH_ROWS == 0:
                     _flush(files, pending)
             _flush(files, pending)
+            if page:
+                pages.append(_write_page(Path(tmp), len(pages), page))
         finally:
             for handle in files.values():
                 handle.close()
         # Older generations (before a retry) are never served again: gone before the new ones.
         await svc.store.delete_prefix(results_folder(record.id))
+        # The status pages first: a client that sees the stored CSV sees them too.
+        folder = generation_folder(settings, record)
+        for index, path in enumerate(pages):
+            await svc.store.put_file(
+                page_key(folder, index),
+                path,
+                content_type="application/x-ndjson",
+                cache_control="private, no-cache",
+            )
         for kind, path in paths.items():
             await svc.store.put_file(
                 result_key(settings, record, kind),
@@ -303,6 +327,15 @@ async def write_result_files(svc: Services, request_id: str) -> bool:
         return False
     log_event(logger, "request.result_files", request_id=request_id, products=rows)
     return True
+
+
+def _write_page(folder: Path, index: int, products: list[str]) -> Path:
+    """One stored status page's products, one JSON object per line (no line end after the
+    last: the reader splits on them); empties ``products`` for the next page."""
+    path = folder / f"status-{index}.jsonl"
+    path.write_text("\n".join(products), encoding="utf-8")
+    products.clear()
+    return path
 
 
 def _flush(files: dict[Kind, io.TextIOWrapper], pending: dict[Kind, list[str]]) -> None:
