@@ -121,7 +121,7 @@ _renders = _Locks()
 # finish downloading within ~100 ms of each other (the origin's jitter) and then wait for the
 # process's one decode slot for far longer than this, so the wait costs no throughput; it makes
 # a read per image a read per few images (bench/notes/writes.md).
-_LOOKUP_WINDOW: Final = 0.01
+_LOOKUP_WINDOW: Final = 0.02
 
 
 @dataclass

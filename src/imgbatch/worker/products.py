@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,7 +61,7 @@ logger = logging.getLogger(__name__)
 # gathers several into one flush (four round trips whatever their number), while a slow
 # sibling (a big photo, a download being retried) holds back the others' progress, events and
 # webhooks by no more than this. The run's last product is written at once.
-FLUSH_WINDOW: Final = 0.3
+FLUSH_WINDOW: Final = 0.5
 
 
 @dataclass(frozen=True)
@@ -421,6 +423,7 @@ async def _write(rt: WorkerRuntime, run: _Run, batch: list[_Finishing]) -> list[
     first_seq = run.seq + 1
     run.seq += len(finished)
     moved = await rt.products.finish_many(request_id, finished, run.token, first_seq)
+    _test_crash_at_count(rt, [entry.product for _, entry in finishing])
     for _, entry in finishing:
         # Final either way: no longer the run's to renew.
         run.held.discard(entry.product.serial_number)
@@ -460,6 +463,13 @@ async def _write(rt: WorkerRuntime, run: _Run, batch: list[_Finishing]) -> list[
         else _Flushed(status=moved.get(entry.product.serial_number))
         for i, entry in enumerate(batch)
     ]
+
+
+def _test_crash_at_count(rt: WorkerRuntime, products: list[ProductRecord]) -> None:
+    """Test-only: die like a process killed between a flush's final moves and its count."""
+    marker = rt.settings.test_crash_at_count_marker
+    if marker and any(marker in url for p in products for url in p.input_image_urls):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def _announce(
