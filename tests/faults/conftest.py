@@ -106,8 +106,17 @@ class FaultStack(Stack):
 
 @pytest.fixture
 def fault_stack(tmp_path: Path) -> Iterator[FaultStack]:
+    yield from running_fault_stack(tmp_path)
+
+
+def running_fault_stack(tmp_path: Path, **env_overrides: str) -> Iterator[FaultStack]:
+    """A fault stack, with these variables on top of FAULT_ENV."""
     api_port = free_port()
-    env = {**FAULT_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    env = {
+        **FAULT_ENV,
+        **env_overrides,
+        "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+    }
     stack = FaultStack(
         Settings(mongodb_url=None, redis_url=None),
         data_dir=tmp_path,
@@ -132,7 +141,10 @@ def submit_batch(
     products: int = 70,
     poison_serial: int | None = None,
     receiver: Receiver | None = None,
+    marker: str = POISON,
 ) -> str:
+    """A batch of ``products`` x 3 images; ``marker`` (the poison pill by default) in the
+    second URL of product ``poison_serial``."""
     rows = []
     for serial in range(1, products + 1):
         # /unique/: bytes of their own per image, so every image really is rendered (the same
@@ -142,7 +154,7 @@ def submit_batch(
             for i in range(IMAGES_PER_PRODUCT)
         ]
         if serial == poison_serial:
-            urls[1] += f"&{POISON}"
+            urls[1] += f"&{marker}"
         rows.append((serial, f"SKU-{serial}", ",".join(urls)))
     data = {"webhook_url": receiver.url(f"/hook/{uuid.uuid4().hex}")} if receiver else None
     response = upload(api, sheet(rows), data=data)

@@ -271,6 +271,37 @@ def test_re_import_revalidates_and_a_304_reuses_the_outputs(
     assert httpx.get(redone["output_url"]).status_code == 200
 
 
+def test_re_import_of_a_sheet_reuses_every_image_and_keeps_it_after_the_first_goes(
+    api: httpx.Client, origin: Origin
+) -> None:
+    # Eight products of three images (one chunk), one URL twice in a product and once more in
+    # another (the same bytes: rendered once, then duplicates).
+    photos = ["rocket.jpg", "astronaut.jpg", "coffee.jpg", "chelsea.jpg"]
+    rows = [
+        (p, f"P{p}", ",".join(_unique(origin, photos[(p + i) % 4]) for i in range(3)))
+        for p in range(1, 9)
+    ]
+    copy = _unique(origin, "rocket.jpg")
+    rows[0] = (1, "P1", ",".join([copy, copy, rows[0][2].split(",")[2]]))
+    rows[1] = (2, "P2", ",".join([copy, *rows[1][2].split(",")[1:]]))
+    body = sheet(rows)
+    first = wait_for_status(api, upload(api, body).json()["request_id"])
+    assert (first["status"], first["images_done"], first["images_failed"]) == ("completed", 24, 0)
+    assert sorted(r["reused"] or "" for r in _images(first)).count("duplicate") == 2
+
+    second = wait_for_status(api, upload(api, body).json()["request_id"])
+    assert (second["images_done"], second["images_failed"]) == (24, 0)
+    assert [r["reused"] for r in _images(second)] == ["not_modified"] * 24
+    outputs = [p["output_image_urls"] for p in second["products"]]
+    assert outputs == [p["output_image_urls"] for p in first["products"]]
+
+    # The second request holds every output it reused: they outlive the first request.
+    assert api.delete(f"/api/requests/{first['request_id']}").status_code == 204
+    for url in {url for urls in outputs for url in urls}:
+        response, image = _decoded(url)
+        assert response.status_code == 200 and image.format == "JPEG", url
+
+
 def test_records_of_pending_images_say_so(api: httpx.Client, origin: Origin) -> None:
     slow = origin.url(f"/slow/logo_alpha.png?delay=2&t={uuid.uuid4().hex}")
     request_id = upload(api, sheet([(1, "Slow", slow)])).json()["request_id"]

@@ -472,6 +472,14 @@ class Settings(BaseSettings):
         "reloads the product pages from GET /api/status",
     )
 
+    # --- writes: MongoDB writes per flush, not per image (issue 23) ---
+    test_crash_at_count_marker: str | None = Field(
+        None,
+        description="**Tests only**: a worker whose flush holds a product with an image URL "
+        "containing this marker kills its own process after the products' final moves and "
+        "before their count. Never set it outside the fault tests.",
+    )
+
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"

@@ -1,10 +1,12 @@
 """Recounting: the counts that a dead (or stalled) run never got onto its request, added once.
 
-A worker counts a product in two writes: the product's move to a final state, then the
-request's counters. A run that dies between them leaves a final product missing from the
-counters. The reconciler completes such counts; it never overwrites the counters, because a
-run that is merely slow may be about to make its own count. Both make the same keyed,
-idempotent write (``RequestRepository.count_product``), so only the first lands.
+A worker counts the products it finishes together in two writes: their moves to a final state
+(each carrying the run's token and its own ``seq``), then one update of the request's counters
+for all of them. A run that dies between them leaves final products missing from the counters.
+The reconciler completes such counts, one product at a time in ``seq`` order; it never
+overwrites the counters, because a run that is merely slow may be about to make its own count.
+Both are keyed, idempotent writes (``RequestRepository.count_products``: only if the run's key
+is below the first ``seq`` counted), so whichever lands first, the other adds nothing.
 """
 
 from __future__ import annotations

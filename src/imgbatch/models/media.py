@@ -4,14 +4,16 @@ The document's id is the outputs' storage prefix (``storage.media_prefix``). It 
 
     (absent) --insert, once rendered--> ready --last holder released--> deleting --> (absent)
 
-- **One write per new image.** The renderer inserts the document ``ready`` once its objects are
-  stored, holding it for its request and recording the URL that gave the bytes (its
-  ``ETag``/``Last-Modified``), so a later import of that URL can revalidate it. Measured on the
-  embedded MongoDB-protocol server, a write costs ~1 ms of its CPU and a read ~0.3 ms: a claim
-  document written before rendering and updated after would have doubled the database's work
-  per image. Images with the same bytes in one worker process wait for each other instead
-  (``worker.images``); two processes that meet new bytes at the same instant may both render,
-  and the second insert finds the first (same keys, same bytes) and reuses it.
+- **No write of its own per new image.** The renderer records the document ``ready`` once its
+  objects are stored, holding it for its request and recording the URL that gave the bytes (its
+  ``ETag``/``Last-Modified``), so a later import of that URL can revalidate it. A worker run
+  records the renders and holds of the products it finishes together in one ``insert_many`` and
+  one bulk hold, just before those products' final move (``worker.products``): a write costs the
+  embedded server ~1 ms of CPU whatever it carries, so per image it was most of the database's
+  work. A claim document written before rendering would have doubled it. Images with the same
+  bytes in one worker process wait for each other instead (``worker.images``); two processes
+  that meet new bytes at the same instant may both render, and the second insert finds the
+  first (same keys, same bytes) and holds it instead.
 - **holders** is the reference count, as a set of request ids: ``$addToSet`` and ``$pull`` are
   idempotent, so a product that runs twice, or a retention sweep that is interrupted and runs
   again, never counts a reference twice or drops someone else's.
@@ -24,18 +26,20 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING, IndexModel, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from imgbatch.models.db import MEDIA, Database
 from imgbatch.models.requests import now
 
+_DUPLICATE_KEY: Final = 11000
 #: How long an interrupted deletion is honoured before a renderer may take its place.
 DELETE_LEASE: Final = timedelta(seconds=60)
 # Reads leave the holders out: an image used by thousands of requests has thousands of them,
@@ -106,6 +110,39 @@ class MediaRecord(BaseModel):
         return since is not None and now() - since > DELETE_LEASE
 
 
+@dataclass
+class NewMedia:
+    """A render to record, once its objects are stored (:meth:`MediaRepository.create_many`)."""
+
+    media_id: str
+    owner: str
+    rendered: Rendered
+    holder: str
+    made_by: str  # the image slot that rendered it
+    # The URLs (source_key digests) that gave these bytes, with what each answered.
+    sources: dict[str, Validators] = field(default_factory=dict)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "_id": self.media_id,
+            "owner": self.owner,
+            "state": MediaState.READY,
+            "made_by": self.made_by,
+            "rendered": self.rendered.model_dump(),
+            "holders": [self.holder],
+            "source_keys": list(self.sources),
+            "validators": {key: v.model_dump() for key, v in self.sources.items()},
+        }
+
+
+def _hold_update(holder: str, sources: Sequence[tuple[str, Validators]]) -> dict[str, Any]:
+    update: dict[str, Any] = {"$addToSet": {"holders": holder}}
+    if sources:
+        update["$addToSet"]["source_keys"] = {"$each": list(dict.fromkeys(k for k, _ in sources))}
+        update["$set"] = {f"validators.{key}": v.model_dump() for key, v in sources}
+    return update
+
+
 def source_key(owner: str, url: str) -> str:
     """A URL as the owner's: URLs are up to 2 KB and carry signed tokens, so only a digest."""
     return hashlib.sha256(f"{owner}\n{url}".encode()).hexdigest()
@@ -125,8 +162,17 @@ class MediaRepository:
 
     async def get(self, media_id: str) -> MediaRecord | None:
         """The record, without its holders."""
-        doc = await self._collection.find_one({"_id": media_id}, _WITHOUT_HOLDERS)
-        return MediaRecord.model_validate(doc) if doc else None
+        return (await self.get_many([media_id])).get(media_id)
+
+    async def get_many(self, media_ids: Iterable[str]) -> dict[str, MediaRecord]:
+        """The records of these ids that exist, without their holders, in one read (the
+        embedded server plans an ``$in`` on ``_id`` as index lookups)."""
+        ids = list(dict.fromkeys(media_ids))
+        if not ids:
+            return {}
+        query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
+        cursor = self._collection.find(query, _WITHOUT_HOLDERS)
+        return {str(doc["_id"]): MediaRecord.model_validate(doc) async for doc in cursor}
 
     async def by_sources(self, keys: Iterable[str]) -> list[MediaRecord]:
         """Ready objects that one of these source URLs gave (any profile), in one read."""
@@ -142,56 +188,41 @@ class MediaRepository:
         doc = await self._collection.find_one({"_id": media_id}, {"holders": 1})
         return list(doc["holders"]) if doc else []
 
-    async def create(
-        self,
-        media_id: str,
-        *,
-        owner: str,
-        rendered: Rendered,
-        holder: str,
-        made_by: str,
-        source: tuple[str, Validators] | None,
-    ) -> bool:
-        """Record a finished render as ``ready``, held by ``holder``; False if it exists."""
-        doc: dict[str, Any] = {
-            "_id": media_id,
-            "owner": owner,
-            "state": MediaState.READY,
-            "made_by": made_by,
-            "rendered": rendered.model_dump(),
-            "holders": [holder],
-            "source_keys": [source[0]] if source else [],
-            "validators": {source[0]: source[1].model_dump()} if source else {},
-        }
+    async def create_many(self, records: Sequence[NewMedia]) -> set[str]:
+        """Record finished renders as ``ready``, each held by its holder, in one write; returns
+        the ids that existed already (another process recorded the same bytes first)."""
+        if not records:
+            return set()
+        docs = [record.document() for record in records]
         try:
-            await self._collection.insert_one(doc)
-        except DuplicateKeyError:
-            return False
-        return True
+            await self._collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(error["code"] != _DUPLICATE_KEY for error in errors):
+                raise
+            return {str(docs[error["index"]]["_id"]) for error in errors}
+        return set()
 
-    async def hold(
-        self, media_id: str, holder: str, *, source: tuple[str, Validators] | None = None
-    ) -> bool:
-        """Add ``holder`` to a ready object (and a URL that gave its bytes); False if it is not
-        ready (any more). A ready object's ``rendered`` never changes: a record read before is
-        still right."""
-        update: dict[str, Any] = {"$addToSet": {"holders": holder}}
-        if source is not None:
-            update["$addToSet"]["source_keys"] = source[0]
-            update["$set"] = {f"validators.{source[0]}": source[1].model_dump()}
-        result = await self._collection.update_one(
-            {"_id": media_id, "state": MediaState.READY}, update
-        )
-        return bool(result.matched_count)
-
-    async def hold_many(self, media_ids: Iterable[str], holder: str) -> set[str]:
-        """:meth:`hold` for several objects in one round trip; the ids it could hold."""
+    async def hold_many(
+        self,
+        media_ids: Iterable[str],
+        holder: str,
+        *,
+        sources: Mapping[str, Sequence[tuple[str, Validators]]] | None = None,
+    ) -> set[str]:
+        """Add ``holder`` to ready objects (and the URLs that gave their bytes, ``sources`` by
+        id), in one round trip; returns the ids it could hold: one that is not ready (any more)
+        is not held. A ready object's ``rendered`` never changes: a record read before is still
+        right."""
         ids = list(dict.fromkeys(media_ids))
+        if not ids:
+            return set()
+        sources = sources or {}
         result = await self._collection.bulk_write(
             [
                 UpdateOne(
                     {"_id": media_id, "state": MediaState.READY},
-                    {"$addToSet": {"holders": holder}},
+                    _hold_update(holder, sources.get(media_id, ())),
                 )
                 for media_id in ids
             ],

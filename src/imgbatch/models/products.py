@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -81,6 +82,16 @@ class ImageOutcome(BaseModel):
     processing_ms: int = 0
     # Against the request's profile thresholds, when the image was done.
     warnings: list[ImageWarning] = []
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A product's final outcome, as a run hands it to :meth:`ProductRepository.finish_many`."""
+
+    serial_number: int
+    output_keys: list[str | None]
+    errors: list[ImageError]
+    images: list[ImageOutcome | None]
 
 
 # A released lease: already expired, so the next claim takes the product (its holder is gone).
@@ -456,27 +467,61 @@ class ProductRepository:
 
         The caller must then count it on its request under ``(count_token, count_seq)``.
         """
-        status = outcome_status(len(output_keys), len(errors))
-        result = await self._collection.update_one(
-            {
-                "request_id": request_id,
-                "serial_number": serial_number,
-                "status": ProductStatus.PROCESSING,
-            },
-            {
-                "$set": {
-                    "status": status,
-                    "output_keys": list(output_keys),
-                    "errors": [error.model_dump() for error in errors],
-                    "images": [image.model_dump() if image else None for image in images],
-                    "finished_at": datetime.now(UTC),
-                    "count_state": CountState.PENDING,
-                    "count_token": count_token,
-                    "count_seq": count_seq,
-                }
-            },
+        finished = Finished(serial_number, list(output_keys), list(errors), list(images))
+        done = await self.finish_many(request_id, [finished], count_token, count_seq)
+        return done.get(serial_number)
+
+    async def finish_many(
+        self, request_id: str, products: Sequence[Finished], count_token: str, first_seq: int
+    ) -> dict[int, ProductStatus]:
+        """:meth:`finish` for several products of one run, in one bulk write: the ``i``-th is
+        counted under ``first_seq + i``. Returns the serials this call moved, with their status
+        (a product another run already finished is left out)."""
+        if not products:
+            return {}
+        at = datetime.now(UTC)
+        moves = {
+            p.serial_number: (outcome_status(len(p.output_keys), len(p.errors)), first_seq + i)
+            for i, p in enumerate(products)
+        }
+        result = await self._collection.bulk_write(
+            [
+                UpdateOne(
+                    {
+                        "request_id": request_id,
+                        "serial_number": p.serial_number,
+                        "status": ProductStatus.PROCESSING,
+                    },
+                    {
+                        "$set": {
+                            "status": moves[p.serial_number][0],
+                            "output_keys": p.output_keys,
+                            "errors": [error.model_dump() for error in p.errors],
+                            "images": [image.model_dump() if image else None for image in p.images],
+                            "finished_at": at,
+                            "count_state": CountState.PENDING,
+                            "count_token": count_token,
+                            "count_seq": moves[p.serial_number][1],
+                        }
+                    },
+                )
+                for p in products
+            ],
+            ordered=False,
         )
-        return status if result.modified_count else None
+        if result.modified_count == len(products):
+            return {serial: status for serial, (status, _) in moves.items()}
+        # Some were finished by another run first: the ones carrying this run's key are ours.
+        cursor = self._collection.find(
+            {"request_id": request_id, "serial_number": {"$in": list(moves)}},
+            {"serial_number": 1, "count_token": 1, "count_seq": 1, "_id": 0},
+        )
+        return {
+            int(doc["serial_number"]): moves[int(doc["serial_number"])][0]
+            async for doc in cursor
+            if doc.get("count_token") == count_token
+            and doc.get("count_seq") == moves[int(doc["serial_number"])][1]
+        }
 
     async def mark_counted(self, request_id: str, serial_numbers: Sequence[int]) -> int:
         """Settle the counts a run made itself; returns how many were still its to settle.

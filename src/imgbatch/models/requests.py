@@ -197,16 +197,41 @@ class RequestRepository:
         Whoever then reads the counters at their total makes the conditional move to
         completed (:meth:`complete_if_counted`), which happens once whoever sees it first.
         """
+        return await self.count_products(
+            request_id,
+            token=token,
+            seqs=[seq],
+            images_done=images_done,
+            images_failed=images_failed,
+        )
+
+    async def count_products(
+        self,
+        request_id: str,
+        *,
+        token: str,
+        seqs: Sequence[int],
+        images_done: int,
+        images_failed: int,
+    ) -> bool:
+        """Add a run's counts ``seqs`` (one product each, in order) in one write, once: only if
+        none of them is in yet, i.e. the run's key is below the first. False if not added.
+
+        A worker counts what one flush finished this way; the reconciler, completing the counts
+        of a run that died after the flush's final moves, counts the same products one at a
+        time (:meth:`count_product`). Whichever lands first, the other finds the key at or past
+        its own and adds nothing: each product is counted once.
+        """
         field = f"{_COUNT_RUNS}.{token}"
         result = await self._collection.update_one(
-            {"_id": request_id, field: {"$not": {"$gte": seq}}},
+            {"_id": request_id, field: {"$not": {"$gte": min(seqs)}}},
             {
                 "$inc": {
-                    "products_done": 1,
+                    "products_done": len(seqs),
                     "images_done": images_done,
                     "images_failed": images_failed,
                 },
-                "$set": {field: seq, "updated_at": now()},
+                "$set": {field: max(seqs), "updated_at": now()},
             },
         )
         return result.modified_count == 1

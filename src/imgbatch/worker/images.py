@@ -12,6 +12,11 @@
 3. **Render.** One decode, every variant (``imaging.render``), under the process's decode slot;
    the outputs go to content-addressed keys, then the media object is recorded ready, held by
    this request.
+
+An image writes nothing to ``media`` itself: what it needs written (a new record, a hold on a
+reused one) goes into its run's :class:`MediaWrites`, which the run writes for the products it
+finishes together, in at most two round trips, before their final move (``worker.products``).
+Lookups by sha256 of a process's images are gathered into one read (:class:`_Lookups`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from imgbatch.core import metrics
 from imgbatch.core.errors import ImageErrorCode, ImageFailure
@@ -36,7 +41,9 @@ from imgbatch.imaging.profiles import OutputFormat, default_profile
 from imgbatch.imaging.quality import Checks, Measures, assess
 from imgbatch.models.media import (
     MediaRecord,
+    MediaRepository,
     MediaState,
+    NewMedia,
     Rendered,
     SourceInfo,
     StoredVariant,
@@ -110,6 +117,131 @@ class _Locks:
 _renders = _Locks()
 
 
+# How long the first media lookup of a batch waits for others to join it. A chunk's images
+# finish downloading within ~100 ms of each other (the origin's jitter) and then wait for the
+# process's one decode slot for far longer than this, so the wait costs no throughput; it makes
+# a read per image a read per few images (bench/notes/writes.md).
+_LOOKUP_WINDOW: Final = 0.02
+
+
+@dataclass
+class _Lookups:
+    """The media lookups of one process gathered for one read (a find on ``_id`` ``$in``).
+
+    Hand-written rather than a data-loader library: the lock has none, and this is the whole of
+    it (one batch open per event loop, read once the window is over). Each process runs one
+    loop, whose images all read through one runtime's repository.
+    """
+
+    media: MediaRepository
+    waiting: dict[str, list[asyncio.Future[MediaRecord | None]]] = field(default_factory=dict)
+
+
+_open_lookups: dict[asyncio.AbstractEventLoop, _Lookups] = {}
+_lookup_reads: set[asyncio.Task[None]] = set()  # referenced until done
+
+
+async def _lookup(rt: WorkerRuntime, media_id: str) -> MediaRecord | None:
+    loop = asyncio.get_running_loop()
+    batch = _open_lookups.get(loop)
+    if batch is None:
+        batch = _open_lookups[loop] = _Lookups(rt.media)
+        read = loop.create_task(_read_lookups(loop, batch))
+        _lookup_reads.add(read)
+        read.add_done_callback(_lookup_reads.discard)
+    future: asyncio.Future[MediaRecord | None] = loop.create_future()
+    batch.waiting.setdefault(media_id, []).append(future)
+    return await future
+
+
+async def _read_lookups(loop: asyncio.AbstractEventLoop, batch: _Lookups) -> None:
+    try:
+        await asyncio.sleep(_LOOKUP_WINDOW)
+    finally:
+        # Closed to newcomers from here on, read or not: a later lookup opens the next batch.
+        del _open_lookups[loop]
+    try:
+        found = await batch.media.get_many(batch.waiting)
+    except BaseException as exc:  # every waiter gets the error, as its own read would have
+        for futures in batch.waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise  # cancelled: the task ends cancelled
+        return
+    for media_id, futures in batch.waiting.items():
+        for future in futures:
+            if not future.done():
+                future.set_result(found.get(media_id))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Hold a ready record found for an image (reused) for the request, adding the URL that
+    gave the bytes, if any."""
+
+    media_id: str
+    source: tuple[str, StoredValidators] | None = None
+
+
+@dataclass(frozen=True)
+class Insert:
+    """Record the run's own render of ``media_id`` (kept in :attr:`MediaWrites.unrecorded`)."""
+
+    media_id: str
+
+
+MediaWrite = Hold | Insert
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+@dataclass
+class MediaWrites:
+    """The ``media`` writes a run's images leave for the run to make when their products finish
+    (``worker.products``): one insert of the new records, one bulk write of the holds.
+
+    Every image of a run is for one request, so a render this run has not recorded yet serves
+    its other images with the same bytes as it is: the one insert holds it for all of them.
+    """
+
+    job: ImageJob
+    unrecorded: dict[str, NewMedia] = field(default_factory=dict)
+    # Recorded or held by this run for its request: nothing more to write for them.
+    held: set[str] = field(default_factory=set)
+
+    def rendered(self, record: NewMedia) -> None:
+        self.unrecorded[record.media_id] = record
+        self.held.discard(record.media_id)
+
+    async def write(self, rt: WorkerRuntime, writes: Mapping[_Key, MediaWrite]) -> set[_Key]:
+        """Make these images' writes, in at most two round trips; before their products' final
+        move, so a finished product's outputs are always held for its request.
+
+        Returns the images to do again: the record they reuse went away (retention deleted it)
+        before this request held it.
+        """
+        wanted = {w.media_id for w in writes.values() if isinstance(w, Insert)}
+        new = [self.unrecorded[media_id] for media_id in wanted if media_id in self.unrecorded]
+        existing = await rt.media.create_many(new)
+        holds: dict[str, list[tuple[str, StoredValidators]]] = {}
+        for record in new:
+            del self.unrecorded[record.media_id]
+            if record.media_id in existing:
+                # Another process recorded the same bytes first (same keys, same content).
+                holds[record.media_id] = list(record.sources.items())
+            else:
+                self.held.add(record.media_id)
+        for write in writes.values():
+            if isinstance(write, Hold) and (write.source or write.media_id not in self.held):
+                sources = holds.setdefault(write.media_id, [])
+                if write.source:
+                    sources.append(write.source)
+        if holds:
+            self.held |= await rt.media.hold_many(holds, self.job.request_id, sources=holds)
+        return {key for key, write in writes.items() if write.media_id not in self.held}
+
+
 @dataclass(frozen=True)
 class Known:
     """A URL this owner fetched before, whose outputs under this profile are ready."""
@@ -140,12 +272,14 @@ async def known_sources(rt: WorkerRuntime, job: ImageJob, urls: Sequence[str]) -
 async def process_image(
     rt: WorkerRuntime,
     job: ImageJob,
+    writes: MediaWrites,
     product: ProductRecord,
     index: int,
     url: str,
     known: Known | None,
-) -> ImageOutcome | ImageError:
-    """The image's outcome, or its error. Errors that are not the image's fault propagate."""
+) -> tuple[ImageOutcome | ImageError, MediaWrite | None]:
+    """The image's outcome, or its error, and the ``media`` write it leaves to its run (see
+    :class:`MediaWrites`). Errors that are not the image's fault propagate."""
     marker = rt.settings.test_crash_marker
     if marker and marker in url:
         # Test-only: behave like an image that takes its worker process down with it.
@@ -157,12 +291,15 @@ async def process_image(
     lease = rt.download_budget.lease()
     try:
         reused = await _reuse_unchanged(rt, job, url, known, lease) if known else None
+        write: MediaWrite
         if isinstance(reused, ImageOutcome):
-            outcome = reused
+            outcome, write = reused, Hold(reused.media_id)
         else:
             data, validators = reused or await _source(rt, job, url, lease)
             source = (source_key(job.owner, url), validators) if validators else None
-            outcome = await _render_or_reuse(rt, job, slot, data, source, product.attempts)
+            outcome, write = await _render_or_reuse(
+                rt, job, writes, slot, data, source, product.attempts
+            )
             if known is not None and outcome.media_id != known.media.id:
                 # The URL gives other bytes now: stop revalidating it against the old ones.
                 await rt.media.forget_source(known.media.id, known.key)
@@ -175,21 +312,23 @@ async def process_image(
             url=redact_url(url),
             code=failure.code,
         )
-        return ImageError(
+        error = ImageError(
             index=index,
             url=url,
             code=failure.code,
             message=failure.message,
             attempts=failure.attempts,
         )
+        return error, None
     finally:
         lease.release()
-    return outcome.model_copy(
+    done = outcome.model_copy(
         update={
             "processing_ms": _ms_since(started),
             "warnings": image_warnings(job.profile.checks, outcome.rendered),
         }
     )
+    return done, write
 
 
 def image_warnings(checks: Checks, rendered: Rendered) -> list[ImageWarning]:
@@ -219,8 +358,8 @@ async def _reuse_unchanged(
 ) -> ImageOutcome | _Source | None:
     """Revalidate a URL whose bytes we have outputs for.
 
-    The reused outcome on ``304`` (not held yet: :func:`hold_reused` holds a product's reused
-    images in one write); the new body if the source changed; None when the outputs went away,
+    The reused outcome on ``304`` (not held yet: its run holds it, with the others it finishes
+    together, in one write); the new body if the source changed; None when the outputs went away,
     and the caller downloads as usual.
     """
     if not await _files_exist(rt, known.media):
@@ -232,25 +371,6 @@ async def _reuse_unchanged(
     if fetched.data is not None:
         return fetched.data, _stored(fetched.validators)  # changed: the new bytes, no 2nd GET
     return ImageOutcome(media_id=known.media.id, rendered=known.media.rendered, reused=NOT_MODIFIED)
-
-
-async def hold_reused(
-    rt: WorkerRuntime, job: ImageJob, results: list[ImageOutcome | ImageError]
-) -> list[int]:
-    """Hold the media of a product's ``not_modified`` images for this request, in one write.
-
-    Returns the indices whose media went away since it was read (retention deleted it in the
-    meantime): those images must be done again, with an unconditional download.
-    """
-    reused = {
-        index: result.media_id
-        for index, result in enumerate(results)
-        if isinstance(result, ImageOutcome) and result.reused == NOT_MODIFIED
-    }
-    if not reused:
-        return []
-    held = await rt.media.hold_many(reused.values(), job.request_id)
-    return [index for index, media_id in reused.items() if media_id not in held]
 
 
 def _stored(validators: Validators) -> StoredValidators | None:
@@ -281,11 +401,12 @@ async def _files_exist(rt: WorkerRuntime, record: MediaRecord) -> bool:
 async def _render_or_reuse(
     rt: WorkerRuntime,
     job: ImageJob,
+    writes: MediaWrites,
     slot: str,
     data: bytes,
     source: tuple[str, StoredValidators] | None,
     attempt: int,
-) -> ImageOutcome:
+) -> tuple[ImageOutcome, MediaWrite]:
     # In a thread: ~1-2 ms for a 1 MB body that the event loop would otherwise spend not
     # serving downloads and database replies (hashlib releases the GIL for large inputs).
     sha256 = await asyncio.to_thread(_sha256, data)
@@ -296,19 +417,29 @@ async def _render_or_reuse(
     # find its outputs when their turn comes.
     async with _renders.hold(media_id):
         while True:
-            record = await rt.media.get(media_id)
+            mine = writes.unrecorded.get(media_id)
+            if mine is not None:
+                # Rendered by this run, to be recorded with its product: this image's product
+                # goes in the same write or a later one, which holds it for this request too.
+                if source is not None:
+                    mine.sources.setdefault(*source)
+                reused = None if mine.made_by == slot else DUPLICATE
+                return ImageOutcome(
+                    media_id=media_id, rendered=mine.rendered, reused=reused
+                ), Insert(media_id)
+            record = await _lookup(rt, media_id)
             if record is not None and record.state == MediaState.READY:
                 if not await _files_exist(rt, record):
                     # Recorded but its files are gone (a wiped store): put them back.
                     rendered = rendered or await _render(rt, job, media_id, data, sha256)
                     await _store(rt, rendered[0], attempt)
                     _count_stored(rendered[0])
-                if await rt.media.hold(media_id, job.request_id, source=source):
-                    # Our own render (a repair, or found again by a re-run of this image) is
-                    # no duplicate.
-                    reused = None if rendered or record.made_by == slot else DUPLICATE
-                    return ImageOutcome(media_id=media_id, rendered=record.rendered, reused=reused)
-                continue  # it was being deleted meanwhile: look again
+                # Our own render (a repair, or found again by a re-run of this image) is no
+                # duplicate. If the record goes before the run holds it, the image is redone.
+                reused = None if rendered or record.made_by == slot else DUPLICATE
+                return ImageOutcome(
+                    media_id=media_id, rendered=record.rendered, reused=reused
+                ), Hold(media_id, source)
             if record is not None and not record.deletion_abandoned():
                 # Being deleted (its last request expired): its files go, then the record.
                 await asyncio.sleep(wait)
@@ -319,18 +450,20 @@ async def _render_or_reuse(
             rendered = rendered or await _render(rt, job, media_id, data, sha256)
             objects, record_of_render = rendered
             await _store(rt, objects, attempt)
-            created = await rt.media.create(
-                media_id,
-                owner=job.owner,
-                rendered=record_of_render,
-                holder=job.request_id,
-                made_by=slot,
-                source=source,
+            writes.rendered(
+                NewMedia(
+                    media_id,
+                    owner=job.owner,
+                    rendered=record_of_render,
+                    holder=job.request_id,
+                    made_by=slot,
+                    sources=dict([source]) if source else {},
+                )
             )
-            if created:
-                _count_stored(objects)
-                return ImageOutcome(media_id=media_id, rendered=record_of_render)
-            # Another process recorded the same bytes first (same keys, same content): reuse.
+            # Counted here, where they are stored: if another process recorded the same bytes
+            # first, the run holds its record instead and these bytes are counted twice.
+            _count_stored(objects)
+            return ImageOutcome(media_id=media_id, rendered=record_of_render), Insert(media_id)
 
 
 def _sha256(data: bytes) -> str:
@@ -366,8 +499,7 @@ async def _store(rt: WorkerRuntime, objects: _Objects, attempt: int) -> None:
 
 
 def _count_stored(objects: _Objects) -> None:
-    """Output bytes by format, once per object set that is recorded (a process that lost the
-    race to record the same bytes stored identical files under the same keys: not counted)."""
+    """Output bytes by format, per object set stored."""
     for output, encoded in objects.values():
         metrics.OUTPUT_BYTES.labels(output.value).inc(len(encoded))
 

@@ -4,6 +4,14 @@ A run of a chunk task holds a lease on each product it claimed and renews it whi
 (one bulk write per run every third of a lease, however many images it holds); the lease names
 the process holding it (``worker.leases``). Only a product whose run is over may be taken over:
 its lease ran out, or its holder is seen dead on this host. Only that counts as an attempt.
+
+A run writes the products it finishes together (a flush, :func:`_flush`): their images'
+``media`` records and holds (``worker.images.MediaWrites``), then their final moves in one bulk
+write, each carrying the run's count key (token, seq), then one count on the request for all of
+them. A flush goes once every product the run holds is waiting for it, or ``FLUSH_WINDOW``
+after the first one that waits. A crash between the moves and the count leaves final products
+whose count the reconciler completes one by one under the same keys (``domain.recount``), so
+whichever write lands first, each image is counted once.
 """
 
 from __future__ import annotations
@@ -11,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from pymongo.errors import PyMongoError
 
@@ -23,14 +34,62 @@ from imgbatch.domain.completion import complete_when_counted
 from imgbatch.domain.events import product_finished
 from imgbatch.domain.image_events import announce_failed_images
 from imgbatch.domain.removal import release_media
-from imgbatch.models.products import ImageError, ImageOutcome, ProductRecord, ProductStatus
+from imgbatch.models.products import (
+    Finished,
+    ImageError,
+    ImageOutcome,
+    ProductRecord,
+    ProductStatus,
+)
 from imgbatch.models.requests import RequestRecord, RequestStatus
 from imgbatch.worker import leases
-from imgbatch.worker.images import ImageJob, Known, hold_reused, known_sources, process_image
+from imgbatch.worker.images import (
+    ImageJob,
+    Known,
+    MediaWrite,
+    MediaWrites,
+    known_sources,
+    process_image,
+)
 from imgbatch.worker.outcomes import Tally, count_outcomes
 from imgbatch.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
+
+# How long a finished product waits for the run's other products to be written with it. A
+# chunk's products finish within a second or two of each other on a busy worker, so this
+# gathers several into one flush (four round trips whatever their number), while a slow
+# sibling (a big photo, a download being retried) holds back the others' progress, events and
+# webhooks by no more than this. The run's last product is written at once.
+FLUSH_WINDOW: Final = 0.5
+
+
+@dataclass(frozen=True)
+class _Flushed:
+    """What a flush did with a product: its final status (None: another run finished it first,
+    or its request is gone), or the images to do again before it can finish."""
+
+    status: ProductStatus | None = None
+    redo: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Finishing:
+    """A product done with its images, waiting for the run's next flush."""
+
+    product: ProductRecord
+    results: list[ImageOutcome | ImageError]
+    writes: dict[int, MediaWrite]
+    flushed: asyncio.Future[_Flushed]
+
+    def finished(self) -> Finished:
+        images = [r if isinstance(r, ImageOutcome) else None for r in self.results]
+        return Finished(
+            self.product.serial_number,
+            output_keys=[_primary_key(image) if image else None for image in images],
+            errors=[r for r in self.results if isinstance(r, ImageError)],
+            images=images,
+        )
 
 
 @dataclass
@@ -42,14 +101,24 @@ class _Run:
     lease: timedelta
     # Its products' activity, written once, before the run's last count (worker/outcomes.py).
     tally: Tally
+    # What its images leave to write to `media` with their products.
+    media: MediaWrites
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Claimed and not finished yet: what the run keeps leased.
     held: set[int] = field(default_factory=set)
     seq: int = 0
     counted: list[int] = field(default_factory=list)
-    # A run's counts reach the request in order (see RequestRepository.count_product), so a
-    # product's final move and its count happen under this lock; they are two short writes.
+    # Finished products waiting for the next flush, the flush due after FLUSH_WINDOW, and
+    # every flush task (referenced until done).
+    pending: list[_Finishing] = field(default_factory=list)
+    timer: asyncio.Task[None] | None = None
+    flushes: set[asyncio.Task[None]] = field(default_factory=set)
+    # A run's counts reach the request in order (see RequestRepository.count_products), so
+    # flushes happen one at a time, under this lock.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # A flush that failed may or may not have counted: the run writes nothing more, and leaves
+    # what it finished to the reconciler (a later count would hide the missing one's key).
+    broken: BaseException | None = None
 
 
 async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: list[int]) -> None:
@@ -62,15 +131,18 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
     if request is None or request.status != RequestStatus.IN_PROGRESS:
         return
     job = ImageJob.of(rt, request)
-    run = _Run(request, timedelta(seconds=rt.settings.product_lease_seconds), Tally(request.owner))
+    lease = timedelta(seconds=rt.settings.product_lease_seconds)
+    run = _Run(request, lease, Tally(request.owner), MediaWrites(job))
     renewing = asyncio.create_task(_keep_leases(rt, run))
     try:
         with leases.running(run.token):
             await _run_chunk(rt, run, job, serial_numbers)
     finally:
         renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
+        for task in [*run.flushes, renewing]:  # a flush left is a timer with nothing to write
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     # What a product that raised left in the tally (the others' went in before the last count).
     await run.tally.flush(rt)
     # Only after a clean run: one that raised (a database outage, say) may not know whether
@@ -211,6 +283,8 @@ async def _process_product(
         await _run_product(rt, run, job, product, known)
     finally:
         run.held.discard(product.serial_number)
+        # One that raised no longer holds back the others' flush.
+        _schedule_flush(rt, run)
 
 
 async def _run_product(
@@ -218,35 +292,40 @@ async def _run_product(
 ) -> None:
     if product.attempts > rt.settings.max_attempts:
         # This product has taken its worker down every time it ran: stop feeding it to workers.
-        await _finish(
-            rt,
-            run,
+        failed = _all_failed(
             product,
-            _all_failed(
-                product,
-                ImageErrorCode.WORKER_CRASH,
-                f"gave up after {product.attempts - 1} attempts",
-                attempts=product.attempts - 1,
-            ),
+            ImageErrorCode.WORKER_CRASH,
+            f"gave up after {product.attempts - 1} attempts",
+            attempts=product.attempts - 1,
         )
+        flushed = await _commit(rt, run, product, failed, {})
+        await _announce(rt, run, product, failed, flushed.status)
         return
     semaphore = asyncio.Semaphore(rt.settings.product_image_concurrency)
+    writes: dict[int, MediaWrite] = {}
 
     async def bounded(index: int, url: str, known: Known | None) -> ImageOutcome | ImageError:
         earlier = product.image(index)
         if earlier is not None and _done(product, index):
             return earlier  # done by an earlier run; a retry redoes only what failed
         async with semaphore:
-            return await process_image(rt, job, product, index, url, known)
+            result, write = await process_image(rt, job, run.media, product, index, url, known)
+        if write is not None:
+            writes[index] = write
+        else:
+            writes.pop(index, None)
+        return result
 
     urls = product.input_image_urls
     results = list(
         await asyncio.gather(*(bounded(i, url, known.get(url)) for i, url in enumerate(urls)))
     )
-    # Unchanged sources are held in one write; any whose outputs went meanwhile are redone.
-    for index in await hold_reused(rt, job, results):
-        results[index] = await bounded(index, urls[index], None)
-    await _finish(rt, run, product, results)
+    while (flushed := await _commit(rt, run, product, results, writes)).redo:
+        # Reused media that went away before the run held them (retention deleted them in
+        # the meantime): those images are done again, with an unconditional download.
+        for index in flushed.redo:
+            results[index] = await bounded(index, urls[index], None)
+    await _announce(rt, run, product, results, flushed.status)
 
 
 def _done(product: ProductRecord, index: int) -> bool:
@@ -266,47 +345,146 @@ def _all_failed(
     ]
 
 
-async def _finish(
-    rt: WorkerRuntime, run: _Run, product: ProductRecord, results: list[ImageOutcome | ImageError]
+async def _commit(
+    rt: WorkerRuntime,
+    run: _Run,
+    product: ProductRecord,
+    results: list[ImageOutcome | ImageError],
+    writes: dict[int, MediaWrite],
+) -> _Flushed:
+    """Hand a finished product to the run's next flush and wait for it."""
+    flushed: asyncio.Future[_Flushed] = asyncio.get_running_loop().create_future()
+    run.pending.append(_Finishing(product, list(results), dict(writes), flushed))
+    _schedule_flush(rt, run)
+    return await flushed
+
+
+def _schedule_flush(rt: WorkerRuntime, run: _Run) -> None:
+    if not run.pending:
+        return
+    if run.held <= {entry.product.serial_number for entry in run.pending}:
+        _start_flush(rt, run, 0.0)  # nothing the run holds is still at work: no reason to wait
+    elif run.timer is None:
+        run.timer = _start_flush(rt, run, FLUSH_WINDOW)
+
+
+def _start_flush(rt: WorkerRuntime, run: _Run, delay: float) -> asyncio.Task[None]:
+    task = asyncio.get_running_loop().create_task(_flush_after(rt, run, delay))
+    run.flushes.add(task)
+    task.add_done_callback(run.flushes.discard)
+    return task
+
+
+async def _flush_after(rt: WorkerRuntime, run: _Run, delay: float) -> None:
+    if delay:
+        await asyncio.sleep(delay)
+        if run.timer is asyncio.current_task():
+            run.timer = None  # from here on, nobody cancels it: it is writing
+    await _flush(rt, run)
+
+
+async def _flush(rt: WorkerRuntime, run: _Run) -> None:
+    """Write every product waiting, and tell each one how it went."""
+    async with run.lock:
+        if run.timer is not None and run.timer is not asyncio.current_task():
+            run.timer.cancel()  # this flush takes what it was waiting for
+        run.timer = None
+        batch, run.pending = run.pending, []
+        if not batch:
+            return
+        try:
+            if run.broken is not None:
+                raise run.broken
+            outcomes = await _write(rt, run, batch)
+        except BaseException as exc:
+            run.broken = run.broken or exc
+            for entry in batch:
+                if not entry.flushed.done():
+                    entry.flushed.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for entry, outcome in zip(batch, outcomes, strict=True):
+            if not entry.flushed.done():
+                entry.flushed.set_result(outcome)
+
+
+async def _write(rt: WorkerRuntime, run: _Run, batch: list[_Finishing]) -> list[_Flushed]:
+    """A flush's writes, in the order that keeps every product's outputs held and every image
+    counted once: media records and holds; the products' final moves, each under the run's
+    next seq; then one count of the moved ones on the request."""
+    request_id = run.request.id
+    redo: dict[int, list[int]] = {}
+    writes = {(i, index): w for i, entry in enumerate(batch) for index, w in entry.writes.items()}
+    for i, index in sorted(await run.media.write(rt, writes)):
+        redo.setdefault(i, []).append(index)
+    finishing = [(i, entry) for i, entry in enumerate(batch) if i not in redo]
+    finished = [entry.finished() for _, entry in finishing]
+    first_seq = run.seq + 1
+    run.seq += len(finished)
+    moved = await rt.products.finish_many(request_id, finished, run.token, first_seq)
+    _test_crash_at_count(rt, [entry.product for _, entry in finishing])
+    for _, entry in finishing:
+        # Final either way: no longer the run's to renew.
+        run.held.discard(entry.product.serial_number)
+    if len(moved) < len(finished) and await rt.requests.get(request_id) is None:
+        # Another run of these products got there first and counted them, or the request was
+        # deleted while this run rendered: then what it stored is held for a request that is
+        # gone, and released here (domain.deletion).
+        await release_media(rt, request_id)
+        moved = {}
+    seqs = []
+    done = failed = 0
+    for seq, (_, entry), outcome in zip(
+        range(first_seq, run.seq + 1), finishing, finished, strict=True
+    ):
+        if entry.product.serial_number in moved:
+            seqs.append(seq)
+            failed += len(outcome.errors)
+            done += len(outcome.output_keys) - len(outcome.errors)
+            await count_outcomes(rt, run.tally, entry.product, entry.results)
+    if not run.held:
+        # The run's last products: the activity goes in before the count that may complete
+        # the request, so stats include every image of a completed request.
+        await run.tally.flush(rt)
+    if seqs:
+        # False only if the reconciler already completed these very counts: in either way.
+        await rt.requests.count_products(
+            request_id, token=run.token, seqs=seqs, images_done=done, images_failed=failed
+        )
+        run.counted.extend(
+            entry.product.serial_number
+            for _, entry in finishing
+            if entry.product.serial_number in moved
+        )
+    return [
+        _Flushed(redo=redo[i])
+        if i in redo
+        else _Flushed(status=moved.get(entry.product.serial_number))
+        for i, entry in enumerate(batch)
+    ]
+
+
+def _test_crash_at_count(rt: WorkerRuntime, products: list[ProductRecord]) -> None:
+    """Test-only: die like a process killed between a flush's final moves and its count."""
+    marker = rt.settings.test_crash_at_count_marker
+    if marker and any(marker in url for p in products for url in p.input_image_urls):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def _announce(
+    rt: WorkerRuntime,
+    run: _Run,
+    product: ProductRecord,
+    results: list[ImageOutcome | ImageError],
+    status: ProductStatus | None,
 ) -> None:
+    """A product's events, once its flush has written and counted it."""
+    if status is None:
+        return
     images = [r if isinstance(r, ImageOutcome) else None for r in results]
     output_keys = [_primary_key(image) if image else None for image in images]
     errors = [r for r in results if isinstance(r, ImageError)]
-    async with run.lock:
-        run.seq += 1
-        status = await rt.products.finish(
-            product.request_id,
-            product.serial_number,
-            output_keys=output_keys,
-            errors=errors,
-            images=images,
-            count_token=run.token,
-            count_seq=run.seq,
-        )
-        # Final either way; dropped here, under the lock, so the last product to get here
-        # sees an empty set (its own finally-discard may come after another's count).
-        run.held.discard(product.serial_number)
-        if status is None:
-            # Another run of this product got there first and counted it, or its request was
-            # deleted while this run rendered: then what it stored is held for a request that
-            # is gone, and released here (domain.deletion).
-            if await rt.requests.get(product.request_id) is None:
-                await release_media(rt, product.request_id)
-            return
-        await count_outcomes(rt, run.tally, product, results)
-        if not run.held:
-            # The run's last product: the activity goes in before the count that may complete
-            # the request, so stats include every image of a completed request.
-            await run.tally.flush(rt)
-        # False only if the reconciler already completed this very count: it is in either way.
-        await rt.requests.count_product(
-            product.request_id,
-            token=run.token,
-            seq=run.seq,
-            images_done=len(output_keys) - len(errors),
-            images_failed=len(errors),
-        )
-        run.counted.append(product.serial_number)
     log_event(
         logger,
         "product.finished",
