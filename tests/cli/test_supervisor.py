@@ -174,9 +174,23 @@ def _completes_a_small_batch(stack: RunningStack, origin: Origin) -> None:
         status = wait_for_status(api, accepted.json()["request_id"], timeout=180)
     assert status["status"] == "completed", status
     assert status["images_done"] == 1 and status["images_failed"] == 0, status
-    served = httpx.get(status["products"][0]["output_image_urls"][0], timeout=30)
-    assert served.status_code == 200
+    served = _served(status["products"][0]["output_image_urls"][0])
     assert served.content[:3] == b"\xff\xd8\xff"
+
+
+def _served(url: str) -> httpx.Response:
+    """The output, fetched as a client honouring Retry-After does: a store still coming back
+    from its restart answers 503 (never 500) until it serves the object again."""
+    answers: list[httpx.Response] = []
+
+    def fetched() -> bool:
+        answers.append(httpx.get(url, timeout=60))
+        return answers[-1].status_code == 200
+
+    wait_until(fetched, timeout=120, every=1.0, what="the output to be served")
+    assert {a.status_code for a in answers} <= {200, 503}, [a.text for a in answers]
+    assert all(a.headers["retry-after"] == "5" for a in answers[:-1])
+    return answers[-1]
 
 
 @pytest.mark.parametrize(

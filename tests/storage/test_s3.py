@@ -304,3 +304,26 @@ def test_sse_kms_headers_are_sent_on_every_put(
 def test_a_kms_key_without_aws_kms_is_refused() -> None:
     with pytest.raises(ValueError, match="IMGBATCH_S3_SSE=aws:kms"):
         Settings(storage="s3", s3_sse="AES256", s3_sse_kms_key_id="alias/x")
+
+
+def test_a_store_that_does_not_answer_is_a_503_with_retry_after_not_a_500(
+    stack: Stack, seaweedfs: EmbeddedSeaweedFS
+) -> None:
+    """Outputs on S3 while the store is down (stopped, restarting: nothing listens on its
+    port). /media answers 503 with Retry-After once the client's few seconds of retries are
+    spent: a client is told to come back, not shown a server error, and not held for the 3
+    minutes obstore would retry by default (httpx gives up after 60 s here)."""
+    down = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **STACK_ENV,
+        **seaweedfs.credentials_env(),
+        "IMGBATCH_STORAGE": "s3",
+        "IMGBATCH_S3_ENDPOINT_URL": down,
+        "IMGBATCH_S3_BUCKET": "imgbatch-down",
+    }
+    key = f"{uuid.uuid4().hex}/1/0.jpg"
+    with side_api(stack, "s3-down", env) as api_url:
+        answer = httpx.get(f"{api_url}/media/{key}", timeout=60)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "5"
+    assert answer.json() == {"detail": "the media store is unavailable; try again shortly"}

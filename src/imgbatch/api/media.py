@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from imgbatch.api.deps import SettingsDep, StoreDep
 from imgbatch.api.openapi import errors
 from imgbatch.core.errors import NotFound
-from imgbatch.storage import InvalidKey, is_public_key
+from imgbatch.storage import InvalidKey, StorageUnavailable, is_public_key
 
 router = APIRouter(tags=["media"])
 
@@ -27,7 +27,7 @@ _DEFAULT_CACHE_CONTROL = "public, max-age=3600"
     responses={
         200: {"content": {f"image/{kind}": {} for kind in ("jpeg", "webp", "avif", "png")}},
         302: {"description": "IMGBATCH_MEDIA_REDIRECT=presigned: the object's presigned URL"},
-        **errors(NotFound),
+        **errors(NotFound, StorageUnavailable),
     },
 )
 async def media(key: str, store: StoreDep, settings: SettingsDep) -> Response:

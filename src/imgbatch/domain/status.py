@@ -22,7 +22,7 @@ from imgbatch.domain.images import ImageView, image_views
 from imgbatch.domain.urls import output_urls
 from imgbatch.models.products import ProductRecord
 from imgbatch.models.requests import RequestRecord
-from imgbatch.storage import MediaStore
+from imgbatch.storage import MediaStore, StorageUnavailable
 
 # Products per stored file: the largest page the API serves (limit=1000), so a page needs at
 # most two files, each ~1 MB.
@@ -96,7 +96,11 @@ async def stored_products(
     last = min(offset + limit, record.products_total) - 1
     lines: list[bytes] = []
     for index in range(offset // PAGE_ROWS, last // PAGE_ROWS + 1):
-        data = await store.get(page_key(folder, index))
+        try:
+            data = await store.get(page_key(folder, index))
+        except StorageUnavailable:
+            # The products are in the database too: a page is rendered live, not refused.
+            return None
         if data is None:
             return None
         lines.extend(_slice(data.split(b"\n"), index * PAGE_ROWS, offset, last))

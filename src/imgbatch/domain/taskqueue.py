@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from imgbatch.core.settings import Settings
 from imgbatch.models.requests import Priority
+from imgbatch.storage import StorageUnavailable
 
 DISPATCH_QUEUE = "imgbatch.dispatch"
 IMAGES_QUEUE = "imgbatch.images"
@@ -91,11 +92,12 @@ PRIORITY_SEP = ":"
 PING_TIMEOUT = 1.0
 
 
-# A database or broker outage is not the work's fault: a task retries itself later instead of
-# failing what it was doing. Backoff up to 10 s, so work resumes within seconds of the outage's
-# end; 60 retries ride out several minutes of outage (jitter halves the waits on average).
+# A database, broker or object-store outage is not the work's fault: a task retries itself later
+# instead of failing what it was doing. Backoff up to 10 s, so work resumes within seconds of the
+# outage's end; 60 retries ride out several minutes of outage (jitter halves the waits on
+# average).
 RETRY_ON_OUTAGE: dict[str, Any] = {
-    "autoretry_for": (PyMongoError, ConnectionError),
+    "autoretry_for": (PyMongoError, ConnectionError, StorageUnavailable),
     "retry_backoff": 2,
     "retry_backoff_max": 10,
     "retry_jitter": True,

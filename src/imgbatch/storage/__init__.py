@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from imgbatch.core.settings import Settings
-from imgbatch.storage.base import MediaStore, StoredObject
+from imgbatch.storage.base import MediaStore, StorageUnavailable, StoredObject
 from imgbatch.storage.keys import (
     IMMUTABLE,
     RESULTS_PREFIX,
@@ -24,6 +24,7 @@ __all__ = [
     "InvalidKey",
     "LocalMediaStore",
     "MediaStore",
+    "StorageUnavailable",
     "StoredObject",
     "create_store",
     "folder_of",

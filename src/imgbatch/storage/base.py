@@ -13,9 +13,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from imgbatch.core.errors import ServiceUnavailable
 from imgbatch.storage.keys import InvalidKey
 
-__all__ = ["InvalidKey", "MediaStore", "StoredObject"]
+__all__ = ["InvalidKey", "MediaStore", "StorageUnavailable", "StoredObject"]
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """The object store failed a call (down, restarting, or answering errors) after its
+    client's own retries: the API answers 503 with ``Retry-After``, never 500, and a task
+    retries later (domain.taskqueue), as for a database outage. Not for a missing key."""
+
+    description = "The media store is unavailable; retry after Retry-After seconds"
+
+    def __init__(self, detail: str = "the media store is unavailable; try again shortly") -> None:
+        # The detail has a default so that the error pickles (Celery's retry carries it).
+        super().__init__(detail, headers={"Retry-After": "5"})
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,18 @@ would read them, but costs every process 0.2 s and 24 MB more (measured).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import obstore
+from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
 from imgbatch.core.settings import Settings
-from imgbatch.storage.base import StoredObject
+from imgbatch.storage.base import StorageUnavailable, StoredObject
 from imgbatch.storage.keys import check_key, check_prefix, check_public_key
 
 if TYPE_CHECKING:
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 _STREAM_CHUNK = 256 * 1024
 # A new bucket's first write waits on SeaweedFS growing a volume (about 1 s, measured).
 _TIMEOUT = timedelta(seconds=30)
+_RETRY_FOR = timedelta(seconds=10)
 
 
 def _config(settings: Settings, endpoint: str | None) -> S3Config | None:
@@ -53,6 +57,19 @@ def _config(settings: Settings, endpoint: str | None) -> S3Config | None:
     return config or None
 
 
+@contextlib.contextmanager
+def _available() -> Iterator[None]:
+    """What obstore raises once its own retries (5xx and connection errors, with backoff) are
+    spent becomes :class:`StorageUnavailable`: a store that is down or restarting is an outage,
+    not a bug (the API answered 500 for it). A missing key stays ``FileNotFoundError``."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (BaseError, OSError) as exc:
+        raise StorageUnavailable() from exc
+
+
 class S3MediaStore:
     def __init__(self, store: S3Store) -> None:
         self.store = store
@@ -65,6 +82,14 @@ class S3MediaStore:
             region=settings.s3_region,
             # Path-style requests work on every S3-compatible server; virtual hosts need DNS.
             virtual_hosted_style_request=False,
+            # obstore retries 5xx and connection errors itself, by default for up to 3 minutes:
+            # an API read would hang that long while the store restarts. A few seconds here;
+            # a longer outage is a 503 with Retry-After in the API and a task retry in a worker.
+            retry_config={
+                "max_retries": 5,
+                "retry_timeout": _RETRY_FOR,
+                "backoff": {"max_backoff": timedelta(seconds=2)},
+            },
             client_options={
                 "allow_http": bool(endpoint and endpoint.startswith("http://")),
                 "connect_timeout": timedelta(seconds=5),
@@ -80,9 +105,10 @@ class S3MediaStore:
         attributes = _attributes(content_type, cache_control)
         # One PUT, never a multipart upload: outputs are a few MB at most, and an aborted
         # multipart upload would leave invisible parts behind in the bucket.
-        await obstore.put_async(
-            self.store, check_key(key), data, attributes=attributes, use_multipart=False
-        )
+        with _available():
+            await obstore.put_async(
+                self.store, check_key(key), data, attributes=attributes, use_multipart=False
+            )
 
     async def put_file(
         self, key: str, path: Path, *, content_type: str, cache_control: str | None = None
@@ -91,12 +117,14 @@ class S3MediaStore:
         # Multipart above obstore's chunk size: a result file may be hundreds of MB, more than
         # one PUT should carry; parts of an aborted upload are removed by the bucket's
         # lifecycle rule for incomplete uploads (docs: operating).
-        await obstore.put_async(self.store, check_key(key), path, attributes=attributes)
+        with _available():
+            await obstore.put_async(self.store, check_key(key), path, attributes=attributes)
 
     async def get(self, key: str) -> bytes | None:
         try:
-            result = await obstore.get_async(self.store, check_key(key))
-            return bytes(await result.bytes_async())
+            with _available():
+                result = await obstore.get_async(self.store, check_key(key))
+                return bytes(await result.bytes_async())
         except FileNotFoundError:  # obstore's not-found
             return None
 
@@ -105,7 +133,8 @@ class S3MediaStore:
     ) -> StoredObject | None:
         options: GetOptions = {"range": byte_range} if byte_range else {}
         try:
-            result = await obstore.get_async(self.store, check_key(key), options=options)
+            with _available():
+                result = await obstore.get_async(self.store, check_key(key), options=options)
         except FileNotFoundError:  # obstore's not-found
             return None
         attributes = result.attributes
@@ -119,13 +148,15 @@ class S3MediaStore:
 
     async def size(self, key: str) -> int | None:
         try:
-            return (await obstore.head_async(self.store, check_key(key)))["size"]
+            with _available():
+                return (await obstore.head_async(self.store, check_key(key)))["size"]
         except FileNotFoundError:  # obstore's not-found
             return None
 
     async def exists(self, key: str) -> bool:
         try:
-            await obstore.head_async(self.store, check_key(key))
+            with _available():
+                await obstore.head_async(self.store, check_key(key))
         except FileNotFoundError:  # obstore's not-found
             return False
         return True
@@ -133,9 +164,10 @@ class S3MediaStore:
     async def delete_prefix(self, prefix: str) -> int:
         deleted = 0
         # One listing page at a time, deleted in one bulk request (DeleteObjects) per page.
-        async for page in obstore.list(self.store, check_prefix(prefix), chunk_size=1000):
-            await obstore.delete_async(self.store, [meta["path"] for meta in page])
-            deleted += len(page)
+        with _available():
+            async for page in obstore.list(self.store, check_prefix(prefix), chunk_size=1000):
+                await obstore.delete_async(self.store, [meta["path"] for meta in page])
+                deleted += len(page)
         return deleted
 
     async def presigned_url(self, key: str, *, expires_in: int) -> str:
