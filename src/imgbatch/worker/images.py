@@ -232,6 +232,7 @@ class MediaWrites:
                 holds[record.media_id] = list(record.sources.items())
             else:
                 self.held.add(record.media_id)
+                _count_recorded(record.rendered)
         for write in writes.values():
             if isinstance(write, Hold) and (write.source or write.media_id not in self.held):
                 sources = holds.setdefault(write.media_id, [])
@@ -460,9 +461,8 @@ async def _render_or_reuse(
                     sources=dict([source]) if source else {},
                 )
             )
-            # Counted here, where they are stored: if another process recorded the same bytes
-            # first, the run holds its record instead and these bytes are counted twice.
-            _count_stored(objects)
+            # Counted once recorded (MediaWrites.write): if another process recorded the same
+            # bytes first, its objects are the ones stored, and these are not counted again.
             return ImageOutcome(media_id=media_id, rendered=record_of_render), Insert(media_id)
 
 
@@ -502,6 +502,13 @@ def _count_stored(objects: _Objects) -> None:
     """Output bytes by format, per object set stored."""
     for output, encoded in objects.values():
         metrics.OUTPUT_BYTES.labels(output.value).inc(len(encoded))
+
+
+def _count_recorded(rendered: Rendered) -> None:
+    """Output bytes by format of a render recorded as the object of its bytes (each stored
+    object once: variants that share one name its key once)."""
+    for variant in {v.key: v for v in rendered.variants.values()}.values():
+        metrics.OUTPUT_BYTES.labels(variant.format).inc(variant.bytes)
 
 
 def _render_sync(
