@@ -3,6 +3,7 @@ free ports, so it can kill any of them. Faults are injected at a point chosen fr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import time
@@ -22,7 +23,12 @@ from pymongo.errors import PyMongoError
 from imgbatch.cli.embedded import free_port
 from imgbatch.cli.stack import Stack
 from imgbatch.core.settings import Settings
-from imgbatch.domain.taskqueue import WEBHOOKS_QUEUE
+from imgbatch.domain.taskqueue import (
+    DISPATCH_QUEUE,
+    IMAGES_QUEUE,
+    MAINTENANCE_QUEUE,
+    WEBHOOKS_QUEUE,
+)
 from imgbatch.worker.reconcile import BROKER_MARKER
 from tests.conftest import CORPUS, STACK_ENV
 from tests.support.client import sheet, upload, wait_for_status
@@ -247,9 +253,46 @@ def assert_progress_resumes(
         if doc.get("status") == "completed":
             return round(longest, 1)
         assert at - last_move < bound, (
-            f"no progress for {bound:.0f} s (at {count} of {doc.get('images_total')} images)"
+            f"no progress for {bound:.0f} s (at {count} of {doc.get('images_total')} images)\n"
+            + stall_report(stack, request_id)
         )
         time.sleep(0.1)
+
+
+def stall_report(stack: FaultStack, request_id: str, *, log_events_shown: int = 40) -> str:
+    """What a stalled batch looks like from inside, for the failure message: its unfinished
+    products (status, attempts, holder pid, lease left), the messages waiting in Redis, and the
+    workers' last warnings and task outcomes. A stall that happens once in many runs on a busy
+    machine is explained by this, not by a rerun."""
+    lines = []
+    now = time.time()
+    try:
+        for doc in stack.db()["products"].find(
+            {"request_id": request_id, "status": {"$nin": ["completed", "failed"]}},
+            {"serial_number": 1, "status": 1, "attempts": 1, "holder": 1, "lease_until": 1},
+        ):
+            lease = doc.get("lease_until")
+            left = f"{lease.timestamp() - now:+.1f}s" if lease else "-"
+            pid = (doc.get("holder") or {}).get("pid")
+            lines.append(
+                f"product {doc['serial_number']}: {doc['status']} attempts={doc.get('attempts')}"
+                f" holder={pid} lease={left}"
+            )
+    except PyMongoError as exc:
+        lines.append(f"products unreadable: {exc!r}")
+    with contextlib.suppress(redis.RedisError):
+        broker = redis.Redis.from_url(stack.redis_url or "")
+        queues = (DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE)
+        lines.append(f"waiting in Redis: { {q: messages_waiting(broker, q) for q in queues} }")
+    for log in sorted((stack.data_dir / "logs").glob("worker*.log")):
+        shown = [
+            f"{log.stem}: {event.get('level')} {str(event['event'])[:200]}"
+            for event in log_events(log)
+            if event.get("level") in ("warning", "error", "critical")
+            or "retry" in str(event["event"]).lower()
+        ]
+        lines.extend(shown[-log_events_shown:])
+    return "\n".join(lines)
 
 
 def assert_run_again(stack: FaultStack, request_id: str, serials: list[int]) -> None:
