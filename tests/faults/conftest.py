@@ -267,8 +267,11 @@ def stall_report(stack: FaultStack, request_id: str, *, log_events_shown: int = 
     lines = []
     now = time.time()
     try:
-        for doc in stack.db()["products"].find(
-            {"request_id": request_id, "status": {"$nin": ["completed", "failed"]}},
+        products = stack.db()["products"]
+        pending = products.count_documents({"request_id": request_id, "status": "pending"})
+        lines.append(f"pending products: {pending}")
+        for doc in products.find(
+            {"request_id": request_id, "status": {"$nin": ["pending", "completed", "failed"]}},
             {"serial_number": 1, "status": 1, "attempts": 1, "holder": 1, "lease_until": 1},
         ):
             lease = doc.get("lease_until")
