@@ -150,7 +150,13 @@ def running(
     """Origin, MongoDB, Redis, API and beat; workers come per phase. All stopped on exit."""
     origin = Origin(photos_root, latency=latency, latency_jitter=jitter, bandwidth=bandwidth)
     api_port = free_port()
-    env = {**STACK_ENV, "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}"}
+    env = {
+        **STACK_ENV,
+        "IMGBATCH_PUBLIC_BASE_URL": f"http://127.0.0.1:{api_port}",
+        # The events phase opens its 200 streams with the bench's one key: above the default
+        # per-owner cap (20), which tests/api/test_stream_limits.py holds to its 429.
+        "IMGBATCH_EVENTS_STREAMS_PER_OWNER": "1000",
+    }
     # Unset URLs mean the embedded MongoDB-protocol server and redis-server, as `make run`.
     settings = Settings(mongodb_url=None, redis_url=None)
     stack = Stack(settings, data_dir=workdir, api_port=api_port, extra_env=env)

@@ -177,3 +177,21 @@ def test_a_recount_after_a_flush_counted_adds_nothing(
     assert _flush_count(rt, request_id)  # counted, but the run died before settling
     assert rt.run(recount(rt, request_id)) == 0
     _assert_flush_counted_once(rt, request_id)
+
+
+def test_a_flush_count_after_a_recount_of_part_of_it_adds_the_rest(
+    isolated: WorkerRuntime, three_claimed: str
+) -> None:
+    """The reconciler has counted the flush's first product and not its second (a recount
+    after a broker loss takes counts over whoever's run they are) when the run's own count
+    arrives. The group write alone is refused: the run adds the second one by itself, or no one
+    ever would (the bench's 1,000-image batch stood at 994 of 1,000 for good)."""
+    rt, request_id = isolated, three_claimed
+    _flush_moves(rt, request_id)
+    assert rt.run(
+        rt.requests.count_product(request_id, token=TOKEN, seq=1, images_done=1, images_failed=0)
+    )
+    counts = {1: (1, 0), 2: (1, 1)}
+    assert rt.run(rt.requests.count_flush(request_id, token=TOKEN, counts=counts)) == 1
+    assert rt.run(recount(rt, request_id)) == 0
+    _assert_flush_counted_once(rt, request_id)

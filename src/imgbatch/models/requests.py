@@ -6,7 +6,7 @@ and the request flips to ``completed`` in exactly one call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -235,6 +235,31 @@ class RequestRepository:
             },
         )
         return result.modified_count == 1
+
+    async def count_flush(
+        self, request_id: str, *, token: str, counts: Mapping[int, tuple[int, int]]
+    ) -> int:
+        """A worker's flush on the counters: ``counts`` maps each product's ``seq`` (ascending)
+        to its (images done, images failed). One keyed write for all of them; if that is
+        refused, the reconciler has counted some of them first (a recount after a broker loss
+        takes counts over at once, whoever's run they are), always in ``seq`` order, so the
+        rest go one at a time under the same key, each only if no one counted it yet. Refusing
+        the whole group would lose them. Returns how many products this call added."""
+        seqs = list(counts)
+        if await self.count_products(
+            request_id,
+            token=token,
+            seqs=seqs,
+            images_done=sum(done for done, _ in counts.values()),
+            images_failed=sum(failed for _, failed in counts.values()),
+        ):
+            return len(seqs)
+        added = 0
+        for seq, (done, failed) in counts.items():
+            added += await self.count_product(
+                request_id, token=token, seq=seq, images_done=done, images_failed=failed
+            )
+        return added
 
     async def forget_count_run(self, request_id: str, token: str) -> None:
         """Drop a run's count key; only once every count it made is settled on its product."""

@@ -433,25 +433,21 @@ async def _write(rt: WorkerRuntime, run: _Run, batch: list[_Finishing]) -> list[
         # gone, and released here (domain.deletion).
         await release_media(rt, request_id)
         moved = {}
-    seqs = []
-    done = failed = 0
+    counts: dict[int, tuple[int, int]] = {}  # seq -> (images done, images failed)
     for seq, (_, entry), outcome in zip(
         range(first_seq, run.seq + 1), finishing, finished, strict=True
     ):
         if entry.product.serial_number in moved:
-            seqs.append(seq)
-            failed += len(outcome.errors)
-            done += len(outcome.output_keys) - len(outcome.errors)
+            errors = len(outcome.errors)
+            counts[seq] = (len(outcome.output_keys) - errors, errors)
             await count_outcomes(rt, run.tally, entry.product, entry.results)
     if not run.held:
         # The run's last products: the activity goes in before the count that may complete
         # the request, so stats include every image of a completed request.
         await run.tally.flush(rt)
-    if seqs:
-        # False only if the reconciler already completed these very counts: in either way.
-        await rt.requests.count_products(
-            request_id, token=run.token, seqs=seqs, images_done=done, images_failed=failed
-        )
+    if counts:
+        # Keyed: only what no one counted yet is added (the reconciler may have been first).
+        await rt.requests.count_flush(request_id, token=run.token, counts=counts)
         run.counted.extend(
             entry.product.serial_number
             for _, entry in finishing
