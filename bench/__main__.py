@@ -15,6 +15,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,13 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                 bench, args.reimport_products, photos, timeout=max(120.0, args.budget)
             )
             print(f"{args.subscribers} event-stream subscribers on one request ...", flush=True)
-            results["events"] = events.run(
-                bench, products=args.events_products, subscribers=args.subscribers
-            )
+            with _phase(results, "events"):
+                results["events"] = events.run(
+                    bench, products=args.events_products, subscribers=args.subscribers
+                )
 
         print(f"scale curve: {args.scale} small images, fast origin ...", flush=True)
         photo = scale.write_photo(root)
-        with running(work / "scale", root, latency=0.0, jitter=0.0, bandwidth=None) as bench:
+        with (
+            _phase(results, "scale"),
+            running(work / "scale", root, latency=0.0, jitter=0.0, bandwidth=None) as bench,
+        ):
             results["scale"] = scale.run(
                 bench,
                 args.scale,
@@ -197,6 +203,18 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.render(results))
     print(f"\nJSON: {write_json(results)}")
     return 0
+
+
+@contextmanager
+def _phase(results: dict[str, Any], name: str) -> Iterator[None]:
+    """A late phase that fails is a NOTE in the table, not the loss of every earlier phase's
+    numbers (a run is 20 minutes)."""
+    try:
+        yield
+    except Exception as exc:
+        note = f"{name} phase failed: {type(exc).__name__}: {exc}"
+        results["notes"].append(note)
+        print(note, flush=True)
 
 
 def _fit(args: argparse.Namespace, results: dict[str, Any], spent: float) -> int:

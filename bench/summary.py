@@ -454,7 +454,7 @@ def render(results: dict[str, Any]) -> str:
         db_table(results),
         clients_table(results),
         profile_table(results),
-        events_table(results),
+        events_table(results) if "events" in results else "",
         scale.table(results),
         f"\nmain batch: {main.products} products, {main.images} images, {main.failed} failed, "
         f"{main.seconds:.1f}s; dispatch (ingest+enqueue) {main.dispatch_seconds:.2f}s",
