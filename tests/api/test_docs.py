@@ -15,10 +15,10 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("get", "/api/profiles"): {401},
     ("get", "/api/status/{request_id}"): OWNED | {422},
     # 416: a Range past the end of the stored result file.
-    ("get", "/api/download/{request_id}"): OWNED | {409, 416},
+    ("get", "/api/download/{request_id}"): OWNED | {409, 416, 503},
     ("get", "/api/requests"): {401, 422},
     ("get", "/api/requests/{request_id}/events"): OWNED | {429, 503},
-    ("get", "/api/requests/{request_id}/results"): OWNED | {416},
+    ("get", "/api/requests/{request_id}/results"): OWNED | {416, 503},
     ("get", "/api/requests/{request_id}/audit"): OWNED,
     ("post", "/api/requests/{request_id}/retry"): OWNED | {409, 429},
     ("post", "/api/requests/{request_id}/cancel"): OWNED | {409},
@@ -31,7 +31,7 @@ EXPECTED_ERRORS: dict[tuple[str, str], set[int]] = {
     ("post", "/api/webhooks/{subscriber_id}/rotate-secret"): {401, 404, 409},
     ("get", "/api/webhooks/{subscriber_id}/deliveries"): {401, 404, 422},
     ("post", "/api/webhooks/deliveries/{delivery_id}/redeliver"): {401, 404, 409},
-    ("get", "/media/{key}"): {404},
+    ("get", "/media/{key}"): {404, 503},
     ("get", "/api/health"): {503},
     ("get", "/metrics"): {401, 403},
 }

@@ -17,6 +17,7 @@ from imgbatch.worker.retention import expire_requests
 from imgbatch.worker.runtime import WorkerRuntime, build_runtime
 from tests.support.client import sheet, upload, wait_for_status
 from tests.support.origin import Origin
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -64,7 +65,14 @@ def test_expiring_one_request_keeps_the_outputs_another_reuses(
     third = upload(
         api, sheet([(1, "Mug", url), (2, "Slow", slow)]), data={"profile": "storefront"}
     ).json()["request_id"]
-    wait_for_status(api, third, ("in_progress",))
+
+    # Its first product done (and so holding the outputs), its second still downloading: a
+    # cancel before the first is done would leave nothing held by this request to test.
+    def first_done() -> bool:
+        doc = mongo["products"].find_one({"request_id": third, "serial_number": 1}) or {}
+        return doc.get("status") == "completed"
+
+    wait_until(first_done, what="the third request's first product")
     assert api.post(f"/api/requests/{third}/cancel").status_code == 200
     assert all(httpx.get(output).status_code == 200 for output in shared)
 

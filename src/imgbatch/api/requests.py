@@ -44,6 +44,7 @@ from imgbatch.domain.services import Services
 from imgbatch.domain.status import ProductsView, no_gps, product_view, stored_products
 from imgbatch.models.products import ProductRecord
 from imgbatch.models.requests import RequestRecord, RequestStatus
+from imgbatch.storage import StorageUnavailable
 
 router = APIRouter(tags=["requests"])
 
@@ -173,7 +174,9 @@ async def list_requests(
     responses={
         200: {"content": {"text/csv": {}}},
         304: {"description": "`If-None-Match` names the current ETag: unchanged"},
-        **errors(*OWNED_REQUEST, Conflict, UnprocessableEntity, RangeNotSatisfiable),
+        **errors(
+            *OWNED_REQUEST, Conflict, UnprocessableEntity, RangeNotSatisfiable, StorageUnavailable
+        ),
     },
 )
 async def download_results(
@@ -238,7 +241,7 @@ async def download_results(
     responses={
         200: {"content": {"application/x-ndjson": {}}},
         304: {"description": "Completed requests: `If-None-Match` names the current ETag"},
-        **errors(*OWNED_REQUEST, RangeNotSatisfiable),
+        **errors(*OWNED_REQUEST, RangeNotSatisfiable, StorageUnavailable),
     },
 )
 async def request_results(
