@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +211,44 @@ def held_work(stack: FaultStack, request_id: str, pids: set[int]) -> tuple[int, 
     return found[0]
 
 
+def freeze_holder(
+    stack: FaultStack, request_id: str, pids: set[int], *, group: int | None = None
+) -> tuple[int, list[int], datetime]:
+    """Stop (SIGSTOP) a process of ``pids`` that holds a product, or its whole process ``group``,
+    so that it holds work at the moment it is killed: between finding a holder and killing it,
+    the holder may finish, and a kill of a process that holds nothing proves nothing. Returns the
+    holder, the serials it held once stopped, and the wall time it stopped at; the caller
+    SIGKILLs it. Stopped processes write nothing new, but a write already on the wire lands."""
+    while True:
+        victim, _ = held_work(stack, request_id, pids)
+        stopped = pids if group else {victim}
+        signal_to(victim, group, signal.SIGSTOP)
+        wait_until(
+            lambda stopped=stopped: all(_stopped(pid) for pid in stopped),
+            every=0.01,
+            what="the stop to land",
+        )
+        frozen = datetime.now(UTC)
+        held = held_by(stack, request_id, stopped)
+        if held:
+            return victim, held, frozen
+        signal_to(victim, group, signal.SIGCONT)  # it finished first: let it go on, find another
+
+
+def signal_to(pid: int, group: int | None, sig: signal.Signals) -> None:
+    if group:
+        os.killpg(group, sig)
+    else:
+        os.kill(pid, sig)
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() in {psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE}
+    except psutil.NoSuchProcess:
+        return True
+
+
 def held_by(stack: FaultStack, request_id: str, pids: set[int]) -> list[int]:
     """Serials of the request's ``processing`` products whose lease one of ``pids`` holds."""
     return [
@@ -265,6 +306,7 @@ def stall_report(stack: FaultStack, request_id: str, *, log_events_shown: int = 
     workers' last warnings and task outcomes. A stall that happens once in many runs on a busy
     machine is explained by this, not by a rerun."""
     lines = []
+    holders: set[int] = set()
     now = time.time()
     try:
         products = stack.db()["products"]
@@ -281,8 +323,11 @@ def stall_report(stack: FaultStack, request_id: str, *, log_events_shown: int = 
                 f"product {doc['serial_number']}: {doc['status']} attempts={doc.get('attempts')}"
                 f" holder={pid} lease={left}"
             )
+            if pid:
+                holders.add(int(pid))
     except PyMongoError as exc:
         lines.append(f"products unreadable: {exc!r}")
+    lines.extend(where_holders_wait(stack, holders))
     with contextlib.suppress(redis.RedisError):
         broker = redis.Redis.from_url(stack.redis_url or "")
         queues = (DISPATCH_QUEUE, IMAGES_QUEUE, MAINTENANCE_QUEUE)
@@ -298,14 +343,70 @@ def stall_report(stack: FaultStack, request_id: str, *, log_events_shown: int = 
     return "\n".join(lines)
 
 
-def assert_run_again(stack: FaultStack, request_id: str, serials: list[int]) -> None:
-    """The products a killed process held were taken over by another run and completed."""
+def where_holders_wait(stack: FaultStack, pids: set[int]) -> list[str]:
+    """Each live process's coroutines and what they await, now (worker.stacks, on SIGUSR2)."""
+    logs = sorted((stack.data_dir / "logs").glob("worker*.log"))
+
+    def dumps() -> list[dict[str, Any]]:
+        return [
+            event
+            for log in logs
+            for event in log_events(log)
+            if event["event"] == "worker.tasks_dumped" and event.get("pid") in pids
+        ]
+
+    seen = len(dumps())
+    asked = 0
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR2)
+            asked += 1
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: len(dumps()) >= seen + asked, timeout=5, what="the dumps")
+    return [
+        f"holder {event['pid']} task {task['task']}: " + " <- ".join(task["awaits"][::-1])
+        for event in dumps()[seen:]
+        for task in event["tasks"]
+    ]
+
+
+def assert_pool_free(stack: FaultStack, name: str = "worker") -> None:
+    """Once the batch is done, no pool process of the worker is still inside a chunk's run: one
+    that never leaves it holds its pool slot (and any products it claimed) for ever."""
+    main = stack.processes[name].pid
+    pool = worker_pids(stack, name) - {main}
+    left: list[str] = []
+
+    def free() -> bool:
+        left[:] = [line for line in where_holders_wait(stack, pool) if "process_products" in line]
+        return not left
+
+    try:
+        wait_until(free, timeout=RECOVERY_BOUND, every=1.0, what="the pool to be free")
+    except AssertionError:
+        raise AssertionError("a pool process is stuck in a run:\n" + "\n".join(left)) from None
+
+
+def assert_run_again(
+    stack: FaultStack, request_id: str, serials: list[int], killed: datetime
+) -> list[int]:
+    """The products a killed process held were taken over by another run and completed; returns
+    those. The one exception is exact: a product whose final move the killed run had already
+    sent (a flush's bulk write on the wire when the process died) lands after the kill with the
+    run's own time of sending, before ``killed``, and is not run again. At least one product is
+    really taken over."""
     assert serials
+    rerun = []
     for serial in serials:
         doc = stack.db()["products"].find_one({"request_id": request_id, "serial_number": serial})
         assert doc is not None
         assert doc["status"] == "completed", serial
-        assert doc["attempts"] >= 2, serial  # claimed by the killed run, then once more
+        if doc["attempts"] >= 2:  # claimed by the killed run, then once more
+            rerun.append(serial)
+        else:
+            assert doc["finished_at"] < killed, (serial, doc["finished_at"], killed)
+    assert rerun, f"none of {serials} was run again"
+    return rerun
 
 
 def assert_recovered(

@@ -29,8 +29,7 @@ from tests.faults.conftest import (
     assert_progress_resumes,
     assert_recovered,
     assert_run_again,
-    held_by,
-    held_work,
+    freeze_holder,
     submit_batch,
     wait_for_progress,
     wait_until,
@@ -112,11 +111,10 @@ def test_two_nodes_without_a_shared_disk_and_one_killed_at_30_percent(
         wait_until(lambda name=name: bool(stack.stored_writes(name)), what=f"{name} to store")
     victim, survivor = NODES
     victim_pids = worker_pids(stack, victim)
-    held_work(stack, request_id, victim_pids)
     worker = stack.processes.pop(victim)
+    _, held, killed_wall = freeze_holder(stack, request_id, victim_pids, group=worker.pid)
     os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool children at once
     killed_at = time.monotonic()
-    held = held_by(stack, request_id, victim_pids)
     worker.wait(10)
     assert stack.db()["requests"].find_one({"_id": request_id})["status"] == "in_progress"
     before = len(stack.stored_writes(survivor))
@@ -124,7 +122,7 @@ def test_two_nodes_without_a_shared_disk_and_one_killed_at_30_percent(
     # Nothing restarts the victim: the survivor takes its products over within the bound.
     stall = assert_progress_resumes(stack, request_id, since=killed_at)
     assert_recovered(stack, request_id, products=100)
-    assert_run_again(stack, request_id, held)
+    assert_run_again(stack, request_id, held, killed_wall)
     assert_one_completion_event(stack, receiver, request_id)
     assert len(stack.stored_writes(survivor)) > before  # the survivor finished the rest
     # Every output is in the bucket and nowhere on a disk: not the API's, not a node's.

@@ -3,6 +3,8 @@ the default (not shortened) lease; a live holder's are never taken while it rene
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -109,6 +111,48 @@ def test_the_reconciler_requeues_a_dead_holders_products_once_and_leaves_a_live_
     # A run of this process that ended without finishing it: gone as well.
     rt.run(reconcile(rt))
     assert queue_length(rt, IMAGES_QUEUE) == queued + 2
+
+
+def test_a_run_that_dies_beside_a_held_product_leaves_none_of_its_chunk_pending(
+    isolated: WorkerRuntime, origin: Origin
+) -> None:
+    # A duplicate of a chunk (a broker loss re-sends every unfinished product) meets a product
+    # another live run holds. Its other products are named by its message alone: if it dies
+    # with them still pending, nothing sends them again before the message's redelivery (the
+    # broker's visibility timeout, 15 minutes). Claimed, its death is seen on them at once.
+    rt = isolated
+    slow = [origin.url(f"/slow/coffee.jpg?delay=30&held=dying-{i}") for i in (2, 3)]
+    request_id = seed_request(rt, [[origin.url("/img/rocket.jpg?held=live")], *([u] for u in slow)])
+    rt.run(dispatch_request(rt, request_id))
+    lease = _default_lease(rt)
+    holder = leases.this_process()
+    rt.run(rt.products.claim_many(request_id, [1], token="live", lease=lease, holder=holder))
+
+    async def run_dies_while_downloading() -> None:
+        run = asyncio.create_task(process_products(rt, request_id, [1, 2, 3]))
+        deadline = time.monotonic() + 60
+        while not any("held=dying" in path for path in origin.requests.paths()):
+            assert time.monotonic() < deadline, "the run never started a download"
+            await asyncio.sleep(0.05)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+    rt.run(run_dies_while_downloading())
+    queued = queue_length(rt, IMAGES_QUEUE)
+    _broker_kept_its_messages(rt)
+    with leases.running("live"):
+        rt.run(reconcile(rt))
+
+    # Both of the dead run's products went back to the queue, each alone; the live one did not.
+    assert queue_length(rt, IMAGES_QUEUE) == queued + 2
+    for serial in (2, 3):
+        product = rt.run(rt.products.get(request_id, serial))
+        assert product is not None
+        assert (product.status, product.attempts) == (ProductStatus.PROCESSING, 1), serial
+        assert product.requeued == product.claim, serial
+    live = rt.run(rt.products.get(request_id, 1))
+    assert live is not None and live.claim == "live" and live.requeued is None
 
 
 def claimed_until(rt: WorkerRuntime, request_id: str, serial: int) -> object:

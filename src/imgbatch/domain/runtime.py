@@ -71,6 +71,12 @@ def install(factory: Callable[[Settings], Runtime]) -> None:
     _factory = factory
 
 
+def current_loop() -> asyncio.AbstractEventLoop | None:
+    """This thread's runtime's event loop, if it has one yet (for a diagnostic dump)."""
+    current = _current.runtime
+    return current.loop if current is not None and _current.pid == os.getpid() else None
+
+
 def runtime() -> Runtime:
     """This process's (this thread's) runtime, built on first use after the fork."""
     if _current.runtime is None or _current.pid != os.getpid():

@@ -367,12 +367,12 @@ class ProductRepository:
     ) -> list[ProductRecord]:
         """Claim a chunk's pending products in one round trip; returns the ones this call got.
 
-        For a chunk none of whose products is already ``processing`` (see
-        :meth:`any_processing`). Each claim stamps the run's token, so a duplicate run of the
-        same chunk racing this one takes only what it moved itself, and each run that processes
-        a product has counted an attempt. A product left ``processing`` by a run that died is
-        taken over by :meth:`claim` once its lease has expired. Two round trips for the chunk
-        instead of two per product; each update is still a conditional one on an exact index.
+        Only ``pending`` products are taken. Each claim stamps the run's token, so a duplicate
+        run of the same chunk racing this one takes only what it moved itself, and each run that
+        processes a product has counted an attempt. A product left ``processing`` by a run that
+        died is taken over by :meth:`claim`, alone, once its run is over. Two round trips for
+        the chunk instead of two per product; each update is still a conditional one on an
+        exact index.
         """
         if not serial_numbers:
             return []

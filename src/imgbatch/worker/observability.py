@@ -17,6 +17,7 @@ from structlog.typing import EventDict, WrappedLogger
 from imgbatch.core.logs import bind_context, clear_context, configure_logging
 from imgbatch.core.settings import get_settings
 from imgbatch.domain.taskqueue import DISPATCH_TASK, PRODUCTS_TASK, REQUEST_FINISHED_TASK
+from imgbatch.worker import stacks
 
 # Tasks whose first argument is the id of the request they work on.
 REQUEST_TASKS = frozenset({DISPATCH_TASK, PRODUCTS_TASK, REQUEST_FINISHED_TASK})
@@ -54,6 +55,10 @@ def setup(app: Celery) -> None:
         configure(str(level or settings.log_level))
         # Celery redirects print() and stray stderr output only when it sets logging up itself.
         app.log.redirect_stdouts_to_logger(logging.getLogger("celery.redirected"), logging.WARNING)
+
+    @signals.worker_process_init.connect(weak=False)
+    def _pool_process(**_: Any) -> None:
+        stacks.install()  # kill -USR2 <pool pid>: where its coroutines wait
 
     @signals.task_prerun.connect(weak=False)
     def _bind_task(task_id: str | None = None, task: Any = None, args: Any = (), **_: Any) -> None:

@@ -116,6 +116,8 @@ class _Run:
     # A run's counts reach the request in order (see RequestRepository.count_products), so
     # flushes happen one at a time, under this lock.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set when the run ends, whatever it was doing: its lease renewals stop.
+    over: bool = False
     # A flush that failed may or may not have counted: the run writes nothing more, and leaves
     # what it finished to the reconciler (a later count would hide the missing one's key).
     broken: BaseException | None = None
@@ -138,6 +140,7 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
         with leases.running(run.token):
             await _run_chunk(rt, run, job, serial_numbers)
     finally:
+        run.over = True  # the renewals stop even if their cancellation is lost (_keep_leases)
         renewing.cancel()
         for task in [*run.flushes, renewing]:  # a flush left is a timer with nothing to write
             task.cancel()
@@ -154,9 +157,10 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
 async def _run_chunk(
     rt: WorkerRuntime, run: _Run, job: ImageJob, serial_numbers: list[int]
 ) -> None:
-    if await rt.products.any_processing(run.request.id, serial_numbers):
-        await _one_at_a_time(rt, run, job, serial_numbers)
-        return
+    # Every pending product of the chunk at once: this message is the only one that names
+    # them, so once claimed, a death of this run is seen on them (their holder is gone) and the
+    # reconciler sends them again at once; left pending, they would wait for the message's
+    # redelivery (the broker's visibility timeout).
     claimed = await rt.products.claim_many(
         run.request.id,
         serial_numbers,
@@ -175,12 +179,27 @@ async def _run_chunk(
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+    got = {p.serial_number for p in claimed}
+    rest = [serial for serial in serial_numbers if serial not in got]
+    # The rest are final, or an earlier run holds them (it died, or is still at work): last,
+    # so that one which killed its run cannot take the others down with it.
+    if rest and await rt.products.any_processing(run.request.id, rest):
+        await _take_over(rt, run, job, rest)
 
 
 async def _keep_leases(rt: WorkerRuntime, run: _Run) -> None:
-    """Renew the leases of what the run holds, every third of a lease, until cancelled."""
-    while True:
+    """Renew the leases of what the run holds, every third of a lease, until the run is over.
+
+    Not only until cancelled: PyMongo's socket writes go through ``asyncio.wait_for``, which
+    on Python 3.11 loses a cancellation that arrives as the write completes (gh-86296), and a
+    renewal loop that outlived its run kept the run's products leased, by a live holder, for
+    ever. Seen in the fault tests after a MongoDB restart: the run awaited this task in its
+    ``finally`` while the task slept between renewals (worker.stacks showed both).
+    """
+    while not run.over:
         await asyncio.sleep(run.lease.total_seconds() / 3)
+        if run.over:
+            return
         try:
             await rt.products.renew_leases(run.request.id, sorted(run.held), lease=run.lease)
         except PyMongoError as exc:
@@ -190,10 +209,11 @@ async def _keep_leases(rt: WorkerRuntime, run: _Run) -> None:
             )
 
 
-async def _one_at_a_time(
+async def _take_over(
     rt: WorkerRuntime, run: _Run, job: ImageJob, serial_numbers: list[int]
 ) -> None:
-    """An earlier run of this chunk died holding products (or another run still holds them).
+    """Products of the chunk that an earlier run holds: it died holding them, or is still at
+    work on them.
 
     Go one product at a time, so that a product which kills its worker takes only itself down,
     and only it is ever failed. A product a run holds is taken only once that run's lease has
