@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from imgbatch.models.db import MEDIA, Database
@@ -218,16 +218,21 @@ class MediaRepository:
         if not ids:
             return set()
         sources = sources or {}
-        result = await self._collection.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": media_id, "state": MediaState.READY},
-                    _hold_update(holder, sources.get(media_id, ())),
-                )
-                for media_id in ids
-            ],
-            ordered=False,
-        )
+        # The holds that add no source (a 304, the same bytes again: most of a re-import) are
+        # one statement: the embedded server spends half the CPU per object on an $in update
+        # that it does on one update per object (0.5 against 1.0 ms, bench/README.md item 4).
+        plain = [media_id for media_id in ids if not sources.get(media_id)]
+        updates: list[UpdateOne | UpdateMany] = [
+            UpdateOne({"_id": media_id, "state": MediaState.READY}, _hold_update(holder, found))
+            for media_id in ids
+            if (found := sources.get(media_id))
+        ]
+        if plain:
+            query = {"_id": plain[0]} if len(plain) == 1 else {"_id": {"$in": plain}}
+            updates.append(
+                UpdateMany({**query, "state": MediaState.READY}, _hold_update(holder, ()))
+            )
+        result = await self._collection.bulk_write(updates, ordered=False)
         if result.matched_count == len(ids):
             return set(ids)
         # Some were not ready any more: see which ones this holder now holds.
