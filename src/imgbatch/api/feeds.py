@@ -266,6 +266,11 @@ class RequestFeed:
         self._clock = clock
         self._wake = asyncio.Event()
         self._urgent = False
+        # Set by stop(): the loop ends on it even if the task's cancellation is lost. PyMongo's
+        # socket writes go through asyncio.wait_for, which on Python 3.11 loses a cancellation
+        # arriving as the write completes (gh-86296); stop() awaits the task under the hub's
+        # lock, so a loop that outlived it would block every stream of this process.
+        self._stopped = False
         self._last_read = -1.0e9
         self._snapshot: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
@@ -274,6 +279,7 @@ class RequestFeed:
         self._task = asyncio.create_task(self._run(), name=f"events-feed-{self.request_id}")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -311,7 +317,7 @@ class RequestFeed:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             with suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.events_poll_seconds):
                     await self._wake.wait()
@@ -335,6 +341,8 @@ class RequestFeed:
                     error=type(exc).__name__,
                 )
                 continue
+            if self._stopped:
+                return
             if record is None:  # purged: nothing more will ever happen to it
                 record = _expired_placeholder(self.request_id)
             snapshot = Snapshot(record)
