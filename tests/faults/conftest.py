@@ -222,7 +222,7 @@ def freeze_holder(
     while True:
         victim, _ = held_work(stack, request_id, pids)
         stopped = pids if group else {victim}
-        signal_to(victim, group, signal.SIGSTOP)
+        _signal_to(victim, group, signal.SIGSTOP)
         wait_until(
             lambda stopped=stopped: all(_stopped(pid) for pid in stopped),
             every=0.01,
@@ -232,10 +232,10 @@ def freeze_holder(
         held = held_by(stack, request_id, stopped)
         if held:
             return victim, held, frozen
-        signal_to(victim, group, signal.SIGCONT)  # it finished first: let it go on, find another
+        _signal_to(victim, group, signal.SIGCONT)  # it finished first: let it go on, find another
 
 
-def signal_to(pid: int, group: int | None, sig: signal.Signals) -> None:
+def _signal_to(pid: int, group: int | None, sig: signal.Signals) -> None:
     if group:
         os.killpg(group, sig)
     else:

@@ -143,6 +143,11 @@ def _hold_update(holder: str, sources: Sequence[tuple[str, Validators]]) -> dict
     return update
 
 
+def _of_ids(ids: list[str]) -> dict[str, Any]:
+    """A query for these ``_id``s (one id as a plain equality)."""
+    return {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
+
+
 def source_key(owner: str, url: str) -> str:
     """A URL as the owner's: URLs are up to 2 KB and carry signed tokens, so only a digest."""
     return hashlib.sha256(f"{owner}\n{url}".encode()).hexdigest()
@@ -170,8 +175,7 @@ class MediaRepository:
         ids = list(dict.fromkeys(media_ids))
         if not ids:
             return {}
-        query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": ids}}
-        cursor = self._collection.find(query, _WITHOUT_HOLDERS)
+        cursor = self._collection.find(_of_ids(ids), _WITHOUT_HOLDERS)
         return {str(doc["_id"]): MediaRecord.model_validate(doc) async for doc in cursor}
 
     async def by_sources(self, keys: Iterable[str]) -> list[MediaRecord]:
@@ -228,10 +232,8 @@ class MediaRepository:
             if (found := sources.get(media_id))
         ]
         if plain:
-            query = {"_id": plain[0]} if len(plain) == 1 else {"_id": {"$in": plain}}
-            updates.append(
-                UpdateMany({**query, "state": MediaState.READY}, _hold_update(holder, ()))
-            )
+            query = {**_of_ids(plain), "state": MediaState.READY}
+            updates.append(UpdateMany(query, _hold_update(holder, ())))
         result = await self._collection.bulk_write(updates, ordered=False)
         if result.matched_count == len(ids):
             return set(ids)

@@ -141,7 +141,6 @@ async def process_products(rt: WorkerRuntime, request_id: str, serial_numbers: l
             await _run_chunk(rt, run, job, serial_numbers)
     finally:
         run.over = True  # the renewals stop even if their cancellation is lost (_keep_leases)
-        renewing.cancel()
         for task in [*run.flushes, renewing]:  # a flush left is a timer with nothing to write
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,7 +195,7 @@ async def _keep_leases(rt: WorkerRuntime, run: _Run) -> None:
     ever. Seen in the fault tests after a MongoDB restart: the run awaited this task in its
     ``finally`` while the task slept between renewals (worker.stacks showed both).
     """
-    while not run.over:
+    while True:
         await asyncio.sleep(run.lease.total_seconds() / 3)
         if run.over:
             return
