@@ -229,7 +229,15 @@ def freeze_holder(
             what="the stop to land",
         )
         frozen = datetime.now(UTC)
+        # A final move the holder sent just before the stop still lands: read until what it
+        # holds stops changing, so that a product whose write was on the wire is not counted.
         held = held_by(stack, request_id, stopped)
+        while True:
+            time.sleep(1.0)  # the settle window: long enough for a write on the wire to land
+            again = held_by(stack, request_id, stopped)
+            if again == held:
+                break
+            held = again
         if held:
             return victim, held, frozen
         _signal_to(victim, group, signal.SIGCONT)  # it finished first: let it go on, find another
