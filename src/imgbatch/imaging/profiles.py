@@ -53,8 +53,9 @@ _PROFILE_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _VARIANT_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # Bumped whenever rendering changes what a variant's bytes are for the same definition, so
 # content-addressed outputs made by older code are not taken for new ones. 2: a box the source
-# does not reach gives the full-size output; BICUBIC after reduce().
-RENDER_VERSION: Final = 2
+# does not reach gives the full-size output; BICUBIC after reduce(). 3: libvips' Lanczos-3 after
+# reduce() (imaging.resample).
+RENDER_VERSION: Final = 3
 
 
 class ProfileError(ValueError):

@@ -4,15 +4,11 @@ Measured choices (docs/profiles-and-outputs.md, "Profiles", has the numbers):
 
 - **One decode, then a chain.** Sizes are made largest to smallest, each from the one before, so
   a 150 px thumbnail of a 12 MP photo resamples a 600 px image, not 12 MP of pixels.
-- **Integer reduction first.** ``resize(..., reducing_gap=1.0)`` runs ``reduce(k)`` (a box
-  filter in C, what JPEG's DCT scaling does) for the integer part of the scale and BICUBIC only
-  for the rest: 2400 -> 1200 px is one ``reduce(2)``, 6-8 ms for all three storefront sizes of a
-  4 MP photo instead of 60-80 ms. ``draft()`` cannot help here: the full-size primary needs the
-  full decode, and a second, DCT-scaled decode costs more than reducing the first. The rest of
-  the scale is the costly part where it is not an integer (3000 -> 1500 -> 1200 px: 26 ms of
-  LANCZOS, 20 of BICUBIC), and BICUBIC keeps every storefront size above its SSIM floor
-  (``bench/profiles.py``); HAMMING and BILINEAR do not. For a source of at most 600x600 (the
-  thumbnail step) LANCZOS with a gap of 2.0 buys back ~1 dB for ~1 ms.
+- **Integer reduction first, then Lanczos-3 for the rest** (``imaging.resample``, with its
+  numbers): ``reduce(k)`` in Pillow, libvips for the non-integer rest of the scale. 2400 ->
+  1200 px is one ``reduce(2)``, 6-8 ms for all three storefront sizes of a 4 MP photo instead
+  of 60-80 ms. ``draft()`` cannot help here: the full-size primary needs the full decode, and
+  a second, DCT-scaled decode costs more than reducing the first.
 - **WebP at quality 75, method 0.** Pillow's default method 4 costs 4x the CPU for ~15 % fewer
   bytes. **AVIF at speed 10, one thread**: speed 8 triples the CPU for 5 % fewer bytes, and a
   worker already runs one image per core.
@@ -43,12 +39,10 @@ from imgbatch.imaging.decode import Decoded
 from imgbatch.imaging.metadata import dominant_color, fit_within, placeholder, summary_image
 from imgbatch.imaging.profiles import OutputFormat, Variant
 from imgbatch.imaging.quality import Measures, measure
+from imgbatch.imaging.resample import downscale
 
 WEBP_METHOD: Final = 0
 AVIF_SPEED: Final = 10
-_LANCZOS: Final = Image.Resampling.LANCZOS
-_BICUBIC: Final = Image.Resampling.BICUBIC
-_SMALL_SOURCE: Final = 600 * 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +70,6 @@ class Rendition:
 
 def target_size(size: tuple[int, int], variant: Variant) -> tuple[int, int]:
     return size if variant.max_edge is None else fit_within(size, variant.max_edge)
-
-
-def downscale(source: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``reduce`` by the integer part of the scale, then BICUBIC the rest; LANCZOS from small
-    sources (see module doc)."""
-    if source.size == size:
-        return source
-    if source.width * source.height <= _SMALL_SOURCE:
-        return source.resize(size, _LANCZOS, reducing_gap=2.0)
-    return source.resize(size, _BICUBIC, reducing_gap=1.0)
 
 
 def encode(
