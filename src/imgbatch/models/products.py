@@ -171,23 +171,6 @@ class ProductRecord(BaseModel):
         return self.model_dump(mode="python")
 
 
-# The stored defaults of a new product, taken from the model so the two cannot drift apart.
-_NEW_PRODUCT_DEFAULTS: dict[str, Any] = {
-    name: field.get_default(call_default_factory=True)
-    for name, field in ProductRecord.model_fields.items()
-    if not field.is_required() and name != "source_rows"
-}
-
-
-def new_product_document(**fields: Any) -> Document:
-    """A pending product as stored, without validating each row again.
-
-    The upload stages one per sheet row and the sheet is already validated; building the
-    pydantic model per row cost a quarter of the upload's CPU on a 100k-row sheet.
-    """
-    return {**_NEW_PRODUCT_DEFAULTS, **fields}
-
-
 def outcome_status(images: int, failed: int) -> ProductStatus:
     if failed == 0:
         return ProductStatus.COMPLETED

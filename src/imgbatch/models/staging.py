@@ -21,7 +21,7 @@ from imgbatch.models.db import SHEET_CHUNKS, Database
 # document limit whatever a sheet holds.
 CHUNK_MAX_ROWS = 1000
 CHUNK_MAX_BYTES = 4 * 1024 * 1024
-# Field names and fixed-size values of one staged product document, beyond its strings.
+# Field names and fixed-size values of one staged row, beyond its strings.
 ROW_OVERHEAD_BYTES = 256
 
 
