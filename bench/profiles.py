@@ -3,7 +3,8 @@ photo mix, one core, no I/O.
 
 Each round renders every photo once under each profile, the two interleaved photo by photo, so
 a noisy neighbour slows both alike; the figure is the median over rounds of ``process_time``
-(this thread's CPU: decode, resizes, encodes, the colour and the placeholder). The per-image
+(the process's CPU, every thread: libvips resizes on one of its own; decode, resizes,
+encodes, the colour and the placeholder). The per-image
 work is the worker's own (``imaging.open_image`` + ``imaging.render_profile``); storing the
 outputs is not included.
 """
@@ -23,6 +24,7 @@ from bench.data import BIG_PHOTO, DEFAULT_PHOTOS, photo_bytes
 from bench.quality import luma, ssim
 from imgbatch.core.settings import Settings
 from imgbatch.imaging import Profile, available_profiles, compress_image, open_image, render_profile
+from imgbatch.worker.allocator import reuse_large_buffers
 
 _MAX_PIXELS = 50_000_000
 
@@ -57,6 +59,10 @@ def _compress_ms(data: bytes) -> float:
 
 
 def measure(mix: Sequence[str], extra: Sequence[str], rounds: int) -> list[ProfileCost]:
+    # The worker's malloc settings (worker/allocator.py), so that large buffers cost what they
+    # cost in a pool process: with glibc's sliding mmap threshold, the ratio moved with what
+    # the bench process had allocated before (2.05 after the codec phases, 1.93-1.97 alone).
+    reuse_large_buffers()
     profiles = available_profiles(Settings())
     default, storefront = profiles["default"], profiles["storefront"]
     names = [*mix, *extra]

@@ -39,6 +39,10 @@ def mean_difference(a: Image.Image, b: Image.Image) -> float:
         ((3001, 1999), (1200, 799)),  # partial boxes at the edges: Pillow's
         ((10000, 700), (1200, 84)),
         ((512, 512), (150, 150)),  # a small source: Pillow's LANCZOS
+        # Large scales of small sources stay Pillow's: libvips' Lanczos-3 over a 24x scale in
+        # one pass turned a flat 200 into 197 (its fixed-point weights no longer sum to one).
+        ((600, 600), (16, 16)),
+        ((3600, 100), (150, 4)),
     ],
 )
 def test_every_path_lands_exactly_on_the_target_size(
@@ -54,11 +58,13 @@ def test_every_path_lands_exactly_on_the_target_size(
 
 def test_sizes_land_exactly_for_any_shape() -> None:
     shapes = random.Random(7)
-    for _ in range(200):
-        source = (shapes.randint(601, 2500), shapes.randint(601, 2500))
+    for _ in range(300):
+        source = (shapes.randint(17, 2500), shapes.randint(17, 2500))
         target = fit_within(source, shapes.randint(16, 1200))
-        with Image.new("L", source) as image:
-            assert downscale(image, target).size == target, (source, target)
+        with Image.new("L", source, 200) as image:
+            out = downscale(image, target)
+            assert out.size == target, (source, target)
+            assert out.getextrema() == (200, 200), (source, target)
 
 
 @pytest.mark.parametrize(
@@ -107,8 +113,8 @@ def test_images_that_are_not_eight_bits_per_band_are_refused() -> None:
 
 
 # A fresh interpreter: this test process may have started libvips already. The parent imports
-# the module and resizes with Pillow only, as Celery's main process does; its forked child
-# makes the first libvips resize, as a pool process does.
+# the module and resizes with Pillow only (an exact reduce()), as Celery's main process never
+# resizes at all; its forked child makes the first libvips resize, as a pool process does.
 _FORKED_CHILD = """
 import multiprocessing
 from PIL import Image
@@ -118,8 +124,8 @@ def child(_):
     with Image.new("RGB", (3000, 2000), (10, 20, 30)) as image:
         return downscale(image, (1200, 800)).getpixel((600, 400))
 
-with Image.new("RGB", (512, 512)) as small:
-    downscale(small, (150, 150))
+with Image.new("RGB", (2400, 1600)) as exact:
+    downscale(exact, (1200, 800))  # reduce(2) alone
 with multiprocessing.get_context("fork").Pool(1) as pool:
     print(pool.apply_async(child, (0,)).get(timeout=60))
 """

@@ -52,7 +52,7 @@ def isolated_runtime(
         broker.flushdb()
         if mongodb_url is None:
             rt.run(rt.client.drop_database(settings.mongodb_database))
-        rt.run(rt.client.close())
+        rt.run(rt.aclose())
         rt.loop.close()
 
 

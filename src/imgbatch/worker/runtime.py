@@ -65,6 +65,15 @@ class WorkerRuntime(Runtime):
             self._download_budget = DownloadBudget(self.settings.download_budget_bytes)
         return self._download_budget
 
+    async def aclose(self) -> None:
+        """Close the clients this runtime opened (a worker's last one goes with its process; a
+        runtime made for a while, as in tests, would leave their connections to the GC)."""
+        if self._http is not None:
+            await self._http.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+        await self.client.close()
+
 
 def build_runtime(settings: Settings) -> WorkerRuntime:
     return WorkerRuntime.build(settings)
