@@ -207,7 +207,10 @@ def held_work(stack: FaultStack, request_id: str, pids: set[int]) -> tuple[int, 
                 return True
         return False
 
-    wait_until(holding, every=0.02, what=f"one of {sorted(pids)} to hold a product")
+    try:
+        wait_until(holding, every=0.02, what=f"one of {sorted(pids)} to hold a product")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stall_report(stack, request_id)}") from None
     return found[0]
 
 
