@@ -15,8 +15,9 @@ Measured (bench/README.md, "Round five", item 5; one core, CPU of every thread):
   and libvips would fit to whole pixels (see :func:`downscale`). Common camera sizes divide
   (4032x3024, 6000x4000, 3000x2000 by their factor for 1200 px); 4000x3000 does not.
 - **Sources of at most 600x600** (the thumbnail step) stay Pillow's, LANCZOS with a gap of 2.0
-  (~1 dB for ~1 ms): a call into libvips costs 1-2 ms whatever the size, more than Pillow
-  takes for these (coffee's 600 -> 150 px thumbnail: 1.2 ms in Pillow, 3 in libvips).
+  (~1 dB for ~1 ms). libvips would save at most ~1 ms there (a call has ~0.6 ms of fixed cost),
+  and its Lanczos-3 over the whole of a large scale in one pass shifts flat colours (a flat
+  200 came out 197 at 600 -> 16 px: its fixed-point weights no longer sum to one).
 
 libvips only ever sees raw pixels of an image Pillow decoded (``new_from_memory``): none of its
 loaders parses a byte from the network, so it adds no decoder to the attack surface.
