@@ -22,6 +22,7 @@ from bench.data import DEFAULT_PHOTOS, batch_csv
 from bench.harness import Bench, cpu_seconds
 from bench.procfs import peak_rss_mb
 
+SUPPLIER_HOST = "https://images.supplier-cdn.example"
 SECONDS_TARGET = 2.0
 FLOOR_RATIO_TARGET = 2.5
 
@@ -57,9 +58,12 @@ def stdlib_floor(body: bytes) -> float:
 
 def accept(bench: Bench, rows: int) -> UploadResult:
     api = psutil.Process(bench.stack.processes["api"].pid)
-    body = batch_csv(bench.origin.base_url, rows, DEFAULT_PHOTOS, "upload")
+    # A supplier's host, not the loopback origin: the sheet is never processed, and with the
+    # default address policy (``running(private_networks=False)``) every URL's host is checked
+    # as a user's would be.
+    body = batch_csv(SUPPLIER_HOST, rows, DEFAULT_PHOTOS, "upload")
     # One small upload first, so imports and connection pools are warm, as in a running service.
-    bench.upload(batch_csv(bench.origin.base_url, 2, DEFAULT_PHOTOS, "warm"))
+    bench.upload(batch_csv(SUPPLIER_HOST, 2, DEFAULT_PHOTOS, "warm"))
     floors = [stdlib_floor(body)]
     before = api.memory_info().rss / 2**20
     processes = bench.processes()

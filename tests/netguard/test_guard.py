@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgbatch.core.logs import redact_url
@@ -160,6 +160,34 @@ def test_literal_host_reason_refuses(url: str) -> None:
 @pytest.mark.parametrize("url", ACCEPTED_URLS)
 def test_literal_host_reason_accepts(url: str) -> None:
     assert literal_host_reason(url) is None
+
+
+# URLs on either side of the plain-authority shortcut: userinfo, a backslash, brackets,
+# percent-encoding, whitespace, odd ports and schemes, around hosts that are refused or not.
+_PART = st.sampled_from
+_URLS = st.one_of(
+    st.tuples(
+        _PART(["http://", "HTTPS://", "ftp://", "http:/", "http:///", " http://", ""]),
+        _PART(["", "@", "user:pw@", "example.com@", "\\", "%31", "\t", "[", "a b"]),
+        _PART(["127.0.0.1", "127.1", "0x7f000001", "localhost", "example.com", "[::1]",
+               "10.0.0.1.", "\u2460\u2461\u2466.0.0.1", "a-b.example", ""]),
+        _PART(["", ":80", ":99999", ":x", ":", "@127.0.0.1", "\\@10.0.0.1", "]"]),
+        _PART(["", "/", "/a.jpg?x=@127.0.0.1", "?q", "#f", " ", "\\x"]),
+    ).map("".join),
+    st.lists(
+        _PART(["http://", "127.0.0.1", "example.com", ".", "-", ":", ":80", "@", "\\",
+               "[::1]", "%31", "/", "?", "#", " ", "1"]),
+        max_size=8,
+    ).map("".join),
+)  # fmt: skip
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_URLS)
+def test_literal_host_reason_shortcut_agrees_with_urlsplit(url: str) -> None:
+    # A leading space never matches the shortcut, and urlsplit's path strips it again: the
+    # same URL judged the long way.
+    assert literal_host_reason(url) == literal_host_reason(" " + url), url
 
 
 def test_literal_host_reason_explains_encoded_forms() -> None:

@@ -7,6 +7,7 @@ import csv
 import io
 import tracemalloc
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -907,6 +908,15 @@ def test_plain_url_fast_path_agrees_with_the_full_parse(
         assert url_problem(url, limits) == _parsed_url_problem(url, limits)
 
 
+def _zero_in_host(url: str) -> str | None:
+    # A url_check judges a plain URL by its host alone (SheetLimits), as the real one does.
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return None
+    return "blocked" if "0" in host else None
+
+
 # The fast path for a whole cell of plain URLs must give the same URLs and the same problems as
 # splitting the cell and checking each URL.
 _CELLISH = st.text(alphabet="htps:/,;?#.-_ 09az\u00fc\t\x01", min_size=0, max_size=30)
@@ -934,7 +944,7 @@ def test_plain_cell_fast_path_agrees_with_checking_each_url(
         for scheme, rest, port in parts
         for host, tail in [(rest[:8].replace("/", ""), rest[8:])]
     )
-    for check in (None, lambda u: "blocked" if "0" in u else None):
+    for check in (None, _zero_in_host):
         limits = SheetLimits(max_urls_per_row=max_urls, max_url_length=max_length, url_check=check)
         fast: list[tuple[str, str]] = []
         general: list[tuple[str, str]] = []
@@ -943,13 +953,24 @@ def test_plain_cell_fast_path_agrees_with_checking_each_url(
 
 
 def test_a_cell_of_plain_urls_keeps_every_check() -> None:
-    limits = SheetLimits(max_urls_per_row=2, url_check=lambda u: "private" if "10." in u else None)
+    limits = SheetLimits(
+        max_urls_per_row=2,
+        url_check=lambda u: "private" if (urlsplit(u).hostname or "").startswith("10.") else None,
+    )
     cases = {
         "http://a.example:65535/x,https://b.example/y?q=1": [],
         "http://a.example:65536/x": ["URL 1 is not a valid URL: 'http://a.example:65536/x'"],
         "http://a.example/x,http://b.example/y,http://c.example/z": ["too many URLs: 3 (max 2)"],
         "http://a.example/x,http://10.0.0.1/y": [
             "URL 2 is not allowed (private): 'http://10.0.0.1/y'"
+        ],
+        # A URL in a query is not a host; each URL's own host is judged, in the cell's order.
+        "http://a.example/r?u=http://10.0.0.9/x,HTTP://10.0.0.1:8080/y": [
+            "URL 2 is not allowed (private): 'HTTP://10.0.0.1:8080/y'"
+        ],
+        "http://10.0.0.1/a,http://10.0.0.1/c": [
+            "URL 1 is not allowed (private): 'http://10.0.0.1/a'",
+            "URL 2 is not allowed (private): 'http://10.0.0.1/c'",
         ],
     }
     for cell, expected in cases.items():

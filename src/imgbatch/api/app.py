@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -42,6 +43,7 @@ from imgbatch.core.logs import configure_logging, log_event
 from imgbatch.core.settings import Settings, get_settings
 from imgbatch.domain.events import CHANGES_CHANNEL, RedisEventPublisher
 from imgbatch.domain.services import Services
+from imgbatch.domain.sheet_parse import start_parser_server
 from imgbatch.domain.taskqueue import CeleryTaskSender
 from imgbatch.imaging.profiles import available_profiles
 from imgbatch.models.db import database, mongo_client
@@ -60,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Before any client's threads exist; and the first upload does not wait for it.
+        await asyncio.to_thread(start_parser_server)
         mongo = mongo_client(settings)
         db = database(mongo, settings)
         redis = Redis.from_url(settings.require_redis_url())

@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import bson
+from bson import ObjectId
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, IndexModel
 
 from imgbatch.models.db import SHEET_CHUNKS, Database
@@ -25,6 +28,19 @@ CHUNK_MAX_BYTES = 4 * 1024 * 1024
 ROW_OVERHEAD_BYTES = 256
 
 
+def encode_chunk(request_id: str, seq: int, rows: list[dict[str, Any]]) -> bytes:
+    """One chunk document as BSON: the upload's parser process encodes, the API only sends."""
+    return bson.encode(
+        {
+            "_id": ObjectId(),
+            "request_id": request_id,
+            "seq": seq,
+            "rows": rows,
+            "staged_at": datetime.now(UTC),
+        }
+    )
+
+
 class StagedChunkRepository:
     COLLECTION: ClassVar[str] = SHEET_CHUNKS
     INDEXES: ClassVar[Sequence[IndexModel]] = [
@@ -36,10 +52,9 @@ class StagedChunkRepository:
     def __init__(self, db: Database) -> None:
         self._collection = db[self.COLLECTION]
 
-    async def stage(self, request_id: str, seq: int, rows: list[dict[str, Any]]) -> None:
-        await self._collection.insert_one(
-            {"request_id": request_id, "seq": seq, "rows": rows, "staged_at": datetime.now(UTC)}
-        )
+    async def stage_encoded(self, document: bytes) -> None:
+        """Insert a chunk made by :func:`encode_chunk` (in another process) as it is."""
+        await self._collection.insert_one(RawBSONDocument(document))
 
     async def chunks(self, request_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         cursor = self._collection.find({"request_id": request_id}, batch_size=2).sort("seq", 1)

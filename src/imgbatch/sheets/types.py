@@ -12,10 +12,15 @@ URLS_COLUMN: Final = "Input Image Urls"
 
 MAX_LISTED_ERRORS: Final = 100
 
+#: The upload-time URL policy: why a URL is refused, or None.
+UrlCheck = Callable[[str], str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class SheetLimits:
-    """Per-upload limits; ``url_check`` returns a reason to reject a URL, or None."""
+    """Per-upload limits; ``url_check`` returns a reason to reject a URL, or None. It must judge
+    a plain ``http(s)://host[:port]/...`` URL by its host alone: the reader asks it once per
+    distinct host of a cell, with ``http://host/``."""
 
     max_rows: int = 100_000
     max_urls_per_row: int = 20
@@ -25,7 +30,7 @@ class SheetLimits:
     # short names made every row cost megabytes.
     max_columns: int = 100
     max_extra_bytes: int = 8192
-    url_check: Callable[[str], str | None] | None = None
+    url_check: UrlCheck | None = None
 
     def __post_init__(self) -> None:
         for name in (
