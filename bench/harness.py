@@ -27,8 +27,8 @@ from tests.support.origin import Origin
 
 # As in tests/conftest.py: the origin is on loopback, which the address guard refuses. Auth
 # stays on, as in production: every call the bench makes carries a key it creates.
+# The address policy is running()'s ``private_networks``.
 STACK_ENV = {
-    "IMGBATCH_ALLOW_PRIVATE_NETWORKS": "true",
     "IMGBATCH_ALLOWED_PORTS": "[]",
 }
 _WORKER_READY_TIMEOUT = 180.0  # a worker starts in seconds, or minutes on a loaded machine

@@ -102,6 +102,8 @@ async def parse_in_child(
     early (an error, a cancelled upload) kills the child.
     """
     async with _slot():
+        # Started already by the API's lifespan; this restarts a forkserver that died (and
+        # serves callers without a lifespan), for the cost of a liveness check.
         await asyncio.to_thread(start_parser_server)
         ours, theirs = _CONTEXT.Pipe()
         child = _CONTEXT.Process(
