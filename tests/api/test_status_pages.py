@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from imgbatch.cli.stack import Stack
+from imgbatch.domain.results import RESULT_FILES
 from tests.support.client import sheet, upload
 from tests.support.origin import Origin
 from tests.support.stacks import side_api
@@ -31,10 +32,22 @@ def fresh_api(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
+# Stored after the status pages (domain.results.write_result_files): a generation that holds
+# them is written whole. Waiting on the pages alone let a test move the folder aside while the
+# worker was still putting these, which then made it again (a failure seen once in CI).
+_STORED_LAST = [file.name for kind, file in RESULT_FILES.items() if kind != "shopify"]
+
+
 def pages_folders(stack: Stack, request_id: str) -> list[Path]:
-    """The request's stored status pages, one folder per generation of its files."""
+    """The request's stored status pages, one folder per generation of its files, once that
+    generation's files are all written."""
     root = stack.data_dir / "media" / "results" / request_id
-    return sorted(path for path in root.glob("*/status") if (path / "0.jsonl").exists())
+    return sorted(
+        path
+        for path in root.glob("*/status")
+        if (path / "0.jsonl").exists()
+        and all((path.parent / name).exists() for name in _STORED_LAST)
+    )
 
 
 def wait_completed(api: httpx.Client, request_id: str, images_failed: int) -> None:
