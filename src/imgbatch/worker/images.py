@@ -55,6 +55,7 @@ from imgbatch.models.requests import RequestRecord, now
 from imgbatch.storage import IMMUTABLE, media_prefix, variant_key
 from imgbatch.worker.budget import BudgetLease
 from imgbatch.worker.downloads import Validators, fetch
+from imgbatch.worker.heap import trim_after
 from imgbatch.worker.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
@@ -291,19 +292,7 @@ async def process_image(
     # has been rendered, the span in which it waits for the one decode slot.
     lease = rt.download_budget.lease()
     try:
-        reused = await _reuse_unchanged(rt, job, url, known, lease) if known else None
-        write: MediaWrite
-        if isinstance(reused, ImageOutcome):
-            outcome, write = reused, Hold(reused.media_id)
-        else:
-            data, validators = reused or await _source(rt, job, url, lease)
-            source = (source_key(job.owner, url), validators) if validators else None
-            outcome, write = await _render_or_reuse(
-                rt, job, writes, slot, data, source, product.attempts
-            )
-            if known is not None and outcome.media_id != known.media.id:
-                # The URL gives other bytes now: stop revalidating it against the old ones.
-                await rt.media.forget_source(known.media.id, known.key)
+        outcome, write = await _outcome(rt, job, writes, slot, product.attempts, url, known, lease)
     except ImageFailure as failure:
         log_event(
             logger,
@@ -322,7 +311,10 @@ async def process_image(
         )
         return error, None
     finally:
+        # The body went with _outcome's frame: its space can go back to the system.
+        held = lease.held
         lease.release()
+        trim_after(held)
     done = outcome.model_copy(
         update={
             "processing_ms": _ms_since(started),
@@ -330,6 +322,29 @@ async def process_image(
         }
     )
     return done, write
+
+
+async def _outcome(
+    rt: WorkerRuntime,
+    job: ImageJob,
+    writes: MediaWrites,
+    slot: str,
+    attempt: int,
+    url: str,
+    known: Known | None,
+    lease: BudgetLease,
+) -> tuple[ImageOutcome, MediaWrite]:
+    """Revalidate, or download and render: the body lives in this frame only."""
+    reused = await _reuse_unchanged(rt, job, url, known, lease) if known else None
+    if isinstance(reused, ImageOutcome):
+        return reused, Hold(reused.media_id)
+    data, validators = reused or await _source(rt, job, url, lease)
+    source = (source_key(job.owner, url), validators) if validators else None
+    outcome, write = await _render_or_reuse(rt, job, writes, slot, data, source, attempt)
+    if known is not None and outcome.media_id != known.media.id:
+        # The URL gives other bytes now: stop revalidating it against the old ones.
+        await rt.media.forget_source(known.media.id, known.key)
+    return outcome, write
 
 
 def image_warnings(checks: Checks, rendered: Rendered) -> list[ImageWarning]:
