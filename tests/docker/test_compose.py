@@ -209,12 +209,12 @@ def test_every_command_names_an_entry_point_that_exists_in_the_image() -> None:
         if program != "python":
             # A console script of a distribution the image installs (on PATH in /opt/imgbatch).
             assert scripts.get(program, "").lower() in runtime, f"{name}: {program}"
-        if program == "uvicorn":
-            targets[command[1]] = "FastAPI"
-        elif program == "celery":
+        if program == "celery":
             assert command[1] == "-A"
             targets[command[2]] = "Celery"
             assert command[3] in ("worker", "beat", "flower"), command
+        elif program == "python" and command[1:3] == ["-m", "uvicorn"]:
+            targets[command[3]] = "FastAPI"
         elif program == "python":
             assert command[1] == "-m"
             targets[command[2]] = "module"
