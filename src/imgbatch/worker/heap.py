@@ -6,7 +6,7 @@ live pieces scattered through the heap, so the space of bodies already compresse
 reused in time nor returned. Measured with 64 bodies of 20 MB in one process
 (tests/worker/test_safety.py): peak RSS 461-502 MB, and 370-420 MB still held once the batch
 was done, while live Python objects were down to 4 MB. Trimming after each large body: peak
-428-452 MB, and 123 MB once done. ``malloc_trim`` walks the free lists and releases whole free
+421-480 MB, and ~123 MB once done. ``malloc_trim`` walks the free lists and releases whole free
 pages; it cost 0.02-0.3 ms here, so it runs only after bodies of ``TRIM_AFTER_BYTES`` or more.
 
 Hand-written because no library exposes it: it is one glibc call through ctypes. Where the C
@@ -16,7 +16,6 @@ library is not glibc (musl, macOS) there is no such function, and this does noth
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 
 __all__ = ["TRIM_AFTER_BYTES", "trim_after"]
@@ -27,11 +26,9 @@ TRIM_AFTER_BYTES = 8 * 1024 * 1024
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    except OSError:
-        return None
-    trim = getattr(libc, "malloc_trim", None)
+    # The symbols the process already has (the C library's among them): no library search,
+    # which on Linux may start ldconfig or a compiler.
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is None:
         return None
     trim.argtypes = [ctypes.c_size_t]
