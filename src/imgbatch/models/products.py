@@ -354,24 +354,27 @@ class ProductRepository:
         run of the same chunk racing this one takes only what it moved itself, and each run that
         processes a product has counted an attempt. A product left ``processing`` by a run that
         died is taken over by :meth:`claim`, alone, once its run is over. Two round trips for
-        the chunk instead of two per product.
-
-        One multi-document update, not a bulk write of one update per product: every claim
-        sets the same fields, each document still moves only if it is ``pending`` (MongoDB
-        updates each atomically), and the server runs one statement instead of eight (the
-        embedded server takes its collection lock and a transaction per statement).
+        the chunk instead of two per product; each update is still a conditional one on an
+        exact index.
         """
         if not serial_numbers:
             return []
-        await self._collection.update_many(
-            # $in on the last field of the unique index is planned as a few point lookups.
-            {
-                "request_id": request_id,
-                "serial_number": {"$in": list(serial_numbers)},
-                "status": ProductStatus.PENDING,
-            },
-            _claim_update(token, datetime.now(UTC), lease, holder),
+        update = _claim_update(token, datetime.now(UTC), lease, holder)
+        await self._collection.bulk_write(
+            [
+                UpdateOne(
+                    {
+                        "request_id": request_id,
+                        "serial_number": serial_number,
+                        "status": ProductStatus.PENDING,
+                    },
+                    update,
+                )
+                for serial_number in serial_numbers
+            ],
+            ordered=False,
         )
+        # $in on the last field of the unique index is planned as a few point lookups.
         cursor = self._collection.find(
             {"request_id": request_id, "serial_number": {"$in": list(serial_numbers)}}
         )
@@ -385,22 +388,25 @@ class ProductRepository:
     async def renew_leases(
         self, request_id: str, serial_numbers: Iterable[int], *, lease: timedelta
     ) -> None:
-        """Extend the leases of products a live run is still processing, in one update (one
-        statement for all of them, as :meth:`claim_many`).
+        """Extend the leases of products a live run is still processing, in one bulk write.
 
         Not conditional on the run's token: if a stall let another run take one over, both are
         at work on it, and either finishing it is as good.
         """
-        serials = list(serial_numbers)
-        if serials:
-            await self._collection.update_many(
+        until = datetime.now(UTC) + lease
+        updates = [
+            UpdateOne(
                 {
                     "request_id": request_id,
-                    "serial_number": {"$in": serials},
+                    "serial_number": serial_number,
                     "status": ProductStatus.PROCESSING,
                 },
-                {"$set": {"lease_until": datetime.now(UTC) + lease}},
+                {"$set": {"lease_until": until}},
             )
+            for serial_number in serial_numbers
+        ]
+        if updates:
+            await self._collection.bulk_write(updates, ordered=False)
 
     async def processing(self, request_id: str) -> list[ProductRecord]:
         """The request's products some run holds now (few: at most what the workers hold)."""
