@@ -4,6 +4,7 @@ is, refusals and row errors come back whole, and the child never outlives its up
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import os
 import time
@@ -12,13 +13,16 @@ import bson
 import psutil
 import pytest
 
+from imgbatch.core.settings import Settings
 from imgbatch.domain.sheet_parse import (
+    _CHILD_PRELOAD,
     PARSERS_PER_PROCESS,
     Chunk,
     Parsed,
     parse_in_child,
     start_parser_server,
 )
+from imgbatch.domain.staging import sheet_limits
 from imgbatch.sheets import SheetFormatError, SheetLimits
 
 
@@ -165,3 +169,13 @@ def test_uploads_beyond_the_cap_wait_for_a_parser() -> None:
     held, running, products = asyncio.run(run())
     assert (held, running) == (cap, cap)
     assert products == [3000] * (cap + 1)
+
+
+def test_the_forkserver_preloads_the_url_check_a_child_unpickles() -> None:
+    # multiprocessing skips a preload that fails to import, so a renamed module would make
+    # every upload's child import it again: 0.4 s of CPU for the netguard package
+    # (bench/README.md, round seven).
+    check = sheet_limits(Settings(allow_private_networks=False)).url_check
+    assert check is not None
+    preloaded = [importlib.import_module(name).__name__ for name in _CHILD_PRELOAD]
+    assert any(check.__module__.startswith(f"{name}.") for name in preloaded), preloaded
