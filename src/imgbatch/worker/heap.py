@@ -9,6 +9,10 @@ was done, while live Python objects were down to 4 MB. Trimming after each large
 421-480 MB, and ~123 MB once done. ``malloc_trim`` walks the free lists and releases whole free
 pages; it cost 0.02-0.3 ms here, so it runs only after bodies of ``TRIM_AFTER_BYTES`` or more.
 
+``worker/allocator.py`` keeps up to 64 MB of freed heap for the next image's buffers, which
+saves page faults on ordinary photos; this gives everything back only after an exceptionally
+large body, where the kept space was the problem.
+
 Hand-written because no library exposes it: it is one glibc call through ctypes. Where the C
 library is not glibc (musl, macOS) there is no such function, and this does nothing.
 """
